@@ -1,0 +1,454 @@
+//! The account use cases: signup, email verification, login, tokens, sessions
+//! and the caller's own profile.
+
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+use crate::email::Email;
+use crate::error::{collect, FieldErrors, PortError, NON_FIELD_ERRORS};
+use crate::mail::{self, Links};
+use crate::password::{Password, PlainPassword};
+use crate::ports::{
+    AccessClaims, AccessTokenError, AccessTokens, AccountStore, Clock, CreateAccountError, NewAccount,
+    NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, TokenPurpose,
+};
+use crate::session::{ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionState, TokenHash};
+use crate::user::{parse_name, ProfilePatch, User, UserId};
+
+/// Presented tokens longer than this are rejected before any work.
+const MAX_PRESENTED_TOKEN_LEN: usize = 512;
+
+/// The knobs of the account rules, from configuration.
+#[derive(Debug, Clone)]
+pub struct AuthPolicy {
+    /// Block login until the address is verified (and hide known addresses at signup).
+    pub require_verified_email: bool,
+    pub verification_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        Self {
+            require_verified_email: true,
+            verification_ttl: Duration::hours(24),
+            refresh_ttl: Duration::days(1),
+        }
+    }
+}
+
+/// The adapters the use cases run on.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Ports {
+    pub accounts: Arc<dyn AccountStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub hasher: Arc<dyn PasswordHasher>,
+    pub tokens: Arc<dyn AccessTokens>,
+    pub random: Arc<dyn Random>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The account use cases, over their ports.
+#[derive(Clone)]
+pub struct AuthService {
+    ports: Ports,
+    links: Links,
+    policy: AuthPolicy,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService").field("links", &self.links).field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+/// A signup body as it came in.
+#[derive(Debug, Clone, Default)]
+pub struct RawSignup<'a> {
+    pub email: &'a str,
+    pub password: &'a str,
+    pub password2: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    /// Terms and conditions; when sent it must be true.
+    pub tc: Option<bool>,
+}
+
+/// A signup that passed every field rule.
+#[derive(Debug, Clone)]
+pub struct SignupRequest {
+    pub email: Email,
+    pub password: Password,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+impl SignupRequest {
+    pub fn parse(raw: RawSignup<'_>) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let email = collect(&mut errors, "email", Email::parse(raw.email));
+        let first_name = collect(&mut errors, "first_name", parse_name(raw.first_name.unwrap_or_default()));
+        let last_name = collect(&mut errors, "last_name", parse_name(raw.last_name.unwrap_or_default()));
+        let personal = [
+            raw.email,
+            email.as_ref().map_or("", |e| e.local_part()),
+            first_name.as_deref().unwrap_or_default(),
+            last_name.as_deref().unwrap_or_default(),
+        ];
+        let password = match Password::parse(raw.password, &personal) {
+            Ok(password) => Some(password),
+            Err(rules) => {
+                rules.iter().for_each(|rule| errors.add("password", rule.to_string()));
+                None
+            }
+        };
+        if raw.password2.is_some_and(|p2| p2 != raw.password) {
+            errors.add(NON_FIELD_ERRORS, "Passwords do not match.");
+        }
+        if raw.tc == Some(false) {
+            errors.add("tc", "You must accept the terms and conditions.");
+        }
+        match (email, password, first_name, last_name) {
+            (Some(email), Some(password), Some(first_name), Some(last_name)) if errors.is_empty() => {
+                Ok(Self { email, password, first_name, last_name })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Login credentials that passed the size and syntax checks.
+#[derive(Debug, Clone)]
+pub struct LoginRequest {
+    pub email: Email,
+    pub password: PlainPassword,
+}
+
+impl LoginRequest {
+    pub fn parse(email: &str, password: &str) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let email = collect(&mut errors, "email", Email::parse(email));
+        let password = collect(&mut errors, "password", PlainPassword::parse(password));
+        match (email, password) {
+            (Some(email), Some(password)) => Ok(Self { email, password }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A token pair handed to a client.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access: OpaqueToken,
+    pub refresh: OpaqueToken,
+    pub expires_in: u64,
+}
+
+/// A logged-in user with their fresh tokens.
+#[derive(Debug, Clone)]
+pub struct LoginOutcome {
+    pub user: User,
+    pub tokens: TokenPair,
+}
+
+#[derive(Debug)]
+pub struct SignupOutcome {
+    /// The address as stored (domain lower-cased).
+    pub email: Email,
+    /// Present when the account may log in at once (verification not required).
+    pub login: Option<LoginOutcome>,
+}
+
+/// The caller behind a live access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignupError {
+    /// Only when verification is not required; otherwise signup never tells.
+    #[error("the email address is taken")]
+    EmailTaken,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("unknown email or wrong password")]
+    InvalidCredentials,
+    #[error("the email address is not verified")]
+    EmailNotVerified,
+    #[error("the account is disabled")]
+    AccountDisabled,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("the refresh token is not live")]
+    Invalid,
+    #[error("the refresh token has expired")]
+    Expired,
+    #[error("a spent refresh token came back; its session is revoked")]
+    Reused,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthenticateError {
+    #[error("the access token is not live")]
+    Invalid,
+    #[error("the access token has expired")]
+    Expired,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyEmailError {
+    #[error("the link token is unknown, used or expired")]
+    InvalidToken,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeError {
+    /// The account vanished between authentication and this call.
+    #[error("the user no longer exists")]
+    NotFound,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+impl AuthService {
+    pub fn new(ports: Ports, links: Links, policy: AuthPolicy) -> Self {
+        Self { ports, links, policy }
+    }
+
+    pub fn policy(&self) -> &AuthPolicy {
+        &self.policy
+    }
+
+    /// Creates an account and queues its verification mail. A known address,
+    /// when verification is required, gets the same outcome and its owner a notice.
+    #[tracing::instrument(skip_all)]
+    pub async fn signup(&self, request: SignupRequest, client: ClientInfo) -> Result<SignupOutcome, SignupError> {
+        let now = self.ports.clock.now();
+        // Hash before looking at the address, so both paths cost the same.
+        let password_hash = self.ports.hasher.hash(request.password.plain()).await?;
+        let token = self.ports.random.token();
+        let mail = mail::verification(&request.email, &self.links, &token);
+        let account = NewAccount {
+            email: request.email.clone(),
+            password_hash,
+            first_name: request.first_name,
+            last_name: request.last_name,
+            is_verified: false,
+            date_joined: now,
+        };
+        let verification = self.one_time_token(&token, TokenPurpose::VerifyEmail, now, self.policy.verification_ttl);
+        match self.ports.accounts.create_account(account, verification, mail).await {
+            Ok(user) => {
+                tracing::info!(user_id = %user.id, "account created");
+                let login = if self.policy.require_verified_email {
+                    None
+                } else {
+                    Some(self.open_session(user, client, now).await?)
+                };
+                Ok(SignupOutcome { email: request.email, login })
+            }
+            Err(CreateAccountError::EmailTaken) if self.policy.require_verified_email => {
+                let notice = mail::already_registered(&request.email, &self.links);
+                self.ports.accounts.enqueue_mail(notice).await?;
+                Ok(SignupOutcome { email: request.email, login: None })
+            }
+            Err(CreateAccountError::EmailTaken) => Err(SignupError::EmailTaken),
+            Err(CreateAccountError::Port(error)) => Err(error.into()),
+        }
+    }
+
+    /// Checks the password (against a dummy hash for unknown addresses, so
+    /// timing tells nothing) and opens a session.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, request: LoginRequest, client: ClientInfo) -> Result<LoginOutcome, LoginError> {
+        let credentials = self.ports.accounts.find_credentials(&request.email.key()).await?;
+        let Some((credentials, hash)) = credentials.and_then(|c| c.password_hash.clone().map(|h| (c, h))) else {
+            self.ports.hasher.verify_dummy(&request.password).await?;
+            return Err(LoginError::InvalidCredentials);
+        };
+        let needs_rehash = match self.ports.hasher.verify(&request.password, &hash).await? {
+            PasswordCheck::Mismatch => return Err(LoginError::InvalidCredentials),
+            PasswordCheck::Match { needs_rehash } => needs_rehash,
+        };
+        if !credentials.is_active {
+            return Err(LoginError::AccountDisabled);
+        }
+        if self.policy.require_verified_email && !credentials.is_verified {
+            return Err(LoginError::EmailNotVerified);
+        }
+        if needs_rehash {
+            self.upgrade_hash(credentials.user_id, &request.password).await;
+        }
+        let user = self
+            .ports
+            .accounts
+            .get_user(credentials.user_id)
+            .await?
+            .ok_or(LoginError::InvalidCredentials)?;
+        let outcome = self.open_session(user, client, self.ports.clock.now()).await?;
+        tracing::info!(user_id = %outcome.user.id, "login succeeded");
+        Ok(outcome)
+    }
+
+    /// A failed upgrade only delays it to the next login.
+    async fn upgrade_hash(&self, user_id: UserId, password: &PlainPassword) {
+        let upgraded = match self.ports.hasher.hash(password).await {
+            Ok(hash) => self.ports.accounts.set_password_hash(user_id, hash).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = upgraded {
+            tracing::warn!(%user_id, error = &error as &dyn std::error::Error, "password hash upgrade failed");
+        }
+    }
+
+    async fn open_session(&self, mut user: User, client: ClientInfo, now: OffsetDateTime) -> Result<LoginOutcome, PortError> {
+        let session_id = self.ports.random.session_id();
+        let refresh = self.ports.random.token();
+        self.ports
+            .sessions
+            .start_session(NewSession {
+                id: session_id,
+                user_id: user.id,
+                client,
+                created_at: now,
+                refresh: NewRefreshToken { hash: refresh.hash(), expires_at: now + self.policy.refresh_ttl },
+            })
+            .await?;
+        user.last_login = Some(now);
+        let access = self.ports.tokens.issue(AccessClaims { user_id: user.id, session_id }, now)?;
+        Ok(LoginOutcome {
+            user,
+            tokens: TokenPair { access: access.token, refresh, expires_in: access.expires_in },
+        })
+    }
+
+    /// Spends a refresh token and returns a new pair for the same session.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &str) -> Result<TokenPair, RefreshError> {
+        if presented.is_empty() || presented.len() > MAX_PRESENTED_TOKEN_LEN {
+            return Err(RefreshError::Invalid);
+        }
+        let now = self.ports.clock.now();
+        let next = self.ports.random.token();
+        let rotation = self
+            .ports
+            .sessions
+            .rotate_refresh(
+                &TokenHash::of(presented),
+                NewRefreshToken { hash: next.hash(), expires_at: now + self.policy.refresh_ttl },
+                now,
+            )
+            .await?;
+        match rotation {
+            Rotation::Rotated { user_id, session_id } => {
+                let access = self.ports.tokens.issue(AccessClaims { user_id, session_id }, now)?;
+                Ok(TokenPair { access: access.token, refresh: next, expires_in: access.expires_in })
+            }
+            Rotation::Unknown | Rotation::SessionDead => Err(RefreshError::Invalid),
+            Rotation::Expired => Err(RefreshError::Expired),
+            Rotation::Reused { user_id, session_id } => {
+                tracing::warn!(%user_id, %session_id, "refresh token reused; session revoked");
+                Err(RefreshError::Reused)
+            }
+        }
+    }
+
+    /// Resolves a bearer token to its caller: a valid signature is not
+    /// enough, the session must still be live.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthenticateError> {
+        let claims = self.ports.tokens.verify(bearer).map_err(|error| match error {
+            AccessTokenError::Invalid => AuthenticateError::Invalid,
+            AccessTokenError::Expired => AuthenticateError::Expired,
+        })?;
+        let now = self.ports.clock.now();
+        match self.ports.sessions.session_state(claims.session_id, now).await? {
+            SessionState::Live { user_id } if user_id == claims.user_id => {
+                Ok(Principal { user_id, session_id: claims.session_id })
+            }
+            _ => Err(AuthenticateError::Invalid),
+        }
+    }
+
+    /// Spends a verification link token and marks the address verified.
+    #[tracing::instrument(skip_all)]
+    pub async fn verify_email(&self, presented: &str) -> Result<User, VerifyEmailError> {
+        if presented.is_empty() || presented.len() > MAX_PRESENTED_TOKEN_LEN {
+            return Err(VerifyEmailError::InvalidToken);
+        }
+        let now = self.ports.clock.now();
+        let user = self
+            .ports
+            .accounts
+            .consume_verification(&TokenHash::of(presented), now)
+            .await?
+            .ok_or(VerifyEmailError::InvalidToken)?;
+        tracing::info!(user_id = %user.id, "email verified");
+        Ok(user)
+    }
+
+    /// Mails a new verification link to an unverified, active account; does
+    /// nothing otherwise. The caller answers the same either way.
+    #[tracing::instrument(skip_all)]
+    pub async fn resend_verification(&self, email: &Email) -> Result<(), PortError> {
+        let Some(user) = self.ports.accounts.find_user_by_email(&email.key()).await? else {
+            return Ok(());
+        };
+        if user.is_verified || !user.is_active {
+            return Ok(());
+        }
+        let now = self.ports.clock.now();
+        let token = self.ports.random.token();
+        let mail = mail::verification(&user.email, &self.links, &token);
+        let record = self.one_time_token(&token, TokenPurpose::VerifyEmail, now, self.policy.verification_ttl);
+        self.ports.accounts.issue_token(user.id, record, mail).await
+    }
+
+    pub async fn me(&self, user_id: UserId) -> Result<User, MeError> {
+        self.ports.accounts.get_user(user_id).await?.ok_or(MeError::NotFound)
+    }
+
+    #[tracing::instrument(skip_all, fields(%user_id))]
+    pub async fn update_me(&self, user_id: UserId, patch: ProfilePatch) -> Result<User, MeError> {
+        if patch.is_empty() {
+            return self.me(user_id).await;
+        }
+        self.ports.accounts.update_profile(user_id, patch).await?.ok_or(MeError::NotFound)
+    }
+
+    /// Revokes the caller's session: its access tokens fail from the next request.
+    #[tracing::instrument(skip_all, fields(user_id = %principal.user_id))]
+    pub async fn logout(&self, principal: Principal) -> Result<(), PortError> {
+        let now = self.ports.clock.now();
+        self.ports.sessions.revoke_session(principal.user_id, principal.session_id, now).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(%user_id))]
+    pub async fn logout_all(&self, user_id: UserId) -> Result<(), PortError> {
+        self.ports.sessions.revoke_all_sessions(user_id, self.ports.clock.now()).await
+    }
+
+    fn one_time_token(&self, token: &OpaqueToken, purpose: TokenPurpose, now: OffsetDateTime, ttl: Duration) -> NewOneTimeToken {
+        NewOneTimeToken { hash: token.hash(), purpose, created_at: now, expires_at: now + ttl }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,528 @@
+//! Every branch of the account use cases, against mocked ports.
+
+use super::*;
+use crate::password::PasswordHash;
+use crate::ports::{
+    Credentials, MockAccessTokens, MockAccountStore, MockClock, MockPasswordHasher, MockRandom, MockSessionStore,
+    SignedAccessToken,
+};
+use crate::user::Profile;
+use mockall::predicate::eq;
+use time::macros::datetime;
+
+const NOW: OffsetDateTime = datetime!(2026-11-21 10:00 UTC);
+
+fn user(id: i64, verified: bool) -> User {
+    User {
+        id: UserId(id),
+        email: Email::parse("ada@example.com").unwrap(),
+        first_name: "Ada".into(),
+        last_name: String::new(),
+        is_active: true,
+        is_staff: false,
+        is_superuser: false,
+        is_verified: verified,
+        date_joined: NOW,
+        last_login: None,
+        groups: vec!["Regular User".into()],
+        profile: Profile::default(),
+    }
+}
+
+fn credentials(active: bool, verified: bool) -> Credentials {
+    Credentials {
+        user_id: UserId(1),
+        password_hash: Some(PasswordHash::new("$argon2id$stored")),
+        is_active: active,
+        is_verified: verified,
+    }
+}
+
+fn sid() -> SessionId {
+    SessionId(uuid::Uuid::from_u128(0x5e55))
+}
+
+/// Mocks with the harmless defaults most tests want; each test adds its own expectations.
+struct Mocks {
+    accounts: MockAccountStore,
+    sessions: MockSessionStore,
+    hasher: MockPasswordHasher,
+    tokens: MockAccessTokens,
+    policy: AuthPolicy,
+}
+
+impl Mocks {
+    fn new() -> Self {
+        Self {
+            accounts: MockAccountStore::new(),
+            sessions: MockSessionStore::new(),
+            hasher: MockPasswordHasher::new(),
+            tokens: MockAccessTokens::new(),
+            policy: AuthPolicy::default(),
+        }
+    }
+
+    fn expect_session_opened(&mut self) {
+        self.sessions.expect_start_session().times(1).returning(|_| Ok(()));
+        self.tokens.expect_issue().times(1).returning(|_, _| {
+            Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 })
+        });
+    }
+
+    fn service(self) -> AuthService {
+        let mut random = MockRandom::new();
+        random.expect_token().returning(|| OpaqueToken::new("random-token".into()));
+        random.expect_session_id().returning(sid);
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(|| NOW);
+        let ports = Ports {
+            accounts: Arc::new(self.accounts),
+            sessions: Arc::new(self.sessions),
+            hasher: Arc::new(self.hasher),
+            tokens: Arc::new(self.tokens),
+            random: Arc::new(random),
+            clock: Arc::new(clock),
+        };
+        AuthService::new(ports, Links::new("https://app.example.com"), self.policy)
+    }
+}
+
+fn signup_request() -> SignupRequest {
+    SignupRequest::parse(RawSignup {
+        email: "Ada@Example.com",
+        password: "correct horse battery staple",
+        first_name: Some("Ada"),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn login_request(password: &str) -> LoginRequest {
+    LoginRequest::parse("ada@example.com", password).unwrap()
+}
+
+// --- parsing -------------------------------------------------------------
+
+#[test]
+fn signup_parse_reports_every_broken_field() {
+    let errors = SignupRequest::parse(RawSignup {
+        email: "not-an-email",
+        password: "short",
+        password2: Some("other"),
+        tc: Some(false),
+        ..Default::default()
+    })
+    .unwrap_err();
+    for field in ["email", "password", "non_field_errors", "tc"] {
+        assert!(errors.contains(field), "{field} missing from {errors:?}");
+    }
+}
+
+#[test]
+fn signup_parse_accepts_matching_password2() {
+    let parsed = SignupRequest::parse(RawSignup {
+        email: "ada@example.com",
+        password: "correct horse battery staple",
+        password2: Some("correct horse battery staple"),
+        tc: Some(true),
+        ..Default::default()
+    });
+    assert!(parsed.is_ok());
+}
+
+#[test]
+fn signup_parse_rejects_a_password_like_the_email() {
+    let errors = SignupRequest::parse(RawSignup {
+        email: "zanzibar.quokka@example.com",
+        password: "zanzibar.quokka",
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(errors.contains("password"));
+}
+
+#[test]
+fn login_parse_refuses_oversized_passwords_and_bad_emails() {
+    let errors = LoginRequest::parse("nope", &"x".repeat(1025)).unwrap_err();
+    assert!(errors.contains("email"));
+    assert!(errors.contains("password"));
+}
+
+// --- signup --------------------------------------------------------------
+
+#[tokio::test]
+async fn signup_creates_the_account_with_its_verification_mail() {
+    let mut m = Mocks::new();
+    m.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("$argon2id$new")));
+    m.accounts
+        .expect_create_account()
+        .withf(|account, token, mail| {
+            account.email.as_ref() == "Ada@example.com"
+                && !account.is_verified
+                && token.purpose == TokenPurpose::VerifyEmail
+                && token.hash == TokenHash::of("random-token")
+                && token.expires_at == NOW + Duration::hours(24)
+                && mail.text.contains("https://app.example.com/verify-email?token=random-token")
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(user(1, false)));
+    let outcome = m.service().signup(signup_request(), ClientInfo::default()).await.unwrap();
+    assert_eq!(outcome.email.as_ref(), "Ada@example.com");
+    assert!(outcome.login.is_none());
+}
+
+#[tokio::test]
+async fn signup_with_a_known_address_mails_its_owner_and_answers_the_same() {
+    let mut m = Mocks::new();
+    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$new")));
+    m.accounts.expect_create_account().returning(|_, _, _| Err(CreateAccountError::EmailTaken));
+    m.accounts
+        .expect_enqueue_mail()
+        .withf(|mail| mail.subject.contains("tried to sign up") && !mail.text.contains("token="))
+        .times(1)
+        .returning(|_| Ok(()));
+    let outcome = m.service().signup(signup_request(), ClientInfo::default()).await.unwrap();
+    assert!(outcome.login.is_none());
+}
+
+#[tokio::test]
+async fn signup_without_required_verification_logs_in_at_once() {
+    let mut m = Mocks::new();
+    m.policy.require_verified_email = false;
+    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$new")));
+    m.accounts.expect_create_account().returning(|_, _, _| Ok(user(1, false)));
+    m.expect_session_opened();
+    let outcome = m.service().signup(signup_request(), ClientInfo::default()).await.unwrap();
+    let login = outcome.login.unwrap();
+    assert_eq!(login.user.last_login, Some(NOW));
+    assert_eq!(login.tokens.refresh.expose(), "random-token");
+    assert_eq!(login.tokens.expires_in, 300);
+}
+
+#[tokio::test]
+async fn signup_without_required_verification_reveals_a_taken_address() {
+    let mut m = Mocks::new();
+    m.policy.require_verified_email = false;
+    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$new")));
+    m.accounts.expect_create_account().returning(|_, _, _| Err(CreateAccountError::EmailTaken));
+    let error = m.service().signup(signup_request(), ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, SignupError::EmailTaken));
+}
+
+#[tokio::test]
+async fn signup_passes_store_failures_through() {
+    let mut m = Mocks::new();
+    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$new")));
+    m.accounts
+        .expect_create_account()
+        .returning(|_, _, _| Err(CreateAccountError::Port(PortError::unavailable("db down"))));
+    let error = m.service().signup(signup_request(), ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, SignupError::Port(PortError::Unavailable(_))));
+}
+
+// --- login ---------------------------------------------------------------
+
+#[tokio::test]
+async fn login_with_the_right_password_opens_a_session() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().with(eq(UserId(1))).returning(|_| Ok(Some(user(1, true))));
+    m.expect_session_opened();
+    let outcome = m.service().login(login_request("pw-right"), ClientInfo::default()).await.unwrap();
+    assert_eq!(outcome.user.id, UserId(1));
+    assert_eq!(outcome.tokens.access.expose(), "access.jwt");
+}
+
+#[tokio::test]
+async fn login_with_an_unknown_address_spends_a_dummy_verification() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(None));
+    m.hasher.expect_verify_dummy().times(1).returning(|_| Ok(()));
+    let error = m.service().login(login_request("whatever"), ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, LoginError::InvalidCredentials));
+}
+
+#[tokio::test]
+async fn login_of_an_account_without_password_is_like_an_unknown_address() {
+    let mut m = Mocks::new();
+    m.accounts
+        .expect_find_credentials()
+        .returning(|_| Ok(Some(Credentials { password_hash: None, ..credentials(true, true) })));
+    m.hasher.expect_verify_dummy().times(1).returning(|_| Ok(()));
+    let error = m.service().login(login_request("whatever"), ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, LoginError::InvalidCredentials));
+}
+
+#[tokio::test]
+async fn login_with_a_wrong_password_fails_alike() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Mismatch));
+    let error = m.service().login(login_request("wrong"), ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, LoginError::InvalidCredentials));
+}
+
+#[tokio::test]
+async fn a_wrong_password_does_not_reveal_a_disabled_account() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(false, false))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Mismatch));
+    let error = m.service().login(login_request("wrong"), ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, LoginError::InvalidCredentials));
+}
+
+#[tokio::test]
+async fn login_of_a_disabled_account_is_refused_after_the_password() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(false, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    let error = m.service().login(login_request("right"), ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, LoginError::AccountDisabled));
+}
+
+#[tokio::test]
+async fn login_of_an_unverified_account_is_refused_when_verification_is_required() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, false))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    let error = m.service().login(login_request("right"), ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, LoginError::EmailNotVerified));
+}
+
+#[tokio::test]
+async fn login_of_an_unverified_account_passes_when_verification_is_optional() {
+    let mut m = Mocks::new();
+    m.policy.require_verified_email = false;
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, false))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, false))));
+    m.expect_session_opened();
+    assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
+}
+
+#[tokio::test]
+async fn login_upgrades_an_outdated_hash() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: true }));
+    m.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("$argon2id$upgraded")));
+    m.accounts
+        .expect_set_password_hash()
+        .withf(|id, hash| *id == UserId(1) && hash.expose() == "$argon2id$upgraded")
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.expect_session_opened();
+    assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_failed_hash_upgrade_does_not_fail_the_login() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: true }));
+    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$upgraded")));
+    m.accounts.expect_set_password_hash().returning(|_, _| Err(PortError::unexpected("boom")));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.expect_session_opened();
+    assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
+}
+
+#[tokio::test]
+async fn login_records_the_client_on_the_session() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.sessions
+        .expect_start_session()
+        .withf(|s| {
+            s.client.ip.as_deref() == Some("203.0.113.9")
+                && s.refresh.hash == TokenHash::of("random-token")
+                && s.refresh.expires_at == NOW + Duration::days(1)
+                && s.id == sid()
+        })
+        .times(1)
+        .returning(|_| Ok(()));
+    m.tokens
+        .expect_issue()
+        .with(eq(AccessClaims { user_id: UserId(1), session_id: sid() }), eq(NOW))
+        .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("a".into()), expires_in: 300 }));
+    let client = ClientInfo::new(Some("203.0.113.9".into()), Some("curl/8"));
+    assert!(m.service().login(login_request("right"), client).await.is_ok());
+}
+
+// --- refresh -------------------------------------------------------------
+
+async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
+    let mut m = Mocks::new();
+    let expected = rotation.clone();
+    m.sessions
+        .expect_rotate_refresh()
+        .withf(|presented, next, now| {
+            *presented == TokenHash::of("old-token") && next.hash == TokenHash::of("random-token") && *now == NOW
+        })
+        .returning(move |_, _, _| Ok(expected.clone()));
+    m.tokens
+        .expect_issue()
+        .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
+    m.service().refresh("old-token").await
+}
+
+#[tokio::test]
+async fn refresh_rotates_the_token() {
+    let pair = refresh_with(Rotation::Rotated { user_id: UserId(1), session_id: sid() }).await.unwrap();
+    assert_eq!(pair.refresh.expose(), "random-token");
+    assert_eq!(pair.access.expose(), "access.jwt");
+}
+
+#[tokio::test]
+async fn refresh_maps_every_rotation_outcome() {
+    assert!(matches!(refresh_with(Rotation::Unknown).await, Err(RefreshError::Invalid)));
+    assert!(matches!(refresh_with(Rotation::SessionDead).await, Err(RefreshError::Invalid)));
+    assert!(matches!(refresh_with(Rotation::Expired).await, Err(RefreshError::Expired)));
+    let reused = Rotation::Reused { user_id: UserId(1), session_id: sid() };
+    assert!(matches!(refresh_with(reused).await, Err(RefreshError::Reused)));
+}
+
+#[tokio::test]
+async fn refresh_refuses_empty_or_huge_tokens_without_a_lookup() {
+    let service = Mocks::new().service();
+    assert!(matches!(service.refresh("").await, Err(RefreshError::Invalid)));
+    assert!(matches!(service.refresh(&"x".repeat(600)).await, Err(RefreshError::Invalid)));
+}
+
+// --- authenticate --------------------------------------------------------
+
+fn claims() -> AccessClaims {
+    AccessClaims { user_id: UserId(1), session_id: sid() }
+}
+
+#[tokio::test]
+async fn authenticate_needs_a_live_session_of_the_same_user() {
+    let mut m = Mocks::new();
+    m.tokens.expect_verify().returning(|_| Ok(claims()));
+    m.sessions.expect_session_state().returning(|_, _| Ok(SessionState::Live { user_id: UserId(1) }));
+    let principal = m.service().authenticate("jwt").await.unwrap();
+    assert_eq!(principal, Principal { user_id: UserId(1), session_id: sid() });
+}
+
+#[tokio::test]
+async fn authenticate_refuses_a_revoked_session() {
+    let mut m = Mocks::new();
+    m.tokens.expect_verify().returning(|_| Ok(claims()));
+    m.sessions.expect_session_state().returning(|_, _| Ok(SessionState::Dead));
+    assert!(matches!(m.service().authenticate("jwt").await, Err(AuthenticateError::Invalid)));
+}
+
+#[tokio::test]
+async fn authenticate_refuses_a_session_of_another_user() {
+    let mut m = Mocks::new();
+    m.tokens.expect_verify().returning(|_| Ok(claims()));
+    m.sessions.expect_session_state().returning(|_, _| Ok(SessionState::Live { user_id: UserId(2) }));
+    assert!(matches!(m.service().authenticate("jwt").await, Err(AuthenticateError::Invalid)));
+}
+
+#[tokio::test]
+async fn authenticate_maps_token_errors_without_a_lookup() {
+    let mut m = Mocks::new();
+    m.tokens.expect_verify().with(eq("expired")).returning(|_| Err(AccessTokenError::Expired));
+    m.tokens.expect_verify().with(eq("garbage")).returning(|_| Err(AccessTokenError::Invalid));
+    let service = m.service();
+    assert!(matches!(service.authenticate("expired").await, Err(AuthenticateError::Expired)));
+    assert!(matches!(service.authenticate("garbage").await, Err(AuthenticateError::Invalid)));
+}
+
+// --- email verification --------------------------------------------------
+
+#[tokio::test]
+async fn verify_email_spends_the_token() {
+    let mut m = Mocks::new();
+    m.accounts
+        .expect_consume_verification()
+        .withf(|hash, now| *hash == TokenHash::of("link-token") && *now == NOW)
+        .returning(|_, _| Ok(Some(user(1, true))));
+    let user = m.service().verify_email("link-token").await.unwrap();
+    assert!(user.is_verified);
+}
+
+#[tokio::test]
+async fn verify_email_refuses_a_dead_token() {
+    let mut m = Mocks::new();
+    m.accounts.expect_consume_verification().returning(|_, _| Ok(None));
+    let service = m.service();
+    assert!(matches!(service.verify_email("used").await, Err(VerifyEmailError::InvalidToken)));
+    assert!(matches!(service.verify_email("").await, Err(VerifyEmailError::InvalidToken)));
+}
+
+#[tokio::test]
+async fn resend_mails_an_unverified_account() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_user_by_email().returning(|_| Ok(Some(user(1, false))));
+    m.accounts
+        .expect_issue_token()
+        .withf(|id, token, mail| *id == UserId(1) && token.purpose == TokenPurpose::VerifyEmail && mail.text.contains("random-token"))
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    m.service().resend_verification(&Email::parse("ada@example.com").unwrap()).await.unwrap();
+}
+
+#[tokio::test]
+async fn resend_does_nothing_for_unknown_verified_or_disabled_accounts() {
+    for found in [None, Some(user(1, true)), Some(User { is_active: false, ..user(1, false) })] {
+        let mut m = Mocks::new();
+        m.accounts.expect_find_user_by_email().returning(move |_| Ok(found.clone()));
+        m.accounts.expect_issue_token().never();
+        m.service().resend_verification(&Email::parse("ada@example.com").unwrap()).await.unwrap();
+    }
+}
+
+// --- me, logout ----------------------------------------------------------
+
+#[tokio::test]
+async fn me_returns_the_user_or_not_found() {
+    let mut m = Mocks::new();
+    m.accounts.expect_get_user().with(eq(UserId(1))).returning(|_| Ok(Some(user(1, true))));
+    m.accounts.expect_get_user().with(eq(UserId(2))).returning(|_| Ok(None));
+    let service = m.service();
+    assert_eq!(service.me(UserId(1)).await.unwrap().id, UserId(1));
+    assert!(matches!(service.me(UserId(2)).await, Err(MeError::NotFound)));
+}
+
+#[tokio::test]
+async fn update_me_applies_the_patch() {
+    let mut m = Mocks::new();
+    m.accounts
+        .expect_update_profile()
+        .withf(|id, patch| *id == UserId(1) && patch.bio.as_deref() == Some("hi"))
+        .returning(|_, _| Ok(Some(user(1, true))));
+    let patch = ProfilePatch { bio: Some("hi".into()), ..Default::default() };
+    assert!(m.service().update_me(UserId(1), patch).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_empty_patch_reads_without_writing() {
+    let mut m = Mocks::new();
+    m.accounts.expect_update_profile().never();
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    assert!(m.service().update_me(UserId(1), ProfilePatch::default()).await.is_ok());
+}
+
+#[tokio::test]
+async fn logout_revokes_the_callers_session_only() {
+    let mut m = Mocks::new();
+    m.sessions
+        .expect_revoke_session()
+        .with(eq(UserId(1)), eq(sid()), eq(NOW))
+        .times(1)
+        .returning(|_, _, _| Ok(true));
+    m.service().logout(Principal { user_id: UserId(1), session_id: sid() }).await.unwrap();
+}
+
+#[tokio::test]
+async fn logout_all_revokes_every_session() {
+    let mut m = Mocks::new();
+    m.sessions.expect_revoke_all_sessions().with(eq(UserId(1)), eq(NOW)).times(1).returning(|_, _| Ok(()));
+    m.service().logout_all(UserId(1)).await.unwrap();
+}

@@ -1,0 +1,129 @@
+//! The email address: the login identifier.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The longest address accepted, per RFC 5321's path limit.
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// A syntactically valid address: the local part as typed, the domain lower-cased.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+/// The case-insensitive identity of an address, unique across accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EmailKey(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("Enter a valid email address.")]
+    Invalid,
+    #[error("Ensure this field has no more than 254 characters.")]
+    TooLong,
+}
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, EmailError> {
+        let raw = raw.trim();
+        if raw.chars().count() > MAX_EMAIL_LEN {
+            return Err(EmailError::TooLong);
+        }
+        let parsed = email_address::EmailAddress::from_str(raw).map_err(|_| EmailError::Invalid)?;
+        // Display names ("Ada <ada@example.com>") and quoted oddities are not logins.
+        if parsed.as_str() != raw || raw.contains(['<', '>', ' ', '"']) {
+            return Err(EmailError::Invalid);
+        }
+        let domain = parsed.domain();
+        if (!domain.contains('.') && domain != "localhost") || domain.starts_with('[') {
+            return Err(EmailError::Invalid);
+        }
+        Ok(Self(format!("{}@{}", parsed.local_part(), domain.to_lowercase())))
+    }
+
+    /// Rebuilds an address read back from storage, where it was stored normalised.
+    pub fn from_trusted(stored: String) -> Self {
+        Self(stored)
+    }
+
+    pub fn key(&self) -> EmailKey {
+        EmailKey(self.0.to_lowercase())
+    }
+
+    /// The part before the `@`, used by the password-similarity rule.
+    pub fn local_part(&self) -> &str {
+        self.0.rsplit_once('@').map_or(self.0.as_str(), |(local, _)| local)
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl AsRef<str> for Email {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Addresses are personal data: logs show only the domain.
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let domain = self.0.rsplit_once('@').map_or("", |(_, d)| d);
+        write!(f, "Email(***@{domain})")
+    }
+}
+
+impl EmailKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for EmailKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_local_part_and_lowercases_domain() {
+        let email = Email::parse("Ada.Lovelace@Example.COM").unwrap();
+        assert_eq!(email.as_ref(), "Ada.Lovelace@example.com");
+        assert_eq!(email.key().as_str(), "ada.lovelace@example.com");
+        assert_eq!(email.local_part(), "Ada.Lovelace");
+    }
+
+    #[test]
+    fn trims_surrounding_whitespace() {
+        assert_eq!(Email::parse("  ada@example.com ").unwrap().as_ref(), "ada@example.com");
+    }
+
+    #[test]
+    fn rejects_malformed_addresses() {
+        for raw in ["", "ada", "ada@", "@example.com", "ada@@example.com", "Ada <ada@example.com>", "a b@example.com"] {
+            assert_eq!(Email::parse(raw), Err(EmailError::Invalid), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_addresses_over_254_characters() {
+        let raw = format!("{}@{}.com", "a".repeat(64), "b".repeat(190));
+        assert_eq!(Email::parse(&raw), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn debug_hides_the_local_part() {
+        let email = Email::parse("ada@example.com").unwrap();
+        assert_eq!(format!("{email:?}"), "Email(***@example.com)");
+    }
+}

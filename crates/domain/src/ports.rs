@@ -1,0 +1,257 @@
+//! The ports: what the use cases need from the outside world. Adapters
+//! implement them; unit tests mock them.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::email::{Email, EmailKey};
+use crate::error::PortError;
+use crate::mail::OutgoingMail;
+use crate::password::{PasswordHash, PlainPassword};
+use crate::session::{NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionState, TokenHash};
+use crate::user::{ProfilePatch, User, UserId};
+
+/// An account about to be created.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub email: Email,
+    pub password_hash: PasswordHash,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_verified: bool,
+    pub date_joined: OffsetDateTime,
+}
+
+/// What one-time links are for. The token knows its purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    VerifyEmail,
+}
+
+impl TokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "verify_email" => Some(Self::VerifyEmail),
+            _ => None,
+        }
+    }
+}
+
+/// A one-time link token about to be stored (its hash only).
+#[derive(Debug, Clone)]
+pub struct NewOneTimeToken {
+    pub hash: TokenHash,
+    pub purpose: TokenPurpose,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What a login needs to know about an address, and no more.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: UserId,
+    pub password_hash: Option<PasswordHash>,
+    pub is_active: bool,
+    pub is_verified: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAccountError {
+    /// Another account holds this address (compared case-insensitively).
+    #[error("the email address is taken")]
+    EmailTaken,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Users, their one-time tokens, and the mail that goes with each change.
+/// Every method is one transaction.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates the user, their profile, their `Regular User` membership, the
+    /// verification token and the mail, all or nothing. MUST return
+    /// `EmailTaken` when the address's key exists, leaving nothing behind.
+    async fn create_account(
+        &self,
+        account: NewAccount,
+        token: NewOneTimeToken,
+        mail: OutgoingMail,
+    ) -> Result<User, CreateAccountError>;
+
+    /// Stores a one-time token for the user and queues its mail together.
+    async fn issue_token(&self, user_id: UserId, token: NewOneTimeToken, mail: OutgoingMail) -> Result<(), PortError>;
+
+    /// Queues a mail on its own.
+    async fn enqueue_mail(&self, mail: OutgoingMail) -> Result<(), PortError>;
+
+    async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError>;
+
+    async fn find_user_by_email(&self, email: &EmailKey) -> Result<Option<User>, PortError>;
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, PortError>;
+
+    /// Spends an unused, unexpired email-verification token and marks its
+    /// user verified, atomically; `None` when the token is not live. MUST
+    /// succeed for exactly one of several concurrent callers.
+    async fn consume_verification(&self, token: &TokenHash, now: OffsetDateTime) -> Result<Option<User>, PortError>;
+
+    /// Applies a profile patch; `None` when the user does not exist.
+    async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> Result<Option<User>, PortError>;
+
+    /// Replaces the stored hash (used to upgrade hashes made with old parameters).
+    async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError>;
+}
+
+/// Sessions and their refresh tokens.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores the session and its first refresh token and sets the user's
+    /// `last_login`, in one transaction.
+    async fn start_session(&self, session: NewSession) -> Result<(), PortError>;
+
+    /// Spends `presented` and stores `next` in its session, atomically: of
+    /// several concurrent callers with one token, exactly one gets `Rotated`.
+    /// A spent token presented again revokes its session (`Reused`).
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        next: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<Rotation, PortError>;
+
+    /// One indexed read: is this session live, and whose is it?
+    async fn session_state(&self, id: SessionId, now: OffsetDateTime) -> Result<SessionState, PortError>;
+
+    /// Revokes one session of the user; false when the user has no such live session.
+    async fn revoke_session(&self, user_id: UserId, id: SessionId, now: OffsetDateTime) -> Result<bool, PortError>;
+
+    /// Revokes every session of the user.
+    async fn revoke_all_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<(), PortError>;
+}
+
+/// A queued mail as the delivery worker sees it.
+#[derive(Debug, Clone)]
+pub struct QueuedMail {
+    pub id: i64,
+    pub mail: OutgoingMail,
+    pub attempts: i32,
+}
+
+/// The durable mail queue, from the delivery side.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Leases up to `limit` due messages until `lease_until`, so no other
+    /// worker takes them meanwhile; oldest first.
+    async fn claim_due(&self, now: OffsetDateTime, lease_until: OffsetDateTime, limit: i64) -> Result<Vec<QueuedMail>, PortError>;
+
+    /// The mail server took it: it leaves the queue (and its link with it).
+    async fn mark_sent(&self, id: i64) -> Result<(), PortError>;
+
+    /// Delivery failed: try again at `retry_at`, or never when `None`.
+    async fn mark_failed(&self, id: i64, retry_at: Option<OffsetDateTime>, error: &str) -> Result<(), PortError>;
+
+    /// Messages still waiting for delivery.
+    async fn pending_count(&self) -> Result<i64, PortError>;
+}
+
+/// Liveness of the store, for readiness checks.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait StoreHealth: Send + Sync {
+    async fn ping(&self) -> Result<(), PortError>;
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Match { needs_rehash: bool },
+    Mismatch,
+}
+
+/// Password hashing. Implementations keep the CPU work off the async workers.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait PasswordHasher: Send + Sync {
+    async fn hash(&self, password: &PlainPassword) -> Result<PasswordHash, PortError>;
+
+    async fn verify(&self, password: &PlainPassword, hash: &PasswordHash) -> Result<PasswordCheck, PortError>;
+
+    /// Spends the time of one verification against a fixed hash, so that an
+    /// unknown address answers as slowly as a known one.
+    async fn verify_dummy(&self, password: &PlainPassword) -> Result<(), PortError>;
+}
+
+/// The claims of a live access token that the service cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AccessTokenError {
+    #[error("the token is not a valid access token")]
+    Invalid,
+    #[error("the token has expired")]
+    Expired,
+}
+
+/// A freshly signed access token.
+#[derive(Clone)]
+pub struct SignedAccessToken {
+    pub token: OpaqueToken,
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for SignedAccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedAccessToken").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
+}
+
+/// Signs and checks access tokens (signature, algorithm, expiry, issuer,
+/// audience and type).
+#[cfg_attr(test, mockall::automock)]
+pub trait AccessTokens: Send + Sync {
+    fn issue(&self, claims: AccessClaims, now: OffsetDateTime) -> Result<SignedAccessToken, PortError>;
+
+    fn verify(&self, token: &str) -> Result<AccessClaims, AccessTokenError>;
+}
+
+/// Randomness from the OS: opaque tokens of at least 256 bits, and session ids.
+#[cfg_attr(test, mockall::automock)]
+pub trait Random: Send + Sync {
+    fn token(&self) -> OpaqueToken;
+    fn session_id(&self) -> SessionId;
+}
+
+#[cfg_attr(test, mockall::automock)]
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying: the server is down, busy, or answered 4xx.
+    #[error("transient delivery failure: {0}")]
+    Transient(String),
+    /// Retrying will not help: the server refused the message for good (5xx).
+    #[error("permanent delivery failure: {0}")]
+    Permanent(String),
+}
+
+/// Hands one message to a mail server (or a file, in development).
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait MailSender: Send + Sync {
+    async fn send(&self, mail: &OutgoingMail) -> Result<(), SendError>;
+}
