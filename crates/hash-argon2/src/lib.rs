@@ -1,1 +1,208 @@
-//! placeholder
+//! The password-hasher port on argon2id.
+//!
+//! Hashing costs tens of milliseconds of CPU and memory, so it runs on tokio's
+//! blocking pool behind a semaphore sized to the cores: async workers never
+//! hash, at most `concurrency` hashes are in flight, and a bounded queue turns
+//! overload into a quick "unavailable" instead of unbounded memory.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash as PhcHash;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use async_trait::async_trait;
+use gatehouse_domain::ports::{PasswordCheck, PasswordHasher};
+use gatehouse_domain::{PasswordHash, PlainPassword, PortError};
+use tokio::sync::Semaphore;
+
+/// argon2id cost parameters; the defaults are OWASP's (m=19456 KiB, t=2, p=1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self { memory_kib: Params::DEFAULT_M_COST, iterations: Params::DEFAULT_T_COST, parallelism: Params::DEFAULT_P_COST }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid argon2 parameters: {0}")]
+pub struct InvalidParams(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("too many password hashes queued")]
+struct QueueFull;
+
+/// The argon2id hasher with its bounded pool.
+#[derive(Debug, Clone)]
+pub struct Argon2Hasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+    queue_limit: usize,
+    dummy: Arc<String>,
+}
+
+impl Argon2Hasher {
+    /// `concurrency` hashes run at once (use the core count); up to
+    /// `queue_limit` more wait, and beyond that callers get `Unavailable`.
+    pub fn new(params: HashParams, concurrency: usize, queue_limit: usize) -> Result<Self, InvalidParams> {
+        let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
+            .map_err(|e| InvalidParams(e.to_string()))?;
+        let dummy = argon2(&params)
+            .hash_password(b"gatehouse dummy password")
+            .map_err(|e| InvalidParams(e.to_string()))?
+            .to_string();
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            queued: Arc::new(AtomicUsize::new(0)),
+            queue_limit,
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    /// Hashes waiting for a free core right now (for metrics).
+    pub fn queue_len(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` on the blocking pool once a permit is free.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Params) -> T + Send + 'static) -> Result<T, PortError> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_limit + self.permits.available_permits() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(PortError::unavailable(QueueFull));
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let permit = permit.map_err(PortError::unexpected)?;
+        let params = self.params.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&params)
+        })
+        .await
+        .map_err(PortError::unexpected)
+    }
+}
+
+fn argon2(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+/// Whether a stored hash was made with other parameters (or another algorithm).
+fn is_outdated(hash: &PhcHash, params: &Params) -> bool {
+    let algorithm_differs = hash.algorithm.as_str() != Algorithm::Argon2id.ident().as_str();
+    let params_differ = Params::try_from(hash).map_or(true, |stored| {
+        stored.m_cost() != params.m_cost() || stored.t_cost() != params.t_cost() || stored.p_cost() != params.p_cost()
+    });
+    algorithm_differs || params_differ || hash.version != Some(Version::V0x13.into())
+}
+
+fn verify(password: &[u8], stored: &str, params: &Params) -> Result<PasswordCheck, PortError> {
+    let hash = PhcHash::new(stored).map_err(PortError::unexpected)?;
+    match argon2(params).verify_password(password, &hash) {
+        Ok(()) => Ok(PasswordCheck::Match { needs_rehash: is_outdated(&hash, params) }),
+        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(PasswordCheck::Mismatch),
+        Err(error) => Err(PortError::unexpected(error)),
+    }
+}
+
+#[async_trait]
+impl PasswordHasher for Argon2Hasher {
+    async fn hash(&self, password: &PlainPassword) -> Result<PasswordHash, PortError> {
+        let password = password.clone();
+        self.run(move |params| {
+            argon2(params)
+                .hash_password(password.expose().as_bytes())
+                .map(|hash| PasswordHash::new(hash.to_string()))
+                .map_err(PortError::unexpected)
+        })
+        .await?
+    }
+
+    async fn verify(&self, password: &PlainPassword, hash: &PasswordHash) -> Result<PasswordCheck, PortError> {
+        let (password, hash) = (password.clone(), hash.clone());
+        self.run(move |params| verify(password.expose().as_bytes(), hash.expose(), params)).await?
+    }
+
+    async fn verify_dummy(&self, password: &PlainPassword) -> Result<(), PortError> {
+        let (password, dummy) = (password.clone(), self.dummy.clone());
+        self.run(move |params| verify(password.expose().as_bytes(), &dummy, params).map(|_| ())).await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cheap parameters keep the tests fast; the logic does not depend on them.
+    fn hasher() -> Argon2Hasher {
+        Argon2Hasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 2, 16).unwrap()
+    }
+
+    fn plain(raw: &str) -> PlainPassword {
+        PlainPassword::parse(raw).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_phc_strings_that_verify() {
+        let hasher = hasher();
+        let hash = hasher.hash(&plain("correct horse")).await.unwrap();
+        assert!(hash.expose().starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        let check = hasher.verify(&plain("correct horse"), &hash).await.unwrap();
+        assert_eq!(check, PasswordCheck::Match { needs_rehash: false });
+        assert_eq!(hasher.verify(&plain("wrong horse"), &hash).await.unwrap(), PasswordCheck::Mismatch);
+    }
+
+    #[tokio::test]
+    async fn salts_differ_between_hashes() {
+        let hasher = hasher();
+        let a = hasher.hash(&plain("same password")).await.unwrap();
+        let b = hasher.hash(&plain("same password")).await.unwrap();
+        assert_ne!(a.expose(), b.expose());
+    }
+
+    #[tokio::test]
+    async fn a_hash_with_old_parameters_asks_for_a_rehash() {
+        let old = Argon2Hasher::new(HashParams { memory_kib: 512, iterations: 1, parallelism: 1 }, 1, 1).unwrap();
+        let hash = old.hash(&plain("correct horse")).await.unwrap();
+        let check = hasher().verify(&plain("correct horse"), &hash).await.unwrap();
+        assert_eq!(check, PasswordCheck::Match { needs_rehash: true });
+    }
+
+    #[tokio::test]
+    async fn the_dummy_verification_succeeds_quietly() {
+        hasher().verify_dummy(&plain("anything at all")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_stored_hash_is_an_error_not_a_match() {
+        let result = hasher().verify(&plain("x"), &PasswordHash::new("not a phc string")).await;
+        assert!(matches!(result, Err(PortError::Unexpected(_))));
+    }
+
+    #[test]
+    fn invalid_parameters_are_refused() {
+        assert!(Argon2Hasher::new(HashParams { memory_kib: 1, iterations: 0, parallelism: 1 }, 1, 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_unavailable() {
+        let hasher = Argon2Hasher::new(HashParams::default(), 1, 0).unwrap();
+        let slow = hasher.clone();
+        let first = tokio::spawn(async move { slow.hash(&plain("correct horse")).await });
+        tokio::task::yield_now().await;
+        // Let the first hash take the only permit before the second arrives.
+        while hasher.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = hasher.hash(&plain("correct horse")).await;
+        assert!(matches!(second, Err(PortError::Unavailable(_))));
+        assert!(first.await.unwrap().is_ok());
+    }
+}

@@ -1,1 +1,305 @@
-//! placeholder
+//! Access tokens as JWTs (HS256), and the OS random source for opaque tokens.
+//!
+//! Other services can embed [`JwtAccessTokens`] to verify Gatehouse's access
+//! tokens locally; they still need Gatehouse to learn about revoked sessions.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use gatehouse_domain::ports::{AccessClaims, AccessTokenError, AccessTokens, Random, SignedAccessToken};
+use gatehouse_domain::{OpaqueToken, PortError, SessionId, UserId};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretSlice};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The `token_type` claim of access tokens.
+pub const ACCESS_TOKEN_TYPE: &str = "access";
+/// HS256 keys shorter than this are refused: they can be brute-forced.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// `jti`, `iat` and `nbf` are always issued, but only `nbf` is checked, and
+/// only when present, so a token's failures are reported in a stable order.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    sid: String,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+    exp: i64,
+    iss: String,
+    aud: String,
+    token_type: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub secret: SecretSlice<u8>,
+    pub issuer: String,
+    pub audience: String,
+    pub ttl: time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtSettingsError {
+    #[error("the signing secret must be at least {MIN_SECRET_BYTES} bytes")]
+    SecretTooShort,
+    #[error("the access token lifetime must be positive")]
+    NonPositiveTtl,
+}
+
+/// Signs and verifies access tokens with HS256, the algorithm pinned.
+pub struct JwtAccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl: time::Duration,
+}
+
+impl std::fmt::Debug for JwtAccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAccessTokens")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtAccessTokens {
+    pub fn new(settings: JwtSettings) -> Result<Self, JwtSettingsError> {
+        let secret = settings.secret.expose_secret();
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(JwtSettingsError::SecretTooShort);
+        }
+        if settings.ttl <= time::Duration::ZERO {
+            return Err(JwtSettingsError::NonPositiveTtl);
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            issuer: settings.issuer,
+            audience: settings.audience,
+            ttl: settings.ttl,
+        })
+    }
+}
+
+impl AccessTokens for JwtAccessTokens {
+    fn issue(&self, claims: AccessClaims, now: OffsetDateTime) -> Result<SignedAccessToken, PortError> {
+        let iat = now.unix_timestamp();
+        let claims = Claims {
+            sub: claims.user_id.to_string(),
+            sid: claims.session_id.to_string(),
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+            iat: Some(iat),
+            nbf: Some(iat),
+            exp: iat + self.ttl.whole_seconds(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            token_type: ACCESS_TOKEN_TYPE.into(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(PortError::unexpected)?;
+        Ok(SignedAccessToken {
+            token: OpaqueToken::new(token),
+            expires_in: u64::try_from(self.ttl.whole_seconds()).unwrap_or_default(),
+        })
+    }
+
+    fn verify(&self, token: &str) -> Result<AccessClaims, AccessTokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|error| {
+            match error.kind() {
+                ErrorKind::ExpiredSignature => AccessTokenError::Expired,
+                _ => AccessTokenError::Invalid,
+            }
+        })?;
+        let claims = data.claims;
+        if claims.token_type != ACCESS_TOKEN_TYPE {
+            return Err(AccessTokenError::Invalid);
+        }
+        let user_id = claims.sub.parse::<i64>().map(UserId).map_err(|_| AccessTokenError::Invalid)?;
+        let session_id = SessionId::parse(&claims.sid).ok_or(AccessTokenError::Invalid)?;
+        Ok(AccessClaims { user_id, session_id })
+    }
+}
+
+/// Randomness straight from the operating system's CSPRNG.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsRandom;
+
+/// Bytes in an opaque token: 256 bits.
+const TOKEN_BYTES: usize = 32;
+
+impl OsRandom {
+    /// A new HS256 secret for development, base64url-encoded.
+    pub fn secret() -> String {
+        OsRandom.token().expose().to_owned()
+    }
+}
+
+impl Random for OsRandom {
+    fn token(&self) -> OpaqueToken {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        // Without an OS random source no token can be made safely: better to stop.
+        #[allow(clippy::expect_used)]
+        getrandom::fill(&mut bytes).expect("the OS random source failed");
+        OpaqueToken::new(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    fn session_id(&self) -> SessionId {
+        SessionId(uuid::Uuid::new_v4())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const SECRET: &[u8] = b"an-hs256-test-secret-of-32-bytes!!";
+
+    fn tokens_with(issuer: &str, audience: &str, secret: &[u8]) -> JwtAccessTokens {
+        JwtAccessTokens::new(JwtSettings {
+            secret: SecretSlice::from(secret.to_vec()),
+            issuer: issuer.into(),
+            audience: audience.into(),
+            ttl: time::Duration::minutes(5),
+        })
+        .unwrap()
+    }
+
+    fn tokens() -> JwtAccessTokens {
+        tokens_with("gatehouse", "gatehouse", SECRET)
+    }
+
+    fn claims() -> AccessClaims {
+        AccessClaims { user_id: UserId(42), session_id: SessionId(uuid::Uuid::from_u128(7)) }
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    fn forge(claims: serde_json::Value, alg: Algorithm, secret: &[u8]) -> String {
+        jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn standard_claims() -> serde_json::Value {
+        let iat = now().unix_timestamp();
+        serde_json::json!({
+            "sub": "42", "sid": uuid::Uuid::from_u128(7).to_string(), "jti": "j", "iat": iat, "nbf": iat,
+            "exp": iat + 300, "iss": "gatehouse", "aud": "gatehouse", "token_type": "access"
+        })
+    }
+
+    #[test]
+    fn signs_and_verifies_a_token() {
+        let tokens = tokens();
+        let signed = tokens.issue(claims(), now()).unwrap();
+        assert_eq!(signed.expires_in, 300);
+        assert_eq!(tokens.verify(signed.token.expose()), Ok(claims()));
+    }
+
+    #[test]
+    fn the_header_names_hs256() {
+        let signed = tokens().issue(claims(), now()).unwrap();
+        let header = jsonwebtoken::decode_header(signed.token.expose()).unwrap();
+        assert_eq!(header.alg, Algorithm::HS256);
+    }
+
+    #[test]
+    fn an_expired_token_is_expired() {
+        let signed = tokens().issue(claims(), datetime!(2020-01-01 0:00 UTC)).unwrap();
+        assert_eq!(tokens().verify(signed.token.expose()), Err(AccessTokenError::Expired));
+    }
+
+    #[test]
+    fn a_token_from_the_future_is_invalid() {
+        let signed = tokens().issue(claims(), now() + time::Duration::hours(1)).unwrap();
+        assert_eq!(tokens().verify(signed.token.expose()), Err(AccessTokenError::Invalid));
+    }
+
+    #[test]
+    fn wrong_issuer_audience_or_key_is_invalid() {
+        let signed = tokens().issue(claims(), now()).unwrap();
+        let token = signed.token.expose();
+        assert_eq!(tokens_with("other", "gatehouse", SECRET).verify(token), Err(AccessTokenError::Invalid));
+        assert_eq!(tokens_with("gatehouse", "other", SECRET).verify(token), Err(AccessTokenError::Invalid));
+        let other_key = b"another-hs256-secret-of-32-bytes!!!";
+        assert_eq!(tokens_with("gatehouse", "gatehouse", other_key).verify(token), Err(AccessTokenError::Invalid));
+    }
+
+    #[test]
+    fn a_tampered_token_is_invalid() {
+        let signed = tokens().issue(claims(), now()).unwrap();
+        let mut parts: Vec<String> = signed.token.expose().split('.').map(str::to_owned).collect();
+        let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+        parts[1] = URL_SAFE_NO_PAD.encode(payload.replace("\"sub\":\"42\"", "\"sub\":\"1\""));
+        assert_eq!(tokens().verify(&parts.join(".")), Err(AccessTokenError::Invalid));
+    }
+
+    #[test]
+    fn another_algorithm_or_type_is_invalid() {
+        let hs512 = forge(standard_claims(), Algorithm::HS512, SECRET);
+        assert_eq!(tokens().verify(&hs512), Err(AccessTokenError::Invalid));
+        let mut refresh = standard_claims();
+        refresh["token_type"] = "refresh".into();
+        assert_eq!(tokens().verify(&forge(refresh, Algorithm::HS256, SECRET)), Err(AccessTokenError::Invalid));
+    }
+
+    #[test]
+    fn the_none_algorithm_is_invalid() {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(standard_claims().to_string());
+        assert_eq!(tokens().verify(&format!("{header}.{payload}.")), Err(AccessTokenError::Invalid));
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        for garbage in ["", "abc", "a.b.c", "Bearer x", "....", "eyJhbGciOiJIUzI1NiJ9.e30."] {
+            assert_eq!(tokens().verify(garbage), Err(AccessTokenError::Invalid), "{garbage}");
+        }
+    }
+
+    #[test]
+    fn a_forged_expired_token_without_nbf_is_expired() {
+        let mut claims = standard_claims();
+        claims.as_object_mut().unwrap().remove("nbf");
+        claims["exp"] = (now().unix_timestamp() - 10).into();
+        assert_eq!(tokens().verify(&forge(claims, Algorithm::HS256, SECRET)), Err(AccessTokenError::Expired));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let settings = JwtSettings {
+            secret: SecretSlice::from(b"short".to_vec()),
+            issuer: "i".into(),
+            audience: "a".into(),
+            ttl: time::Duration::minutes(5),
+        };
+        assert!(matches!(JwtAccessTokens::new(settings), Err(JwtSettingsError::SecretTooShort)));
+    }
+
+    #[test]
+    fn random_tokens_carry_256_bits() {
+        let token = OsRandom.token();
+        assert_eq!(URL_SAFE_NO_PAD.decode(token.expose()).unwrap().len(), 32);
+        assert_ne!(token.expose(), OsRandom.token().expose());
+        assert_ne!(OsRandom.session_id(), OsRandom.session_id());
+    }
+}
