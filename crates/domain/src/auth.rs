@@ -9,10 +9,12 @@ use crate::error::{collect, FieldErrors, PortError, NON_FIELD_ERRORS};
 use crate::mail::{self, Links};
 use crate::password::{Password, PlainPassword};
 use crate::ports::{
-    AccessClaims, AccessTokenError, AccessTokens, AccountStore, Clock, CreateAccountError, NewAccount,
-    NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, TokenPurpose,
+    AccessClaims, AccessTokenError, AccessTokens, AccountStore, Clock, CreateAccountError, NewAccount, NewOneTimeToken,
+    PasswordCheck, PasswordHasher, Random, SessionStore, TokenPurpose,
 };
-use crate::session::{ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionState, TokenHash};
+use crate::session::{
+    ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionState, TokenHash,
+};
 use crate::user::{parse_name, ProfilePatch, User, UserId};
 
 /// Presented tokens longer than this are rejected before any work.
@@ -29,11 +31,7 @@ pub struct AuthPolicy {
 
 impl Default for AuthPolicy {
     fn default() -> Self {
-        Self {
-            require_verified_email: true,
-            verification_ttl: Duration::hours(24),
-            refresh_ttl: Duration::days(1),
-        }
+        Self { require_verified_email: true, verification_ttl: Duration::hours(24), refresh_ttl: Duration::days(1) }
     }
 }
 
@@ -296,12 +294,7 @@ impl AuthService {
         if needs_rehash {
             self.upgrade_hash(credentials.user_id, &request.password).await;
         }
-        let user = self
-            .ports
-            .accounts
-            .get_user(credentials.user_id)
-            .await?
-            .ok_or(LoginError::InvalidCredentials)?;
+        let user = self.ports.accounts.get_user(credentials.user_id).await?.ok_or(LoginError::InvalidCredentials)?;
         let outcome = self.open_session(user, client, self.ports.clock.now()).await?;
         tracing::info!(user_id = %outcome.user.id, "login succeeded");
         Ok(outcome)
@@ -318,7 +311,12 @@ impl AuthService {
         }
     }
 
-    async fn open_session(&self, mut user: User, client: ClientInfo, now: OffsetDateTime) -> Result<LoginOutcome, PortError> {
+    async fn open_session(
+        &self,
+        mut user: User,
+        client: ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<LoginOutcome, PortError> {
         let session_id = self.ports.random.session_id();
         let refresh = self.ports.random.token();
         self.ports
@@ -333,10 +331,7 @@ impl AuthService {
             .await?;
         user.last_login = Some(now);
         let access = self.ports.tokens.issue(AccessClaims { user_id: user.id, session_id }, now)?;
-        Ok(LoginOutcome {
-            user,
-            tokens: TokenPair { access: access.token, refresh, expires_in: access.expires_in },
-        })
+        Ok(LoginOutcome { user, tokens: TokenPair { access: access.token, refresh, expires_in: access.expires_in } })
     }
 
     /// Spends a refresh token and returns a new pair for the same session.
@@ -445,7 +440,13 @@ impl AuthService {
         self.ports.sessions.revoke_all_sessions(user_id, self.ports.clock.now()).await
     }
 
-    fn one_time_token(&self, token: &OpaqueToken, purpose: TokenPurpose, now: OffsetDateTime, ttl: Duration) -> NewOneTimeToken {
+    fn one_time_token(
+        &self,
+        token: &OpaqueToken,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> NewOneTimeToken {
         NewOneTimeToken { hash: token.hash(), purpose, created_at: now, expires_at: now + ttl }
     }
 }

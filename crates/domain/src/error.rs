@@ -83,11 +83,7 @@ impl FieldErrors {
 }
 
 /// Records the error of a parse under `field` and yields the value if it parsed.
-pub fn collect<T, E: std::fmt::Display>(
-    errors: &mut FieldErrors,
-    field: &str,
-    result: Result<T, E>,
-) -> Option<T> {
+pub fn collect<T, E: std::fmt::Display>(errors: &mut FieldErrors, field: &str, result: Result<T, E>) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(error) => {

@@ -59,7 +59,12 @@ impl std::fmt::Debug for MailDelivery {
 }
 
 impl MailDelivery {
-    pub fn new(outbox: Arc<dyn Outbox>, sender: Arc<dyn MailSender>, clock: Arc<dyn Clock>, policy: DeliveryPolicy) -> Self {
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        sender: Arc<dyn MailSender>,
+        clock: Arc<dyn Clock>,
+        policy: DeliveryPolicy,
+    ) -> Self {
         Self { outbox, sender, clock, policy }
     }
 

@@ -151,7 +151,12 @@ pub struct QueuedMail {
 pub trait Outbox: Send + Sync {
     /// Leases up to `limit` due messages until `lease_until`, so no other
     /// worker takes them meanwhile; oldest first.
-    async fn claim_due(&self, now: OffsetDateTime, lease_until: OffsetDateTime, limit: i64) -> Result<Vec<QueuedMail>, PortError>;
+    async fn claim_due(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<QueuedMail>, PortError>;
 
     /// The mail server took it: it leaves the queue (and its link with it).
     async fn mark_sent(&self, id: i64) -> Result<(), PortError>;

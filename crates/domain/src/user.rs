@@ -71,9 +71,8 @@ pub fn parse_name(raw: &str) -> Result<String, ProfileRule> {
 /// E.164: a `+` then 8 to 15 digits, the first not zero.
 pub fn parse_phone(raw: &str) -> Result<String, ProfileRule> {
     let digits = raw.strip_prefix('+').ok_or(ProfileRule::Phone)?;
-    let well_formed = (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
+    let well_formed =
+        (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
     if well_formed {
         Ok(raw.to_owned())
     } else {

@@ -25,7 +25,11 @@ pub struct HashParams {
 
 impl Default for HashParams {
     fn default() -> Self {
-        Self { memory_kib: Params::DEFAULT_M_COST, iterations: Params::DEFAULT_T_COST, parallelism: Params::DEFAULT_P_COST }
+        Self {
+            memory_kib: Params::DEFAULT_M_COST,
+            iterations: Params::DEFAULT_T_COST,
+            parallelism: Params::DEFAULT_P_COST,
+        }
     }
 }
 

@@ -97,7 +97,9 @@ impl MailSender for LettreMailer {
                     SendError::Transient(e.to_string())
                 }
             }),
-            Transport::File(file) => file.send(message).await.map(|_| ()).map_err(|e| SendError::Transient(e.to_string())),
+            Transport::File(file) => {
+                file.send(message).await.map(|_| ()).map_err(|e| SendError::Transient(e.to_string()))
+            }
         }
     }
 }
@@ -163,7 +165,8 @@ mod tests {
     #[tokio::test]
     async fn smtp_round_trip_delivers_both_parts() {
         let (port, inbox) = smtp_server(false);
-        let mailer = LettreMailer::from_url(&format!("smtp://127.0.0.1:{port}"), "Gatehouse <no-reply@localhost>").unwrap();
+        let mailer =
+            LettreMailer::from_url(&format!("smtp://127.0.0.1:{port}"), "Gatehouse <no-reply@localhost>").unwrap();
         mailer.send(&mail()).await.unwrap();
         let messages = inbox.messages.lock().unwrap().clone();
         assert_eq!(messages.len(), 1);
@@ -204,7 +207,10 @@ mod tests {
     #[tokio::test]
     async fn unknown_schemes_and_bad_senders_are_refused() {
         assert!(matches!(LettreMailer::from_url("http://x", "a@b.c"), Err(MailerConfigError::UnknownScheme)));
-        assert!(matches!(LettreMailer::from_url("smtp://localhost:25", "not an address"), Err(MailerConfigError::From(_))));
+        assert!(matches!(
+            LettreMailer::from_url("smtp://localhost:25", "not an address"),
+            Err(MailerConfigError::From(_))
+        ));
     }
 
     /// The pooled SMTP transport needs a runtime, even to be dropped.

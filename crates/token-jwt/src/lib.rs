@@ -122,12 +122,13 @@ impl AccessTokens for JwtAccessTokens {
     }
 
     fn verify(&self, token: &str) -> Result<AccessClaims, AccessTokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|error| {
-            match error.kind() {
-                ErrorKind::ExpiredSignature => AccessTokenError::Expired,
-                _ => AccessTokenError::Invalid,
-            }
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|error| {
+                match error.kind() {
+                    ErrorKind::ExpiredSignature => AccessTokenError::Expired,
+                    _ => AccessTokenError::Invalid,
+                }
+            })?;
         let claims = data.claims;
         if claims.token_type != ACCESS_TOKEN_TYPE {
             return Err(AccessTokenError::Invalid);

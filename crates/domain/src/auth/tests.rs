@@ -64,9 +64,10 @@ impl Mocks {
 
     fn expect_session_opened(&mut self) {
         self.sessions.expect_start_session().times(1).returning(|_| Ok(()));
-        self.tokens.expect_issue().times(1).returning(|_, _| {
-            Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 })
-        });
+        self.tokens
+            .expect_issue()
+            .times(1)
+            .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
     }
 
     fn service(self) -> AuthService {
@@ -462,7 +463,9 @@ async fn resend_mails_an_unverified_account() {
     m.accounts.expect_find_user_by_email().returning(|_| Ok(Some(user(1, false))));
     m.accounts
         .expect_issue_token()
-        .withf(|id, token, mail| *id == UserId(1) && token.purpose == TokenPurpose::VerifyEmail && mail.text.contains("random-token"))
+        .withf(|id, token, mail| {
+            *id == UserId(1) && token.purpose == TokenPurpose::VerifyEmail && mail.text.contains("random-token")
+        })
         .times(1)
         .returning(|_, _, _| Ok(()));
     m.service().resend_verification(&Email::parse("ada@example.com").unwrap()).await.unwrap();
@@ -512,11 +515,7 @@ async fn an_empty_patch_reads_without_writing() {
 #[tokio::test]
 async fn logout_revokes_the_callers_session_only() {
     let mut m = Mocks::new();
-    m.sessions
-        .expect_revoke_session()
-        .with(eq(UserId(1)), eq(sid()), eq(NOW))
-        .times(1)
-        .returning(|_, _, _| Ok(true));
+    m.sessions.expect_revoke_session().with(eq(UserId(1)), eq(sid()), eq(NOW)).times(1).returning(|_, _, _| Ok(true));
     m.service().logout(Principal { user_id: UserId(1), session_id: sid() }).await.unwrap();
 }
 
