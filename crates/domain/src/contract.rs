@@ -1,1 +1,330 @@
+//! The store contract: behaviour every store adapter must show, run by each
+//! adapter's tests on its own database through [`store_contract_tests!`].
+//! Each check gets a fresh, migrated store.
 
+use futures_util::future::join_all;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use crate::mail::OutgoingMail;
+use crate::ports::{
+    AccountStore, CreateAccountError, NewAccount, NewOneTimeToken, Outbox, SessionStore, StoreHealth, TokenPurpose,
+};
+use crate::session::{ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, TokenHash};
+use crate::user::{ProfilePatch, UserId, REGULAR_USER_GROUP};
+use crate::{Email, PasswordHash};
+
+/// Everything a store adapter implements.
+pub trait Store: AccountStore + SessionStore + Outbox + StoreHealth + 'static {}
+impl<T: AccountStore + SessionStore + Outbox + StoreHealth + 'static> Store for T {}
+
+const T0: OffsetDateTime = datetime!(2030-01-01 10:00 UTC);
+
+fn email(raw: &str) -> Email {
+    Email::parse(raw).expect("test addresses are valid")
+}
+
+fn mail_to(to: &str, subject: &str) -> OutgoingMail {
+    OutgoingMail { to: email(to), subject: subject.into(), text: "text".into(), html: "<p>html</p>".into() }
+}
+
+fn account(address: &str) -> NewAccount {
+    NewAccount {
+        email: email(address),
+        password_hash: PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        is_verified: false,
+        date_joined: T0,
+    }
+}
+
+fn verification(token: &str, expires_at: OffsetDateTime) -> NewOneTimeToken {
+    NewOneTimeToken { hash: TokenHash::of(token), purpose: TokenPurpose::VerifyEmail, created_at: T0, expires_at }
+}
+
+async fn signup<S: Store>(store: &S, address: &str, token: &str) -> UserId {
+    store
+        .create_account(account(address), verification(token, T0 + Duration::hours(24)), mail_to(address, "verify"))
+        .await
+        .expect("signup succeeds")
+        .id
+}
+
+fn session_id(n: u128) -> SessionId {
+    SessionId(uuid::Uuid::from_u128(n))
+}
+
+fn refresh(token: &str, expires_at: OffsetDateTime) -> NewRefreshToken {
+    NewRefreshToken { hash: TokenHash::of(token), expires_at }
+}
+
+async fn login<S: Store>(store: &S, user_id: UserId, sid: SessionId, token: &str) {
+    store
+        .start_session(NewSession {
+            id: sid,
+            user_id,
+            client: ClientInfo::new(Some("203.0.113.7".into()), Some("contract-test")),
+            created_at: T0,
+            refresh: refresh(token, T0 + Duration::days(1)),
+        })
+        .await
+        .expect("session starts");
+}
+
+pub async fn create_account_stores_user_profile_group_and_mail<S: Store>(store: &S) {
+    let created = store
+        .create_account(
+            account("Ada@Example.com"),
+            verification("tok", T0 + Duration::hours(24)),
+            mail_to("Ada@example.com", "verify"),
+        )
+        .await
+        .expect("signup succeeds");
+    assert_eq!(created.email.as_ref(), "Ada@example.com");
+    assert_eq!(created.groups, vec![REGULAR_USER_GROUP.to_owned()]);
+    assert_eq!(created.profile.bio, "");
+    assert!(created.profile.phone.is_none());
+    assert!(!created.is_verified && created.is_active && !created.is_staff && !created.is_superuser);
+    assert_eq!(created.date_joined, T0);
+    assert!(created.last_login.is_none());
+    assert_eq!(store.get_user(created.id).await.expect("read"), Some(created.clone()));
+    let credentials = store.find_credentials(&email("ADA@example.COM").key()).await.expect("read").expect("found");
+    assert_eq!(credentials.user_id, created.id);
+    assert!(credentials.password_hash.expect("has a hash").expose().starts_with("$argon2id$"));
+    assert_eq!(store.pending_count().await.expect("count"), 1);
+}
+
+pub async fn an_address_taken_in_any_case_is_refused_and_nothing_is_left<S: Store>(store: &S) {
+    signup(store, "ada@example.com", "first").await;
+    let second = store
+        .create_account(
+            account("ADA@example.com"),
+            verification("second", T0 + Duration::hours(24)),
+            mail_to("ADA@example.com", "v"),
+        )
+        .await;
+    assert!(matches!(second, Err(CreateAccountError::EmailTaken)));
+    assert_eq!(store.pending_count().await.expect("count"), 1, "the refused signup queued no mail");
+    assert!(store.consume_verification(&TokenHash::of("second"), T0).await.expect("read").is_none());
+}
+
+pub async fn unknown_users_and_addresses_are_none<S: Store>(store: &S) {
+    assert!(store.get_user(UserId(987_654)).await.expect("read").is_none());
+    assert!(store.find_credentials(&email("nobody@example.com").key()).await.expect("read").is_none());
+    assert!(store.find_user_by_email(&email("nobody@example.com").key()).await.expect("read").is_none());
+}
+
+pub async fn find_user_by_email_ignores_case<S: Store>(store: &S) {
+    let id = signup(store, "Grace@example.com", "t").await;
+    let found = store.find_user_by_email(&email("grace@EXAMPLE.com").key()).await.expect("read");
+    assert_eq!(found.map(|u| u.id), Some(id));
+}
+
+pub async fn a_verification_token_works_once_and_marks_the_user_verified<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "tok").await;
+    let verified = store.consume_verification(&TokenHash::of("tok"), T0 + Duration::hours(1)).await.expect("write");
+    assert_eq!(verified.as_ref().map(|u| (u.id, u.is_verified)), Some((id, true)));
+    assert!(store.consume_verification(&TokenHash::of("tok"), T0 + Duration::hours(1)).await.expect("write").is_none());
+    assert!(store.get_user(id).await.expect("read").expect("found").is_verified);
+}
+
+pub async fn an_expired_or_unknown_verification_token_does_nothing<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "tok").await;
+    assert!(store
+        .consume_verification(&TokenHash::of("tok"), T0 + Duration::hours(25))
+        .await
+        .expect("write")
+        .is_none());
+    assert!(store.consume_verification(&TokenHash::of("nope"), T0).await.expect("write").is_none());
+    assert!(!store.get_user(id).await.expect("read").expect("found").is_verified);
+}
+
+pub async fn a_reissued_verification_token_also_works<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "first").await;
+    store
+        .issue_token(id, verification("second", T0 + Duration::hours(24)), mail_to("ada@example.com", "again"))
+        .await
+        .expect("write");
+    assert_eq!(store.pending_count().await.expect("count"), 2);
+    assert!(store.consume_verification(&TokenHash::of("second"), T0).await.expect("write").is_some());
+    // The address is proven: the older link is spent with it.
+    assert!(store.consume_verification(&TokenHash::of("first"), T0).await.expect("write").is_none());
+}
+
+pub async fn concurrent_verifications_succeed_once<S: Store>(store: &S) {
+    signup(store, "ada@example.com", "tok").await;
+    let presented = TokenHash::of("tok");
+    let attempts = (0..10).map(|_| store.consume_verification(&presented, T0));
+    let outcomes = join_all(attempts).await;
+    let successes = outcomes.into_iter().filter(|outcome| outcome.as_ref().expect("write").is_some()).count();
+    assert_eq!(successes, 1);
+}
+
+pub async fn a_session_starts_live_and_sets_last_login<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "r1").await;
+    assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Live { user_id: id });
+    assert_eq!(store.get_user(id).await.expect("read").expect("found").last_login, Some(T0));
+    assert_eq!(store.session_state(session_id(99), T0).await.expect("read"), SessionState::Dead);
+    assert_eq!(store.session_state(session_id(1), T0 + Duration::days(2)).await.expect("read"), SessionState::Dead);
+}
+
+pub async fn refresh_rotation_spends_the_token_and_detects_reuse<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "r1").await;
+    let later = T0 + Duration::minutes(10);
+    let rotated = store.rotate_refresh(&TokenHash::of("r1"), refresh("r2", later + Duration::days(1)), later).await;
+    assert_eq!(rotated.expect("write"), Rotation::Rotated { user_id: id, session_id: session_id(1) });
+    let replay = store.rotate_refresh(&TokenHash::of("r1"), refresh("r3", later + Duration::days(1)), later).await;
+    assert_eq!(replay.expect("write"), Rotation::Reused { user_id: id, session_id: session_id(1) });
+    assert_eq!(store.session_state(session_id(1), later).await.expect("read"), SessionState::Dead);
+    let newest = store.rotate_refresh(&TokenHash::of("r2"), refresh("r4", later + Duration::days(1)), later).await;
+    assert_eq!(newest.expect("write"), Rotation::SessionDead, "the newest token died with its session");
+    let unknown = store.rotate_refresh(&TokenHash::of("never"), refresh("r5", later), later).await;
+    assert_eq!(unknown.expect("write"), Rotation::Unknown);
+}
+
+pub async fn an_expired_refresh_token_is_expired<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "r1").await;
+    let late = T0 + Duration::days(2);
+    let rotation = store.rotate_refresh(&TokenHash::of("r1"), refresh("r2", late + Duration::days(1)), late).await;
+    assert_eq!(rotation.expect("write"), Rotation::Expired);
+}
+
+pub async fn concurrent_rotations_of_one_token_rotate_once<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "r1").await;
+    let presented = TokenHash::of("r1");
+    let attempts = (0..10).map(|n| {
+        let next = refresh(&format!("next-{n}"), T0 + Duration::days(1));
+        store.rotate_refresh(&presented, next, T0)
+    });
+    let outcomes = join_all(attempts).await;
+    let rotated =
+        outcomes.into_iter().filter(|o| matches!(o.as_ref().expect("write"), Rotation::Rotated { .. })).count();
+    assert_eq!(rotated, 1);
+}
+
+pub async fn sessions_are_revoked_only_by_their_owner<S: Store>(store: &S) {
+    let ada = signup(store, "ada@example.com", "t1").await;
+    let bob = signup(store, "bob@example.com", "t2").await;
+    login(store, ada, session_id(1), "a1").await;
+    login(store, ada, session_id(2), "a2").await;
+    login(store, bob, session_id(3), "b1").await;
+    assert!(!store.revoke_session(bob, session_id(1), T0).await.expect("write"), "bob cannot revoke ada's session");
+    assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Live { user_id: ada });
+    assert!(store.revoke_session(ada, session_id(1), T0).await.expect("write"));
+    assert!(!store.revoke_session(ada, session_id(1), T0).await.expect("write"), "already revoked");
+    assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Dead);
+    assert_eq!(store.session_state(session_id(2), T0).await.expect("read"), SessionState::Live { user_id: ada });
+    store.revoke_all_sessions(ada, T0).await.expect("write");
+    assert_eq!(store.session_state(session_id(2), T0).await.expect("read"), SessionState::Dead);
+    assert_eq!(store.session_state(session_id(3), T0).await.expect("read"), SessionState::Live { user_id: bob });
+    let rotation = store.rotate_refresh(&TokenHash::of("a2"), refresh("a3", T0 + Duration::days(1)), T0).await;
+    assert_eq!(rotation.expect("write"), Rotation::SessionDead);
+}
+
+pub async fn a_profile_patch_changes_only_what_it_names<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    let patch = ProfilePatch {
+        first_name: Some("Augusta".into()),
+        phone: Some(Some("+441234567890".into())),
+        bio: Some("Analyst".into()),
+        ..ProfilePatch::default()
+    };
+    let user = store.update_profile(id, patch).await.expect("write").expect("found");
+    assert_eq!((user.first_name.as_str(), user.last_name.as_str()), ("Augusta", "Lovelace"));
+    assert_eq!(user.profile.phone.as_deref(), Some("+441234567890"));
+    assert_eq!(user.profile.bio, "Analyst");
+    let cleared = ProfilePatch { phone: Some(None), gender: Some(Some("f".into())), ..ProfilePatch::default() };
+    let user = store.update_profile(id, cleared).await.expect("write").expect("found");
+    assert!(user.profile.phone.is_none());
+    assert_eq!(user.profile.gender.as_deref(), Some("f"));
+    assert_eq!(user.profile.bio, "Analyst");
+    assert!(store.update_profile(UserId(987_654), ProfilePatch::default()).await.expect("write").is_none());
+}
+
+pub async fn a_password_hash_can_be_replaced<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    store.set_password_hash(id, PasswordHash::new("$argon2id$new")).await.expect("write");
+    let credentials = store.find_credentials(&email("ada@example.com").key()).await.expect("read").expect("found");
+    assert_eq!(credentials.password_hash.expect("hash").expose(), "$argon2id$new");
+}
+
+pub async fn the_outbox_leases_retries_and_forgets_sent_mail<S: Store>(store: &S) {
+    store.enqueue_mail(mail_to("first@example.com", "one")).await.expect("write");
+    store.enqueue_mail(mail_to("second@example.com", "two")).await.expect("write");
+    let now = OffsetDateTime::now_utc() + Duration::seconds(1);
+    let claimed = store.claim_due(now, now + Duration::minutes(2), 10).await.expect("write");
+    assert_eq!(claimed.iter().map(|m| m.mail.subject.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+    assert_eq!(claimed[0].mail.to.as_ref(), "first@example.com");
+    assert_eq!(claimed[0].mail.text, "text");
+    assert_eq!(claimed[0].mail.html, "<p>html</p>");
+    assert!(store.claim_due(now, now + Duration::minutes(2), 10).await.expect("write").is_empty(), "leased");
+    store.mark_sent(claimed[0].id).await.expect("write");
+    store.mark_failed(claimed[1].id, Some(now + Duration::seconds(30)), "421 try later").await.expect("write");
+    assert_eq!(store.pending_count().await.expect("count"), 1);
+    assert!(store
+        .claim_due(now + Duration::seconds(29), now + Duration::minutes(3), 10)
+        .await
+        .expect("write")
+        .is_empty());
+    let retried = store.claim_due(now + Duration::seconds(30), now + Duration::minutes(3), 10).await.expect("write");
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].attempts, 1);
+    store.mark_failed(retried[0].id, None, "550 no such user").await.expect("write");
+    assert_eq!(store.pending_count().await.expect("count"), 0, "given up");
+    assert!(store.claim_due(now + Duration::days(9), now + Duration::days(10), 10).await.expect("write").is_empty());
+}
+
+pub async fn the_claim_takes_at_most_the_batch<S: Store>(store: &S) {
+    for n in 0..5 {
+        store.enqueue_mail(mail_to("a@example.com", &format!("m{n}"))).await.expect("write");
+    }
+    let now = OffsetDateTime::now_utc() + Duration::seconds(1);
+    assert_eq!(store.claim_due(now, now + Duration::minutes(1), 3).await.expect("write").len(), 3);
+    assert_eq!(store.claim_due(now, now + Duration::minutes(1), 3).await.expect("write").len(), 2);
+}
+
+pub async fn ping_answers<S: Store>(store: &S) {
+    store.ping().await.expect("the store answers");
+}
+
+/// Expands to one `#[tokio::test]` per contract check. `$fresh` is an
+/// expression giving a future of a fresh, migrated store.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($fresh:expr) => {
+        $crate::store_contract_tests!(@by_ref $fresh;
+            create_account_stores_user_profile_group_and_mail,
+            an_address_taken_in_any_case_is_refused_and_nothing_is_left,
+            unknown_users_and_addresses_are_none,
+            find_user_by_email_ignores_case,
+            a_verification_token_works_once_and_marks_the_user_verified,
+            an_expired_or_unknown_verification_token_does_nothing,
+            a_reissued_verification_token_also_works,
+            a_session_starts_live_and_sets_last_login,
+            refresh_rotation_spends_the_token_and_detects_reuse,
+            an_expired_refresh_token_is_expired,
+            sessions_are_revoked_only_by_their_owner,
+            a_profile_patch_changes_only_what_it_names,
+            a_password_hash_can_be_replaced,
+            the_outbox_leases_retries_and_forgets_sent_mail,
+            the_claim_takes_at_most_the_batch,
+            ping_answers,
+            concurrent_verifications_succeed_once,
+            concurrent_rotations_of_one_token_rotate_once,
+        );
+    };
+    (@by_ref $fresh:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store = $fresh.await;
+                $crate::contract::$name(&store).await;
+            }
+        )*
+    };
+}

@@ -1,1 +1,649 @@
-//! placeholder
+//! The persistence ports on embedded SQLite: the zero-setup default.
+//!
+//! SQLite is bundled (no system library). Each port call runs on the blocking
+//! pool with a pooled connection; calls that write take the write lock up
+//! front (`BEGIN IMMEDIATE`), so concurrent writers queue on `busy_timeout`
+//! instead of failing, and every multi-step change is one transaction.
+
+mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use gatehouse_domain::mail::OutgoingMail;
+use gatehouse_domain::ports::{
+    AccountStore, CreateAccountError, Credentials, NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore,
+    StoreHealth, TokenPurpose,
+};
+use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionState};
+use gatehouse_domain::user::{ProfilePatch, REGULAR_USER_GROUP};
+use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, Profile, SessionId, TokenHash, User, UserId};
+use time::OffsetDateTime;
+
+use schema::{groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups, users};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+/// How long a statement waits for another writer before giving up.
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteSetupError {
+    #[error("expected sqlite://PATH")]
+    NotSqliteUrl,
+    #[error("cannot create the database directory: {0}")]
+    Directory(#[from] std::io::Error),
+    #[error("cannot open the database: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("migrations failed: {0}")]
+    Migrations(String),
+}
+
+/// WAL lets readers run beside the writer; foreign keys are off by default in SQLite.
+#[derive(Debug)]
+struct Pragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// The SQLite store: every persistence port on one database file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: Pool<ConnectionManager<SqliteConnection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("pool", &self.pool.state()).finish()
+    }
+}
+
+type Conn = PooledConnection<ConnectionManager<SqliteConnection>>;
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database named by `sqlite://PATH`.
+    pub fn open(url: &str, pool_size: u32) -> Result<Self, SqliteSetupError> {
+        let path = url.strip_prefix("sqlite://").ok_or(SqliteSetupError::NotSqliteUrl)?;
+        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let pool = Pool::builder()
+            .max_size(pool_size.max(1))
+            .connection_timeout(Duration::from_secs(5))
+            .connection_customizer(Box::new(Pragmas))
+            .build(ConnectionManager::<SqliteConnection>::new(path))?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations. SQLite's own file lock keeps two processes
+    /// from applying them at once.
+    pub async fn migrate(&self) -> Result<(), SqliteSetupError> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            conn.run_pending_migrations(MIGRATIONS).map(|_| ()).map_err(|e| SqliteSetupError::Migrations(e.to_string()))
+        })
+        .await
+        .map_err(|e| SqliteSetupError::Migrations(e.to_string()))?
+    }
+
+    /// Runs `work` on a pooled connection on the blocking pool.
+    async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| StoreError::Port(PortError::unavailable(e)))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Port(PortError::unexpected(e)))?
+    }
+
+    /// Runs `work` in one write transaction.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |conn| conn.immediate_transaction(work)).await
+    }
+}
+
+/// Errors inside the adapter, before translation at the port.
+#[derive(Debug)]
+enum StoreError {
+    EmailTaken,
+    Port(PortError),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(error: DieselError) -> Self {
+        match &error {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+                if info.message().contains("users.email_key") =>
+            {
+                StoreError::EmailTaken
+            }
+            // Another writer held the lock past busy_timeout: a load problem, not a bug.
+            DieselError::DatabaseError(_, info) if info.message().contains("database is locked") => {
+                StoreError::Port(PortError::unavailable(error))
+            }
+            _ => StoreError::Port(PortError::unexpected(error)),
+        }
+    }
+}
+
+impl From<StoreError> for PortError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Port(port) => port,
+            StoreError::EmailTaken => PortError::unexpected("unexpected unique violation on the email"),
+        }
+    }
+}
+
+impl From<StoreError> for CreateAccountError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => CreateAccountError::EmailTaken,
+            StoreError::Port(port) => CreateAccountError::Port(port),
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::sqlite::Sqlite))]
+struct UserRow {
+    id: i64,
+    email: String,
+    first_name: String,
+    last_name: String,
+    is_active: bool,
+    is_staff: bool,
+    is_superuser: bool,
+    is_verified: bool,
+    date_joined: OffsetDateTime,
+    last_login: Option<OffsetDateTime>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = profiles, check_for_backend(diesel::sqlite::Sqlite))]
+struct ProfileRow {
+    phone: Option<String>,
+    gender: Option<String>,
+    bio: String,
+}
+
+fn load_user(conn: &mut SqliteConnection, id: i64) -> Result<Option<User>, StoreError> {
+    let row = users::table
+        .left_join(profiles::table)
+        .filter(users::id.eq(id))
+        .select((UserRow::as_select(), Option::<ProfileRow>::as_select()))
+        .first::<(UserRow, Option<ProfileRow>)>(conn)
+        .optional()?;
+    let Some((user, profile)) = row else { return Ok(None) };
+    let group_names = user_groups::table
+        .inner_join(groups::table)
+        .filter(user_groups::user_id.eq(id))
+        .select(groups::name)
+        .order(groups::name)
+        .load::<String>(conn)?;
+    let profile = profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
+    Ok(Some(User {
+        id: UserId(user.id),
+        email: Email::from_trusted(user.email),
+        first_name: user.first_name,
+        last_name: user.last_name,
+        is_active: user.is_active,
+        is_staff: user.is_staff,
+        is_superuser: user.is_superuser,
+        is_verified: user.is_verified,
+        date_joined: user.date_joined,
+        last_login: user.last_login,
+        groups: group_names,
+        profile,
+    }))
+}
+
+fn require_user(conn: &mut SqliteConnection, id: i64) -> Result<User, StoreError> {
+    load_user(conn, id)?
+        .ok_or_else(|| StoreError::Port(PortError::unexpected("a user vanished inside its transaction")))
+}
+
+fn insert_token(conn: &mut SqliteConnection, user_id: i64, token: &NewOneTimeToken) -> Result<(), StoreError> {
+    diesel::insert_into(one_time_tokens::table)
+        .values((
+            one_time_tokens::token_hash.eq(token.hash.as_str()),
+            one_time_tokens::user_id.eq(user_id),
+            one_time_tokens::purpose.eq(token.purpose.as_str()),
+            one_time_tokens::created_at.eq(token.created_at),
+            one_time_tokens::expires_at.eq(token.expires_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn insert_mail(conn: &mut SqliteConnection, mail: &OutgoingMail, now: OffsetDateTime) -> Result<(), StoreError> {
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::recipient.eq(mail.to.as_ref()),
+            outbox::subject.eq(&mail.subject),
+            outbox::text_body.eq(&mail.text),
+            outbox::html_body.eq(&mail.html),
+            outbox::created_at.eq(now),
+            outbox::next_attempt_at.eq(Some(now)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_account(
+        &self,
+        account: NewAccount,
+        token: NewOneTimeToken,
+        mail: OutgoingMail,
+    ) -> Result<User, CreateAccountError> {
+        self.write(move |conn| {
+            let id = diesel::insert_into(users::table)
+                .values((
+                    users::email.eq(account.email.as_ref()),
+                    users::email_key.eq(account.email.key().as_str()),
+                    users::password_hash.eq(account.password_hash.expose()),
+                    users::first_name.eq(&account.first_name),
+                    users::last_name.eq(&account.last_name),
+                    users::is_verified.eq(account.is_verified),
+                    users::date_joined.eq(account.date_joined),
+                ))
+                .returning(users::id)
+                .get_result::<i64>(conn)?;
+            diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(conn)?;
+            let regular = groups::table.filter(groups::name.eq(REGULAR_USER_GROUP)).select(groups::id);
+            diesel::insert_into(user_groups::table)
+                .values((
+                    user_groups::user_id.eq(id),
+                    user_groups::group_id.eq(regular.single_value().assume_not_null()),
+                ))
+                .execute(conn)?;
+            insert_token(conn, id, &token)?;
+            insert_mail(conn, &mail, account.date_joined)?;
+            require_user(conn, id)
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn issue_token(&self, user_id: UserId, token: NewOneTimeToken, mail: OutgoingMail) -> Result<(), PortError> {
+        self.write(move |conn| {
+            insert_token(conn, user_id.0, &token)?;
+            insert_mail(conn, &mail, token.created_at)
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn enqueue_mail(&self, mail: OutgoingMail) -> Result<(), PortError> {
+        self.write(move |conn| insert_mail(conn, &mail, now())).await.map_err(Into::into)
+    }
+
+    async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError> {
+        let key = email.as_str().to_owned();
+        self.run(move |conn| {
+            let row = users::table
+                .filter(users::email_key.eq(key))
+                .select((users::id, users::password_hash, users::is_active, users::is_verified))
+                .first::<(i64, Option<String>, bool, bool)>(conn)
+                .optional()?;
+            Ok(row.map(|(id, hash, is_active, is_verified)| Credentials {
+                user_id: UserId(id),
+                password_hash: hash.map(PasswordHash::new),
+                is_active,
+                is_verified,
+            }))
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn find_user_by_email(&self, email: &EmailKey) -> Result<Option<User>, PortError> {
+        let key = email.as_str().to_owned();
+        self.run(move |conn| {
+            let id = users::table.filter(users::email_key.eq(key)).select(users::id).first::<i64>(conn).optional()?;
+            match id {
+                Some(id) => load_user(conn, id),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, PortError> {
+        self.run(move |conn| load_user(conn, id.0)).await.map_err(Into::into)
+    }
+
+    async fn consume_verification(&self, token: &TokenHash, now: OffsetDateTime) -> Result<Option<User>, PortError> {
+        let hash = token.as_str().to_owned();
+        self.write(move |conn| {
+            let purpose = TokenPurpose::VerifyEmail.as_str();
+            let user_id = one_time_tokens::table
+                .filter(one_time_tokens::token_hash.eq(&hash))
+                .filter(one_time_tokens::purpose.eq(purpose))
+                .filter(one_time_tokens::used_at.is_null())
+                .filter(one_time_tokens::expires_at.gt(now))
+                .select(one_time_tokens::user_id)
+                .first::<i64>(conn)
+                .optional()?;
+            let Some(user_id) = user_id else { return Ok(None) };
+            // Every verification link of the user is spent: the address is proven.
+            diesel::update(one_time_tokens::table)
+                .filter(one_time_tokens::user_id.eq(user_id))
+                .filter(one_time_tokens::purpose.eq(purpose))
+                .filter(one_time_tokens::used_at.is_null())
+                .set(one_time_tokens::used_at.eq(now))
+                .execute(conn)?;
+            diesel::update(users::table.find(user_id)).set(users::is_verified.eq(true)).execute(conn)?;
+            load_user(conn, user_id)
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> Result<Option<User>, PortError> {
+        self.write(move |conn| {
+            if !users::table.find(id.0).select(users::id).first::<i64>(conn).optional()?.is_some() {
+                return Ok(None);
+            }
+            if let Some(first_name) = &patch.first_name {
+                diesel::update(users::table.find(id.0)).set(users::first_name.eq(first_name)).execute(conn)?;
+            }
+            if let Some(last_name) = &patch.last_name {
+                diesel::update(users::table.find(id.0)).set(users::last_name.eq(last_name)).execute(conn)?;
+            }
+            if let Some(phone) = &patch.phone {
+                diesel::update(profiles::table.find(id.0)).set(profiles::phone.eq(phone)).execute(conn)?;
+            }
+            if let Some(gender) = &patch.gender {
+                diesel::update(profiles::table.find(id.0)).set(profiles::gender.eq(gender)).execute(conn)?;
+            }
+            if let Some(bio) = &patch.bio {
+                diesel::update(profiles::table.find(id.0)).set(profiles::bio.eq(bio)).execute(conn)?;
+            }
+            load_user(conn, id.0)
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError> {
+        self.write(move |conn| {
+            diesel::update(users::table.find(id.0)).set(users::password_hash.eq(hash.expose())).execute(conn)?;
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn start_session(&self, session: NewSession) -> Result<(), PortError> {
+        self.write(move |conn| {
+            let id = session.id.to_string();
+            diesel::insert_into(sessions::table)
+                .values((
+                    sessions::id.eq(&id),
+                    sessions::user_id.eq(session.user_id.0),
+                    sessions::created_at.eq(session.created_at),
+                    sessions::last_used_at.eq(session.created_at),
+                    sessions::expires_at.eq(session.refresh.expires_at),
+                    sessions::user_agent.eq(&session.client.user_agent),
+                    sessions::ip.eq(&session.client.ip),
+                ))
+                .execute(conn)?;
+            insert_refresh(conn, &id, &session.refresh, session.created_at)?;
+            diesel::update(users::table.find(session.user_id.0))
+                .set(users::last_login.eq(session.created_at))
+                .execute(conn)?;
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        next: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<Rotation, PortError> {
+        let presented = presented.as_str().to_owned();
+        self.write(move |conn| {
+            let found = refresh_tokens::table
+                .inner_join(sessions::table.inner_join(users::table))
+                .filter(refresh_tokens::token_hash.eq(&presented))
+                .select((
+                    sessions::id,
+                    sessions::user_id,
+                    refresh_tokens::expires_at,
+                    refresh_tokens::used_at,
+                    sessions::revoked_at,
+                    users::is_active,
+                ))
+                .first::<(String, i64, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>, bool)>(conn)
+                .optional()?;
+            let Some((session_id, user_id, expires_at, used_at, revoked_at, is_active)) = found else {
+                return Ok(Rotation::Unknown);
+            };
+            let parsed_session = SessionId::parse(&session_id)
+                .ok_or_else(|| StoreError::Port(PortError::unexpected("a stored session id is not a UUID")))?;
+            if revoked_at.is_some() || !is_active {
+                return Ok(Rotation::SessionDead);
+            }
+            if used_at.is_some() {
+                revoke_sessions(conn, sessions::table.filter(sessions::id.eq(&session_id)), now)?;
+                return Ok(Rotation::Reused { user_id: UserId(user_id), session_id: parsed_session });
+            }
+            if expires_at <= now {
+                return Ok(Rotation::Expired);
+            }
+            diesel::update(refresh_tokens::table.find(&presented))
+                .set(refresh_tokens::used_at.eq(now))
+                .execute(conn)?;
+            insert_refresh(conn, &session_id, &next, now)?;
+            diesel::update(sessions::table.find(&session_id))
+                .set((sessions::last_used_at.eq(now), sessions::expires_at.eq(next.expires_at)))
+                .execute(conn)?;
+            Ok(Rotation::Rotated { user_id: UserId(user_id), session_id: parsed_session })
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn session_state(&self, id: SessionId, now: OffsetDateTime) -> Result<SessionState, PortError> {
+        self.run(move |conn| {
+            let found = sessions::table
+                .inner_join(users::table)
+                .filter(sessions::id.eq(id.to_string()))
+                .select((sessions::user_id, sessions::expires_at, sessions::revoked_at, users::is_active))
+                .first::<(i64, OffsetDateTime, Option<OffsetDateTime>, bool)>(conn)
+                .optional()?;
+            Ok(match found {
+                Some((user_id, expires_at, None, true)) if expires_at > now => {
+                    SessionState::Live { user_id: UserId(user_id) }
+                }
+                _ => SessionState::Dead,
+            })
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn revoke_session(&self, user_id: UserId, id: SessionId, now: OffsetDateTime) -> Result<bool, PortError> {
+        self.write(move |conn| {
+            let target =
+                sessions::table.filter(sessions::id.eq(id.to_string())).filter(sessions::user_id.eq(user_id.0));
+            Ok(revoke_sessions(conn, target, now)? > 0)
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn revoke_all_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<(), PortError> {
+        self.write(move |conn| {
+            revoke_sessions(conn, sessions::table.filter(sessions::user_id.eq(user_id.0)), now)?;
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+}
+
+fn insert_refresh(
+    conn: &mut SqliteConnection,
+    session_id: &str,
+    token: &NewRefreshToken,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::token_hash.eq(token.hash.as_str()),
+            refresh_tokens::session_id.eq(session_id),
+            refresh_tokens::issued_at.eq(now),
+            refresh_tokens::expires_at.eq(token.expires_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Marks the selected, still-live sessions revoked; returns how many.
+fn revoke_sessions<F>(conn: &mut SqliteConnection, target: F, now: OffsetDateTime) -> Result<usize, StoreError>
+where
+    F: diesel::query_dsl::methods::FilterDsl<diesel::dsl::IsNull<sessions::revoked_at>>,
+    diesel::dsl::Filter<F, diesel::dsl::IsNull<sessions::revoked_at>>: diesel::query_builder::IntoUpdateTarget<Table = sessions::table>,
+    <diesel::dsl::Filter<F, diesel::dsl::IsNull<sessions::revoked_at>> as diesel::query_builder::IntoUpdateTarget>::WhereClause:
+        diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> + diesel::query_builder::QueryId,
+{
+    Ok(diesel::update(target.filter(sessions::revoked_at.is_null())).set(sessions::revoked_at.eq(now)).execute(conn)?)
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn claim_due(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<QueuedMail>, PortError> {
+        self.write(move |conn| {
+            let due = outbox::table
+                .filter(outbox::next_attempt_at.le(now))
+                .order(outbox::id)
+                .limit(limit)
+                .select((
+                    outbox::id,
+                    outbox::recipient,
+                    outbox::subject,
+                    outbox::text_body,
+                    outbox::html_body,
+                    outbox::attempts,
+                ))
+                .load::<(i64, String, String, String, String, i32)>(conn)?;
+            let ids: Vec<i64> = due.iter().map(|row| row.0).collect();
+            diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+                .set(outbox::next_attempt_at.eq(lease_until))
+                .execute(conn)?;
+            Ok(due
+                .into_iter()
+                .map(|(id, to, subject, text, html, attempts)| QueuedMail {
+                    id,
+                    attempts,
+                    mail: OutgoingMail { to: Email::from_trusted(to), subject, text, html },
+                })
+                .collect())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn mark_sent(&self, id: i64) -> Result<(), PortError> {
+        self.write(move |conn| {
+            diesel::delete(outbox::table.find(id)).execute(conn)?;
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn mark_failed(&self, id: i64, retry_at: Option<OffsetDateTime>, error: &str) -> Result<(), PortError> {
+        let error = error.chars().take(1000).collect::<String>();
+        self.write(move |conn| {
+            diesel::update(outbox::table.find(id))
+                .set((
+                    outbox::attempts.eq(outbox::attempts + 1),
+                    outbox::next_attempt_at.eq(retry_at),
+                    outbox::last_error.eq(error),
+                ))
+                .execute(conn)?;
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn pending_count(&self) -> Result<i64, PortError> {
+        self.run(|conn| Ok(outbox::table.filter(outbox::next_attempt_at.is_not_null()).count().get_result(conn)?))
+            .await
+            .map_err(Into::into)
+    }
+}
+
+#[async_trait]
+impl StoreHealth for SqliteStore {
+    async fn ping(&self) -> Result<(), PortError> {
+        self.run(|conn| {
+            conn.batch_execute("SELECT 1")?;
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod store_contract {
+    use super::SqliteStore;
+
+    /// A fresh database file per test, migrated.
+    async fn fresh() -> SqliteStore {
+        let dir = std::env::temp_dir().join("gatehouse-sqlite-tests");
+        let path = dir.join(format!("{}.db", uuid::Uuid::new_v4()));
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()), 4).expect("opens");
+        store.migrate().await.expect("migrates");
+        store
+    }
+
+    gatehouse_domain::store_contract_tests!(fresh());
+}

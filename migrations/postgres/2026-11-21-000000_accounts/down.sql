@@ -1,0 +1,9 @@
+DROP TABLE outbox;
+DROP TABLE one_time_tokens;
+DROP TABLE refresh_tokens;
+DROP TABLE sessions;
+DROP TABLE user_groups;
+DROP TABLE group_permissions;
+DROP TABLE groups;
+DROP TABLE profiles;
+DROP TABLE users;
