@@ -1,1 +1,735 @@
-//! placeholder
+//! The persistence ports on PostgreSQL, through diesel-async and a pool.
+//!
+//! Every multi-step change is one transaction; rows that concurrent callers
+//! race for (a refresh token, a link token, due mail) are locked with
+//! `FOR UPDATE` (`SKIP LOCKED` for the outbox), so exactly one caller wins.
+//! A server that cannot be reached is `Unavailable`, and the pool replaces
+//! broken connections by itself when the server is back.
+
+mod schema;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use gatehouse_domain::mail::OutgoingMail;
+use gatehouse_domain::ports::{
+    AccountStore, CreateAccountError, Credentials, NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore,
+    StoreHealth, TokenPurpose,
+};
+use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionState};
+use gatehouse_domain::user::{ProfilePatch, REGULAR_USER_GROUP};
+use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, Profile, SessionId, TokenHash, User, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use schema::{groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups, users};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// Serialises migrations across instances starting at once (an arbitrary, fixed key).
+const MIGRATION_LOCK_KEY: i64 = 0x6761_7465_686f_7573;
+
+/// How long a request waits for a pooled connection before the store counts as unavailable.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresSetupError {
+    #[error("cannot build the connection pool: {0}")]
+    Pool(String),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("migrations failed: {0}")]
+    Migrations(String),
+}
+
+/// The PostgreSQL store: every persistence port on one pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool<AsyncPgConnection>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("pool", &self.pool.status()).finish()
+    }
+}
+
+/// Pool figures for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUsage {
+    pub size: usize,
+    pub available: usize,
+    pub max_size: usize,
+}
+
+impl PostgresStore {
+    /// Builds the pool; connections are opened lazily, so this works while the
+    /// server is still down.
+    pub fn connect(url: &str, pool_size: usize) -> Result<Self, PostgresSetupError> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| PostgresSetupError::Pool(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool_usage(&self) -> PoolUsage {
+        let status = self.pool.status();
+        PoolUsage { size: status.size, available: status.available, max_size: status.max_size }
+    }
+
+    /// Applies pending migrations under an advisory lock, so two instances
+    /// starting at once do not race. Needs a multi-thread tokio runtime.
+    pub async fn migrate(url: &str) -> Result<(), PostgresSetupError> {
+        let mut conn = AsyncPgConnection::establish(url).await?;
+        let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})");
+        diesel::sql_query(lock).execute(&mut conn).await.map_err(|e| PostgresSetupError::Migrations(e.to_string()))?;
+        let mut harness = AsyncMigrationHarness::new(conn);
+        let applied = harness
+            .run_pending_migrations(MIGRATIONS)
+            .map(|_| ())
+            .map_err(|e| PostgresSetupError::Migrations(e.to_string()));
+        let mut conn = harness.into_inner();
+        let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})");
+        // Closing the connection releases the lock too; a failed unlock is harmless.
+        let _ = diesel::sql_query(unlock).execute(&mut conn).await;
+        applied
+    }
+
+    async fn conn(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
+        match tokio::time::timeout(CHECKOUT_TIMEOUT, self.pool.get()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(error)) => Err(StoreError::Port(pool_error(error))),
+            Err(elapsed) => Err(StoreError::Port(PortError::unavailable(elapsed))),
+        }
+    }
+}
+
+fn pool_error(error: PoolError) -> PortError {
+    match error {
+        PoolError::Backend(_) | PoolError::Timeout(_) | PoolError::Closed => PortError::unavailable(error),
+        _ => PortError::unexpected(error),
+    }
+}
+
+/// Errors inside the adapter, before translation at the port.
+#[derive(Debug)]
+enum StoreError {
+    EmailTaken,
+    Port(PortError),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(error: DieselError) -> Self {
+        match &error {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+                if info.constraint_name() == Some("users_email_key_key") =>
+            {
+                StoreError::EmailTaken
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | DieselError::BrokenTransactionManager => StoreError::Port(PortError::unavailable(error)),
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) if lost_connection(info.message()) => {
+                StoreError::Port(PortError::unavailable(error))
+            }
+            _ => StoreError::Port(PortError::unexpected(error)),
+        }
+    }
+}
+
+/// Messages of a server going away mid-query (restart, shutdown, network).
+fn lost_connection(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["connection", "terminating", "shutting down", "broken pipe", "timed out"].iter().any(|m| message.contains(m))
+}
+
+impl From<StoreError> for PortError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Port(port) => port,
+            StoreError::EmailTaken => PortError::unexpected("unexpected unique violation on the email"),
+        }
+    }
+}
+
+impl From<StoreError> for CreateAccountError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => CreateAccountError::EmailTaken,
+            StoreError::Port(port) => CreateAccountError::Port(port),
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+struct UserRow {
+    id: i64,
+    email: String,
+    first_name: String,
+    last_name: String,
+    is_active: bool,
+    is_staff: bool,
+    is_superuser: bool,
+    is_verified: bool,
+    date_joined: OffsetDateTime,
+    last_login: Option<OffsetDateTime>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = profiles, check_for_backend(diesel::pg::Pg))]
+struct ProfileRow {
+    phone: Option<String>,
+    gender: Option<String>,
+    bio: String,
+}
+
+async fn load_user(conn: &mut AsyncPgConnection, id: i64) -> Result<Option<User>, StoreError> {
+    let row = users::table
+        .left_join(profiles::table)
+        .filter(users::id.eq(id))
+        .select((UserRow::as_select(), Option::<ProfileRow>::as_select()))
+        .first::<(UserRow, Option<ProfileRow>)>(conn)
+        .await
+        .optional()?;
+    let Some((user, profile)) = row else { return Ok(None) };
+    let group_names = user_groups::table
+        .inner_join(groups::table)
+        .filter(user_groups::user_id.eq(id))
+        .select(groups::name)
+        .order(groups::name)
+        .load::<String>(conn)
+        .await?;
+    let profile = profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
+    Ok(Some(User {
+        id: UserId(user.id),
+        email: Email::from_trusted(user.email),
+        first_name: user.first_name,
+        last_name: user.last_name,
+        is_active: user.is_active,
+        is_staff: user.is_staff,
+        is_superuser: user.is_superuser,
+        is_verified: user.is_verified,
+        date_joined: user.date_joined,
+        last_login: user.last_login,
+        groups: group_names,
+        profile,
+    }))
+}
+
+async fn require_user(conn: &mut AsyncPgConnection, id: i64) -> Result<User, StoreError> {
+    load_user(conn, id)
+        .await?
+        .ok_or_else(|| StoreError::Port(PortError::unexpected("a user vanished inside its transaction")))
+}
+
+async fn insert_token(conn: &mut AsyncPgConnection, user_id: i64, token: &NewOneTimeToken) -> Result<(), StoreError> {
+    diesel::insert_into(one_time_tokens::table)
+        .values((
+            one_time_tokens::token_hash.eq(token.hash.as_str()),
+            one_time_tokens::user_id.eq(user_id),
+            one_time_tokens::purpose.eq(token.purpose.as_str()),
+            one_time_tokens::created_at.eq(token.created_at),
+            one_time_tokens::expires_at.eq(token.expires_at),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn insert_mail(conn: &mut AsyncPgConnection, mail: &OutgoingMail, now: OffsetDateTime) -> Result<(), StoreError> {
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::recipient.eq(mail.to.as_ref()),
+            outbox::subject.eq(&mail.subject),
+            outbox::text_body.eq(&mail.text),
+            outbox::html_body.eq(&mail.html),
+            outbox::created_at.eq(now),
+            outbox::next_attempt_at.eq(Some(now)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn insert_refresh(
+    conn: &mut AsyncPgConnection,
+    session_id: Uuid,
+    token: &NewRefreshToken,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::token_hash.eq(token.hash.as_str()),
+            refresh_tokens::session_id.eq(session_id),
+            refresh_tokens::issued_at.eq(now),
+            refresh_tokens::expires_at.eq(token.expires_at),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl AccountStore for PostgresStore {
+    async fn create_account(
+        &self,
+        account: NewAccount,
+        token: NewOneTimeToken,
+        mail: OutgoingMail,
+    ) -> Result<User, CreateAccountError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let id = diesel::insert_into(users::table)
+                .values((
+                    users::email.eq(account.email.as_ref()),
+                    users::email_key.eq(account.email.key().as_str()),
+                    users::password_hash.eq(account.password_hash.expose()),
+                    users::first_name.eq(&account.first_name),
+                    users::last_name.eq(&account.last_name),
+                    users::is_verified.eq(account.is_verified),
+                    users::date_joined.eq(account.date_joined),
+                ))
+                .returning(users::id)
+                .get_result::<i64>(conn)
+                .await?;
+            diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(conn).await?;
+            let regular = groups::table.filter(groups::name.eq(REGULAR_USER_GROUP)).select(groups::id);
+            diesel::insert_into(user_groups::table)
+                .values((
+                    user_groups::user_id.eq(id),
+                    user_groups::group_id.eq(regular.single_value().assume_not_null()),
+                ))
+                .execute(conn)
+                .await?;
+            insert_token(conn, id, &token).await?;
+            insert_mail(conn, &mail, account.date_joined).await?;
+            require_user(conn, id).await
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn issue_token(&self, user_id: UserId, token: NewOneTimeToken, mail: OutgoingMail) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            insert_token(conn, user_id.0, &token).await?;
+            insert_mail(conn, &mail, token.created_at).await
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn enqueue_mail(&self, mail: OutgoingMail) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        insert_mail(&mut conn, &mail, OffsetDateTime::now_utc()).await.map_err(Into::into)
+    }
+
+    async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError> {
+        let mut conn = self.conn().await?;
+        let row = users::table
+            .filter(users::email_key.eq(email.as_str()))
+            .select((users::id, users::password_hash, users::is_active, users::is_verified))
+            .first::<(i64, Option<String>, bool, bool)>(&mut conn)
+            .await
+            .optional()
+            .map_err(StoreError::from)?;
+        Ok(row.map(|(id, hash, is_active, is_verified)| Credentials {
+            user_id: UserId(id),
+            password_hash: hash.map(PasswordHash::new),
+            is_active,
+            is_verified,
+        }))
+    }
+
+    async fn find_user_by_email(&self, email: &EmailKey) -> Result<Option<User>, PortError> {
+        let mut conn = self.conn().await?;
+        let id = users::table
+            .filter(users::email_key.eq(email.as_str()))
+            .select(users::id)
+            .first::<i64>(&mut conn)
+            .await
+            .optional()
+            .map_err(StoreError::from)?;
+        match id {
+            Some(id) => Ok(load_user(&mut conn, id).await?),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, PortError> {
+        let mut conn = self.conn().await?;
+        Ok(load_user(&mut conn, id.0).await?)
+    }
+
+    async fn consume_verification(&self, token: &TokenHash, now: OffsetDateTime) -> Result<Option<User>, PortError> {
+        let hash = token.as_str().to_owned();
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let purpose = TokenPurpose::VerifyEmail.as_str();
+            let user_id = one_time_tokens::table
+                .filter(one_time_tokens::token_hash.eq(&hash))
+                .filter(one_time_tokens::purpose.eq(purpose))
+                .filter(one_time_tokens::used_at.is_null())
+                .filter(one_time_tokens::expires_at.gt(now))
+                .select(one_time_tokens::user_id)
+                .for_update()
+                .first::<i64>(conn)
+                .await
+                .optional()?;
+            let Some(user_id) = user_id else { return Ok(None) };
+            // Every verification link of the user is spent: the address is proven.
+            diesel::update(one_time_tokens::table)
+                .filter(one_time_tokens::user_id.eq(user_id))
+                .filter(one_time_tokens::purpose.eq(purpose))
+                .filter(one_time_tokens::used_at.is_null())
+                .set(one_time_tokens::used_at.eq(now))
+                .execute(conn)
+                .await?;
+            diesel::update(users::table.find(user_id)).set(users::is_verified.eq(true)).execute(conn).await?;
+            load_user(conn, user_id).await
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> Result<Option<User>, PortError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let names = (
+                patch.first_name.as_ref().map(|n| users::first_name.eq(n)),
+                patch.last_name.as_ref().map(|n| users::last_name.eq(n)),
+            );
+            let found =
+                diesel::update(users::table.find(id.0)).set((users::id.eq(users::id), names)).execute(conn).await?;
+            if found == 0 {
+                return Ok(None);
+            }
+            let profile = (
+                patch.phone.as_ref().map(|p| profiles::phone.eq(p)),
+                patch.gender.as_ref().map(|g| profiles::gender.eq(g)),
+                patch.bio.as_ref().map(|b| profiles::bio.eq(b)),
+            );
+            if patch.phone.is_some() || patch.gender.is_some() || patch.bio.is_some() {
+                diesel::update(profiles::table.find(id.0)).set(profile).execute(conn).await?;
+            }
+            load_user(conn, id.0).await
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        diesel::update(users::table.find(id.0))
+            .set(users::password_hash.eq(hash.expose()))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn start_session(&self, session: NewSession) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let id = session.id.0;
+            diesel::insert_into(sessions::table)
+                .values((
+                    sessions::id.eq(id),
+                    sessions::user_id.eq(session.user_id.0),
+                    sessions::created_at.eq(session.created_at),
+                    sessions::last_used_at.eq(session.created_at),
+                    sessions::expires_at.eq(session.refresh.expires_at),
+                    sessions::user_agent.eq(&session.client.user_agent),
+                    sessions::ip.eq(&session.client.ip),
+                ))
+                .execute(conn)
+                .await?;
+            insert_refresh(conn, id, &session.refresh, session.created_at).await?;
+            diesel::update(users::table.find(session.user_id.0))
+                .set(users::last_login.eq(session.created_at))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        next: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<Rotation, PortError> {
+        let presented = presented.as_str().to_owned();
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            // The row lock makes concurrent presenters of one token queue here.
+            let token = refresh_tokens::table
+                .find(&presented)
+                .select((refresh_tokens::session_id, refresh_tokens::expires_at, refresh_tokens::used_at))
+                .for_update()
+                .first::<(Uuid, OffsetDateTime, Option<OffsetDateTime>)>(conn)
+                .await
+                .optional()?;
+            let Some((session_id, expires_at, used_at)) = token else { return Ok(Rotation::Unknown) };
+            let (user_id, revoked_at, is_active) = sessions::table
+                .inner_join(users::table)
+                .filter(sessions::id.eq(session_id))
+                .select((sessions::user_id, sessions::revoked_at, users::is_active))
+                .first::<(i64, Option<OffsetDateTime>, bool)>(conn)
+                .await?;
+            if revoked_at.is_some() || !is_active {
+                return Ok(Rotation::SessionDead);
+            }
+            if used_at.is_some() {
+                diesel::update(sessions::table.find(session_id))
+                    .filter(sessions::revoked_at.is_null())
+                    .set(sessions::revoked_at.eq(now))
+                    .execute(conn)
+                    .await?;
+                return Ok(Rotation::Reused { user_id: UserId(user_id), session_id: SessionId(session_id) });
+            }
+            if expires_at <= now {
+                return Ok(Rotation::Expired);
+            }
+            diesel::update(refresh_tokens::table.find(&presented))
+                .set(refresh_tokens::used_at.eq(now))
+                .execute(conn)
+                .await?;
+            insert_refresh(conn, session_id, &next, now).await?;
+            diesel::update(sessions::table.find(session_id))
+                .set((sessions::last_used_at.eq(now), sessions::expires_at.eq(next.expires_at)))
+                .execute(conn)
+                .await?;
+            Ok(Rotation::Rotated { user_id: UserId(user_id), session_id: SessionId(session_id) })
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn session_state(&self, id: SessionId, now: OffsetDateTime) -> Result<SessionState, PortError> {
+        let mut conn = self.conn().await?;
+        let found = sessions::table
+            .inner_join(users::table)
+            .filter(sessions::id.eq(id.0))
+            .select((sessions::user_id, sessions::expires_at, sessions::revoked_at, users::is_active))
+            .first::<(i64, OffsetDateTime, Option<OffsetDateTime>, bool)>(&mut conn)
+            .await
+            .optional()
+            .map_err(StoreError::from)?;
+        Ok(match found {
+            Some((user_id, expires_at, None, true)) if expires_at > now => {
+                SessionState::Live { user_id: UserId(user_id) }
+            }
+            _ => SessionState::Dead,
+        })
+    }
+
+    async fn revoke_session(&self, user_id: UserId, id: SessionId, now: OffsetDateTime) -> Result<bool, PortError> {
+        let mut conn = self.conn().await?;
+        let revoked = diesel::update(sessions::table)
+            .filter(sessions::id.eq(id.0))
+            .filter(sessions::user_id.eq(user_id.0))
+            .filter(sessions::revoked_at.is_null())
+            .set(sessions::revoked_at.eq(now))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(revoked > 0)
+    }
+
+    async fn revoke_all_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        diesel::update(sessions::table)
+            .filter(sessions::user_id.eq(user_id.0))
+            .filter(sessions::revoked_at.is_null())
+            .set(sessions::revoked_at.eq(now))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for PostgresStore {
+    async fn claim_due(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<QueuedMail>, PortError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            // SKIP LOCKED: several workers (or instances) share the queue without waiting on each other.
+            let due = outbox::table
+                .filter(outbox::next_attempt_at.le(now))
+                .order(outbox::id)
+                .limit(limit)
+                .select((
+                    outbox::id,
+                    outbox::recipient,
+                    outbox::subject,
+                    outbox::text_body,
+                    outbox::html_body,
+                    outbox::attempts,
+                ))
+                .for_update()
+                .skip_locked()
+                .load::<(i64, String, String, String, String, i32)>(conn)
+                .await?;
+            let ids: Vec<i64> = due.iter().map(|row| row.0).collect();
+            diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+                .set(outbox::next_attempt_at.eq(lease_until))
+                .execute(conn)
+                .await?;
+            Ok(due
+                .into_iter()
+                .map(|(id, to, subject, text, html, attempts)| QueuedMail {
+                    id,
+                    attempts,
+                    mail: OutgoingMail { to: Email::from_trusted(to), subject, text, html },
+                })
+                .collect())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn mark_sent(&self, id: i64) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        diesel::delete(outbox::table.find(id)).execute(&mut conn).await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn mark_failed(&self, id: i64, retry_at: Option<OffsetDateTime>, error: &str) -> Result<(), PortError> {
+        let error = error.chars().take(1000).collect::<String>();
+        let mut conn = self.conn().await?;
+        diesel::update(outbox::table.find(id))
+            .set((
+                outbox::attempts.eq(outbox::attempts + 1),
+                outbox::next_attempt_at.eq(retry_at),
+                outbox::last_error.eq(error),
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn pending_count(&self) -> Result<i64, PortError> {
+        let mut conn = self.conn().await?;
+        Ok(outbox::table
+            .filter(outbox::next_attempt_at.is_not_null())
+            .count()
+            .get_result(&mut conn)
+            .await
+            .map_err(StoreError::from)?)
+    }
+}
+
+#[async_trait]
+impl StoreHealth for PostgresStore {
+    async fn ping(&self) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await.map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+/// Support for tests that need a database of their own: here so that both
+/// this crate's tests and the service's black-box tests use one recipe.
+pub mod testing {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    /// The variable `make test` sets to a server the tests may create databases on.
+    pub const TEST_URL_VAR: &str = "GATEHOUSE_TEST_POSTGRES_URL";
+    /// Databases made for tests carry this prefix, so a run can sweep old ones.
+    pub const TEST_DATABASE_PREFIX: &str = "gatehouse_test_";
+
+    /// Creates an empty database named after a fresh UUID and returns its URL.
+    /// Panics, naming the variable, when no server is configured: PostgreSQL
+    /// tests fail loudly rather than skip.
+    pub async fn fresh_database() -> String {
+        let admin_url = std::env::var(TEST_URL_VAR).unwrap_or_else(|_| {
+            panic!("{TEST_URL_VAR} is not set: run the tests with `make test`, or set it to postgres://…")
+        });
+        let name = format!("{TEST_DATABASE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let mut admin = AsyncPgConnection::establish(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {TEST_URL_VAR}: {e}"));
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
+        with_database(&admin_url, &name)
+    }
+
+    /// `url` with its database name replaced by `name`.
+    pub fn with_database(url: &str, name: &str) -> String {
+        let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+        let authority_end = base.find("://").map_or(0, |i| i + 3);
+        let base = match base[authority_end..].find('/') {
+            Some(slash) => &base[..authority_end + slash],
+            None => base,
+        };
+        match query {
+            Some(query) => format!("{base}/{name}?{query}"),
+            None => format!("{base}/{name}"),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn replaces_the_database_name() {
+            assert_eq!(super::with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+            assert_eq!(super::with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+            assert_eq!(super::with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
+        }
+    }
+}
+
+#[cfg(test)]
+mod store_contract {
+    use super::PostgresStore;
+
+    async fn fresh() -> PostgresStore {
+        let url = super::testing::fresh_database().await;
+        PostgresStore::migrate(&url).await.expect("migrates");
+        PostgresStore::connect(&url, 4).expect("pool")
+    }
+
+    gatehouse_domain::store_contract_tests!(fresh());
+
+    /// Two instances starting at once both succeed, and the schema is applied once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_migrations_do_not_race() {
+        let url = super::testing::fresh_database().await;
+        let (a, b) = tokio::join!(PostgresStore::migrate(&url), PostgresStore::migrate(&url));
+        a.expect("first migrates");
+        b.expect("second migrates");
+        PostgresStore::migrate(&url).await.expect("a third run finds nothing to do");
+    }
+
+    /// A server that cannot be reached is unavailable, not an unexpected error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_server_is_unavailable() {
+        use gatehouse_domain::ports::StoreHealth;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let store = PostgresStore::connect(&format!("postgres://nobody@127.0.0.1:{port}/none"), 2).unwrap();
+        assert!(matches!(store.ping().await, Err(gatehouse_domain::PortError::Unavailable(_))));
+    }
+}

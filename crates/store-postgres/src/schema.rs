@@ -1,0 +1,117 @@
+//! The tables of `migrations/postgres`, for diesel's query builder.
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        email -> Text,
+        email_key -> Text,
+        password_hash -> Nullable<Text>,
+        first_name -> Text,
+        last_name -> Text,
+        is_active -> Bool,
+        is_staff -> Bool,
+        is_superuser -> Bool,
+        is_verified -> Bool,
+        date_joined -> Timestamptz,
+        last_login -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    profiles (user_id) {
+        user_id -> BigInt,
+        phone -> Nullable<Text>,
+        gender -> Nullable<Text>,
+        bio -> Text,
+    }
+}
+
+diesel::table! {
+    groups (id) {
+        id -> BigInt,
+        name -> Text,
+    }
+}
+
+diesel::table! {
+    group_permissions (group_id, permission) {
+        group_id -> BigInt,
+        permission -> Text,
+    }
+}
+
+diesel::table! {
+    user_groups (user_id, group_id) {
+        user_id -> BigInt,
+        group_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Uuid,
+        user_id -> BigInt,
+        created_at -> Timestamptz,
+        last_used_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        user_agent -> Nullable<Text>,
+        ip -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        session_id -> Uuid,
+        issued_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    one_time_tokens (token_hash) {
+        token_hash -> Text,
+        user_id -> BigInt,
+        purpose -> Text,
+        new_email -> Nullable<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> BigInt,
+        recipient -> Text,
+        subject -> Text,
+        text_body -> Text,
+        html_body -> Text,
+        created_at -> Timestamptz,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(profiles -> users (user_id));
+diesel::joinable!(user_groups -> users (user_id));
+diesel::joinable!(user_groups -> groups (group_id));
+diesel::joinable!(group_permissions -> groups (group_id));
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
+diesel::joinable!(one_time_tokens -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    profiles,
+    groups,
+    group_permissions,
+    user_groups,
+    sessions,
+    refresh_tokens,
+    one_time_tokens,
+    outbox,
+);
