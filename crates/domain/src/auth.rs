@@ -440,6 +440,15 @@ impl AuthService {
         self.ports.sessions.revoke_all_sessions(user_id, self.ports.clock.now()).await
     }
 
+    /// Makes (or promotes) a verified superuser: the operator's bootstrap.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_superuser(&self, email: Email, password: Password) -> Result<User, PortError> {
+        let hash = self.ports.hasher.hash(password.plain()).await?;
+        let user = self.ports.accounts.upsert_superuser(email, hash, self.ports.clock.now()).await?;
+        tracing::info!(user_id = %user.id, "superuser created or promoted");
+        Ok(user)
+    }
+
     fn one_time_token(
         &self,
         token: &OpaqueToken,

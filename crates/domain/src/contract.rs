@@ -11,7 +11,7 @@ use crate::ports::{
     AccountStore, CreateAccountError, NewAccount, NewOneTimeToken, Outbox, SessionStore, StoreHealth, TokenPurpose,
 };
 use crate::session::{ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, TokenHash};
-use crate::user::{ProfilePatch, UserId, REGULAR_USER_GROUP};
+use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use crate::{Email, PasswordHash};
 
 /// Everything a store adapter implements.
@@ -288,6 +288,26 @@ pub async fn the_claim_takes_at_most_the_batch<S: Store>(store: &S) {
     assert_eq!(store.claim_due(now, now + Duration::minutes(1), 3).await.expect("write").len(), 2);
 }
 
+pub async fn a_superuser_is_created_or_promoted<S: Store>(store: &S) {
+    let admin = store
+        .upsert_superuser(email("root@example.com"), PasswordHash::new("$argon2id$root"), T0)
+        .await
+        .expect("write");
+    assert!(admin.is_superuser && admin.is_staff && admin.is_verified && admin.is_active);
+    assert_eq!(admin.groups, vec![ADMIN_USER_GROUP.to_owned(), REGULAR_USER_GROUP.to_owned()]);
+    let again =
+        store.upsert_superuser(email("ROOT@example.com"), PasswordHash::new("$argon2id$two"), T0).await.expect("write");
+    assert_eq!(again.id, admin.id, "idempotent");
+    assert_eq!(again.groups.len(), 2);
+    let id = signup(store, "ada@example.com", "t").await;
+    let promoted =
+        store.upsert_superuser(email("ada@example.com"), PasswordHash::new("$argon2id$ada"), T0).await.expect("write");
+    assert_eq!(promoted.id, id);
+    assert!(promoted.is_superuser && promoted.is_verified);
+    let credentials = store.find_credentials(&email("ada@example.com").key()).await.expect("read").expect("found");
+    assert_eq!(credentials.password_hash.expect("hash").expose(), "$argon2id$ada");
+}
+
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.expect("the store answers");
 }
@@ -314,6 +334,7 @@ macro_rules! store_contract_tests {
             the_outbox_leases_retries_and_forgets_sent_mail,
             the_claim_takes_at_most_the_batch,
             ping_answers,
+            a_superuser_is_created_or_promoted,
             concurrent_verifications_succeed_once,
             concurrent_rotations_of_one_token_rotate_once,
         );

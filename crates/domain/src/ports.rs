@@ -107,6 +107,11 @@ pub trait AccountStore: Send + Sync {
 
     /// Replaces the stored hash (used to upgrade hashes made with old parameters).
     async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError>;
+
+    /// Creates a verified, active superuser and staff member in the `Admin User`
+    /// group (and `Regular User`, like every account), or promotes the existing
+    /// account with this address and sets its password, in one transaction.
+    async fn upsert_superuser(&self, email: Email, hash: PasswordHash, now: OffsetDateTime) -> Result<User, PortError>;
 }
 
 /// Sessions and their refresh tokens.

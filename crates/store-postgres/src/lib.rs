@@ -23,7 +23,7 @@ use gatehouse_domain::ports::{
     StoreHealth, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionState};
-use gatehouse_domain::user::{ProfilePatch, REGULAR_USER_GROUP};
+use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, Profile, SessionId, TokenHash, User, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -230,6 +230,17 @@ async fn require_user(conn: &mut AsyncPgConnection, id: i64) -> Result<User, Sto
         .ok_or_else(|| StoreError::Port(PortError::unexpected("a user vanished inside its transaction")))
 }
 
+/// Adds the user to the named group; a membership already held is kept.
+async fn join_group(conn: &mut AsyncPgConnection, user_id: i64, group: &str) -> Result<(), StoreError> {
+    let group_id = groups::table.filter(groups::name.eq(group)).select(groups::id);
+    diesel::insert_into(user_groups::table)
+        .values((user_groups::user_id.eq(user_id), user_groups::group_id.eq(group_id.single_value().assume_not_null())))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn insert_token(conn: &mut AsyncPgConnection, user_id: i64, token: &NewOneTimeToken) -> Result<(), StoreError> {
     diesel::insert_into(one_time_tokens::table)
         .values((
@@ -301,14 +312,7 @@ impl AccountStore for PostgresStore {
                 .get_result::<i64>(conn)
                 .await?;
             diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(conn).await?;
-            let regular = groups::table.filter(groups::name.eq(REGULAR_USER_GROUP)).select(groups::id);
-            diesel::insert_into(user_groups::table)
-                .values((
-                    user_groups::user_id.eq(id),
-                    user_groups::group_id.eq(regular.single_value().assume_not_null()),
-                ))
-                .execute(conn)
-                .await?;
+            join_group(conn, id, REGULAR_USER_GROUP).await?;
             insert_token(conn, id, &token).await?;
             insert_mail(conn, &mail, account.date_joined).await?;
             require_user(conn, id).await
@@ -434,6 +438,46 @@ impl AccountStore for PostgresStore {
             .await
             .map_err(StoreError::from)?;
         Ok(())
+    }
+
+    async fn upsert_superuser(&self, email: Email, hash: PasswordHash, now: OffsetDateTime) -> Result<User, PortError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let key = email.key();
+            // Creating first and updating after makes the upsert safe against a concurrent signup.
+            diesel::insert_into(users::table)
+                .values((
+                    users::email.eq(email.as_ref()),
+                    users::email_key.eq(key.as_str()),
+                    users::date_joined.eq(now),
+                ))
+                .on_conflict(users::email_key)
+                .do_nothing()
+                .execute(conn)
+                .await?;
+            let id =
+                users::table.filter(users::email_key.eq(key.as_str())).select(users::id).first::<i64>(conn).await?;
+            diesel::insert_into(profiles::table)
+                .values(profiles::user_id.eq(id))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            diesel::update(users::table.find(id))
+                .set((
+                    users::password_hash.eq(hash.expose()),
+                    users::is_superuser.eq(true),
+                    users::is_staff.eq(true),
+                    users::is_verified.eq(true),
+                    users::is_active.eq(true),
+                ))
+                .execute(conn)
+                .await?;
+            join_group(conn, id, REGULAR_USER_GROUP).await?;
+            join_group(conn, id, ADMIN_USER_GROUP).await?;
+            require_user(conn, id).await
+        })
+        .await
+        .map_err(Into::into)
     }
 }
 
@@ -696,7 +740,10 @@ pub mod testing {
         #[test]
         fn replaces_the_database_name() {
             assert_eq!(super::with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-            assert_eq!(super::with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+            assert_eq!(
+                super::with_database("postgres://u@h/db?sslmode=disable", "x"),
+                "postgres://u@h/x?sslmode=disable"
+            );
             assert_eq!(super::with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
         }
     }

@@ -23,7 +23,7 @@ use gatehouse_domain::ports::{
     StoreHealth, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionState};
-use gatehouse_domain::user::{ProfilePatch, REGULAR_USER_GROUP};
+use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, Profile, SessionId, TokenHash, User, UserId};
 use time::OffsetDateTime;
 
@@ -227,6 +227,15 @@ fn require_user(conn: &mut SqliteConnection, id: i64) -> Result<User, StoreError
         .ok_or_else(|| StoreError::Port(PortError::unexpected("a user vanished inside its transaction")))
 }
 
+/// Adds the user to the named group; a membership already held is kept.
+fn join_group(conn: &mut SqliteConnection, user_id: i64, group: &str) -> Result<(), StoreError> {
+    let group_id = groups::table.filter(groups::name.eq(group)).select(groups::id);
+    diesel::insert_or_ignore_into(user_groups::table)
+        .values((user_groups::user_id.eq(user_id), user_groups::group_id.eq(group_id.single_value().assume_not_null())))
+        .execute(conn)?;
+    Ok(())
+}
+
 fn insert_token(conn: &mut SqliteConnection, user_id: i64, token: &NewOneTimeToken) -> Result<(), StoreError> {
     diesel::insert_into(one_time_tokens::table)
         .values((
@@ -280,13 +289,7 @@ impl AccountStore for SqliteStore {
                 .returning(users::id)
                 .get_result::<i64>(conn)?;
             diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(conn)?;
-            let regular = groups::table.filter(groups::name.eq(REGULAR_USER_GROUP)).select(groups::id);
-            diesel::insert_into(user_groups::table)
-                .values((
-                    user_groups::user_id.eq(id),
-                    user_groups::group_id.eq(regular.single_value().assume_not_null()),
-                ))
-                .execute(conn)?;
+            join_group(conn, id, REGULAR_USER_GROUP)?;
             insert_token(conn, id, &token)?;
             insert_mail(conn, &mail, account.date_joined)?;
             require_user(conn, id)
@@ -401,6 +404,46 @@ impl AccountStore for SqliteStore {
         self.write(move |conn| {
             diesel::update(users::table.find(id.0)).set(users::password_hash.eq(hash.expose())).execute(conn)?;
             Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn upsert_superuser(&self, email: Email, hash: PasswordHash, now: OffsetDateTime) -> Result<User, PortError> {
+        self.write(move |conn| {
+            let key = email.key();
+            let existing = users::table
+                .filter(users::email_key.eq(key.as_str()))
+                .select(users::id)
+                .first::<i64>(conn)
+                .optional()?;
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    let id = diesel::insert_into(users::table)
+                        .values((
+                            users::email.eq(email.as_ref()),
+                            users::email_key.eq(key.as_str()),
+                            users::date_joined.eq(now),
+                        ))
+                        .returning(users::id)
+                        .get_result::<i64>(conn)?;
+                    diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(conn)?;
+                    id
+                }
+            };
+            diesel::update(users::table.find(id))
+                .set((
+                    users::password_hash.eq(hash.expose()),
+                    users::is_superuser.eq(true),
+                    users::is_staff.eq(true),
+                    users::is_verified.eq(true),
+                    users::is_active.eq(true),
+                ))
+                .execute(conn)?;
+            join_group(conn, id, REGULAR_USER_GROUP)?;
+            join_group(conn, id, ADMIN_USER_GROUP)?;
+            require_user(conn, id)
         })
         .await
         .map_err(Into::into)

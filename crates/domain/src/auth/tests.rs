@@ -525,3 +525,19 @@ async fn logout_all_revokes_every_session() {
     m.sessions.expect_revoke_all_sessions().with(eq(UserId(1)), eq(NOW)).times(1).returning(|_, _| Ok(()));
     m.service().logout_all(UserId(1)).await.unwrap();
 }
+
+#[tokio::test]
+async fn create_superuser_hashes_and_upserts() {
+    let mut m = Mocks::new();
+    m.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("$argon2id$admin")));
+    m.accounts
+        .expect_upsert_superuser()
+        .withf(|email, hash, now| {
+            email.as_ref() == "root@example.com" && hash.expose() == "$argon2id$admin" && *now == NOW
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(User { is_superuser: true, ..user(1, true) }));
+    let password = Password::parse("correct horse battery staple", &[]).unwrap();
+    let created = m.service().create_superuser(Email::parse("root@example.com").unwrap(), password).await.unwrap();
+    assert!(created.is_superuser);
+}
