@@ -2,6 +2,9 @@
 //! adapter's tests on its own database through [`store_contract_tests!`].
 //! Each check gets a fresh, migrated store.
 
+// Test code: a failed expectation is the test failing.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use futures_util::future::join_all;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};

@@ -70,17 +70,17 @@ fn html_escape(text: &str) -> String {
 
 fn compose(to: &Email, subject: &str, lines: &[&str], link: Option<(&str, &str)>) -> OutgoingMail {
     let mut text = lines.join("\n\n");
-    let mut html = String::from("<!doctype html><html><body>");
+    let mut html = String::from("<!doctype html>\n<html><body>\n");
     for line in lines {
-        html.push_str(&format!("<p>{}</p>", html_escape(line)));
+        html.push_str(&format!("<p>{}</p>\n", html_escape(line)));
     }
     if let Some((label, url)) = link {
         text.push_str(&format!("\n\n{label}:\n{url}"));
         let url = html_escape(url);
-        html.push_str(&format!("<p><a href=\"{url}\">{}</a></p>", html_escape(label)));
+        html.push_str(&format!("<p><a href=\"{url}\">{}</a></p>\n", html_escape(label)));
     }
     text.push_str("\n\n— Gatehouse\n");
-    html.push_str("<p>— Gatehouse</p></body></html>");
+    html.push_str("<p>— Gatehouse</p>\n</body></html>\n");
     OutgoingMail { to: to.clone(), subject: subject.to_owned(), text, html }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{MailSender, SendError};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::ContentTransferEncoding;
+use lettre::message::{Body, Mailbox, MultiPart};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 /// How long one SMTP conversation may take before it counts as a transient failure.
@@ -72,8 +73,24 @@ impl LettreMailer {
             .from(self.from.clone())
             .to(to)
             .subject(&mail.subject)
-            .multipart(MultiPart::alternative_plain_html(mail.text.clone(), mail.html.clone()))
+            .multipart(MultiPart::alternative_plain_html(readable(&mail.text), readable(&mail.html)))
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
+    }
+}
+
+/// SMTP's limit on a line, CRLF excluded.
+const MAX_LINE_BYTES: usize = 998;
+
+/// 8bit keeps links intact and greppable (quoted-printable would turn `=`
+/// into `=3D` and may fold a token across lines). lettre only picks 8bit for
+/// lines under 76 bytes, so the body is handed over encoded when every line
+/// fits SMTP's own limit, and left to lettre's choice otherwise.
+fn readable(text: &str) -> Body {
+    if text.lines().all(|line| line.len() <= MAX_LINE_BYTES) && !text.contains('\0') {
+        let crlf = text.lines().collect::<Vec<_>>().join("\r\n") + "\r\n";
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::EightBit)
+    } else {
+        Body::new(text.to_owned())
     }
 }
 
@@ -175,7 +192,7 @@ mod tests {
         assert!(message.contains("Subject: Confirm your email address"));
         assert!(message.contains("text/plain"));
         assert!(message.contains("text/html"));
-        assert!(message.contains("verify-email?token=abc"));
+        assert!(message.contains("https://app.example.com/verify-email?token=abc"), "links survive encoding");
     }
 
     #[tokio::test]

@@ -376,7 +376,7 @@ impl AccountStore for SqliteStore {
 
     async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> Result<Option<User>, PortError> {
         self.write(move |conn| {
-            if !users::table.find(id.0).select(users::id).first::<i64>(conn).optional()?.is_some() {
+            if users::table.find(id.0).select(users::id).first::<i64>(conn).optional()?.is_none() {
                 return Ok(None);
             }
             if let Some(first_name) = &patch.first_name {

@@ -1,0 +1,374 @@
+//! Settings: `config/default.toml` (built in), then the file named by
+//! `GATEHOUSE_CONFIG`, then `GATEHOUSE__SECTION__KEY` variables, then the
+//! contract's fixed variable names. A bad value stops start-up with one line
+//! naming the variable.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The built-in defaults, so the binary needs no file beside it.
+const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// The contract's fixed variable names and the settings they set.
+const FIXED_VARIABLES: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("GATEHOUSE_BIND", "server.bind"),
+    ("GATEHOUSE_MAILER", "mail.mailer"),
+    ("GATEHOUSE_MAIL_FROM", "mail.from"),
+    ("GATEHOUSE_FRONTEND_URL", "links.frontend_url"),
+    ("GATEHOUSE_REQUIRE_VERIFIED_EMAIL", "auth.require_verified_email"),
+    ("GATEHOUSE_JWT_SECRET", "jwt.secret"),
+    ("GATEHOUSE_LOGIN_IP_LIMIT", "auth.login_ip_limit"),
+    ("GATEHOUSE_CORS_ORIGINS", "cors.origins"),
+    ("GATEHOUSE_ENV", "env"),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Env {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub env: Env,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub mail: MailSettings,
+    pub links: LinkSettings,
+    pub auth: AuthSettings,
+    pub jwt: JwtSettings,
+    pub hashing: HashingSettings,
+    pub cors: CorsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub body_limit_bytes: usize,
+    pub workers: usize,
+    pub shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MailSettings {
+    pub mailer: String,
+    pub from: String,
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LinkSettings {
+    pub frontend_url: String,
+    pub verify_email_path: String,
+    pub reset_password_path: String,
+    pub login_path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub require_verified_email: bool,
+    pub access_ttl_seconds: i64,
+    pub refresh_ttl_seconds: i64,
+    pub verification_ttl_seconds: i64,
+    pub reset_ttl_seconds: i64,
+    pub login_ip_limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct JwtSettings {
+    pub secret: SecretString,
+    pub secret_file: String,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HashingSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub concurrency: usize,
+    pub queue_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CorsSettings {
+    pub origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// One bad setting, named by the variable that sets it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, problem: impl Into<String>) -> Self {
+        Self { variable: variable_for(key), problem: problem.into() }
+    }
+}
+
+/// The variable an operator would set to change `key`.
+fn variable_for(key: &str) -> String {
+    FIXED_VARIABLES
+        .iter()
+        .find(|(_, k)| *k == key)
+        .map(|(var, _)| (*var).to_owned())
+        .unwrap_or_else(|| format!("GATEHOUSE__{}", key.replace('.', "__").to_uppercase()))
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(std::env::vars().collect())
+    }
+
+    /// Reads the settings with `vars` standing in for the environment (tests).
+    pub fn load_from(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let lookup = |name: &str| vars.get(name).cloned();
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = lookup("GATEHOUSE_CONFIG") {
+            builder = builder.add_source(File::with_name(&path).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("GATEHOUSE")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("cors.origins")
+                .try_parsing(true)
+                .source(Some(vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
+        );
+        for (variable, key) in FIXED_VARIABLES {
+            if let Some(value) = lookup(variable) {
+                let value = if *key == "cors.origins" {
+                    config::Value::from(split_list(&value))
+                } else {
+                    config::Value::from(value)
+                };
+                builder = builder.set_override(*key, value).map_err(|e| ConfigError::new(key, e.to_string()))?;
+            }
+        }
+        let config = builder.build().map_err(|e| from_config_error(&e))?;
+        let settings: Settings = config.try_deserialize().map_err(|e| from_config_error(&e))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn bind_address(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.bind.to_socket_addrs().ok().and_then(|mut addrs| addrs.next()).ok_or_else(|| {
+            ConfigError::new("server.bind", format!("{:?} is not an address like 127.0.0.1:8080", self.server.bind))
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.bind_address()?;
+        let url = &self.database.url;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://")) {
+            return Err(ConfigError::new("database.url", "expected postgres://… or sqlite://PATH"));
+        }
+        let mailer = &self.mail.mailer;
+        if !(mailer.starts_with("smtp://") || mailer.starts_with("smtps://") || mailer.starts_with("file://")) {
+            return Err(ConfigError::new(
+                "mail.mailer",
+                "expected smtp://host:port, smtps://user:pass@host:port or file://DIR",
+            ));
+        }
+        let frontend = &self.links.frontend_url;
+        if !(frontend.starts_with("http://") || frontend.starts_with("https://")) || frontend.contains(['?', '#', ' '])
+        {
+            return Err(ConfigError::new("links.frontend_url", "expected an http:// or https:// base URL"));
+        }
+        for origin in &self.cors.origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                return Err(ConfigError::new(
+                    "cors.origins",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        positive("auth.access_ttl_seconds", self.auth.access_ttl_seconds)?;
+        positive("auth.refresh_ttl_seconds", self.auth.refresh_ttl_seconds)?;
+        positive("auth.verification_ttl_seconds", self.auth.verification_ttl_seconds)?;
+        positive("auth.reset_ttl_seconds", self.auth.reset_ttl_seconds)?;
+        if self.server.body_limit_bytes == 0 {
+            return Err(ConfigError::new("server.body_limit_bytes", "must be positive"));
+        }
+        if self.database.pool_size == 0 {
+            return Err(ConfigError::new("database.pool_size", "must be positive"));
+        }
+        let secret_len = secrecy::ExposeSecret::expose_secret(&self.jwt.secret).len();
+        if secret_len > 0 && secret_len < gatehouse_token_jwt::MIN_SECRET_BYTES {
+            return Err(ConfigError::new(
+                "jwt.secret",
+                format!("must be at least {} bytes", gatehouse_token_jwt::MIN_SECRET_BYTES),
+            ));
+        }
+        if self.env == Env::Production {
+            self.refuse_unsafe_defaults()?;
+        }
+        Ok(())
+    }
+
+    /// Production must not run on settings meant for a laptop.
+    fn refuse_unsafe_defaults(&self) -> Result<(), ConfigError> {
+        if secrecy::ExposeSecret::expose_secret(&self.jwt.secret).is_empty() {
+            return Err(ConfigError::new(
+                "jwt.secret",
+                "is required when GATEHOUSE_ENV=production (at least 32 random bytes)",
+            ));
+        }
+        if self.mail.mailer.starts_with("file://") {
+            return Err(ConfigError::new(
+                "mail.mailer",
+                "file:// only writes mail to disk; set an smtp:// or smtps:// server in production",
+            ));
+        }
+        if self.links.frontend_url.contains("://localhost") || self.links.frontend_url.contains("://127.0.0.1") {
+            return Err(ConfigError::new(
+                "links.frontend_url",
+                "points at localhost; set the public frontend URL in production",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, value: i64) -> Result<(), ConfigError> {
+    if value > 0 {
+        Ok(())
+    } else {
+        Err(ConfigError::new(key, "must be positive"))
+    }
+}
+
+fn split_list(raw: &str) -> Vec<String> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Turns the config crate's message into one line naming the variable.
+fn from_config_error(error: &config::ConfigError) -> ConfigError {
+    let message = error.to_string();
+    let key = message.split("for key `").nth(1).and_then(|rest| rest.split('`').next()).map(str::to_owned);
+    match key {
+        Some(key) => ConfigError::new(&key, message.split(" for key").next().unwrap_or(&message)),
+        None => ConfigError { variable: "GATEHOUSE_CONFIG".into(), problem: message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+
+    #[test]
+    fn any_key_can_be_set_as_gatehouse_section_key() {
+        let settings =
+            load(&[("GATEHOUSE__HASHING__MEMORY_KIB", "4096"), ("GATEHOUSE__AUTH__ACCESS_TTL_SECONDS", "60")]).unwrap();
+        assert_eq!(settings.hashing.memory_kib, 4096);
+        assert_eq!(settings.auth.access_ttl_seconds, 60);
+        let error = load(&[("GATEHOUSE__HASHING__MEMORY_KIB", "lots")]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE__HASHING__MEMORY_KIB");
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.database.url, "sqlite://data/gatehouse.db");
+        assert_eq!(settings.server.bind, "127.0.0.1:8080");
+        assert_eq!(settings.mail.mailer, "file://data/mail");
+        assert_eq!(settings.mail.from, "Gatehouse <no-reply@localhost>");
+        assert_eq!(settings.links.frontend_url, "http://localhost:3000");
+        assert!(settings.auth.require_verified_email);
+        assert_eq!(settings.auth.login_ip_limit, 100);
+        assert_eq!(settings.cors.origins, ["http://localhost:3000", "http://127.0.0.1:3000"]);
+        assert_eq!(settings.env, Env::Development);
+        assert_eq!(settings.server.body_limit_bytes, 65536);
+        assert_eq!(
+            (settings.hashing.memory_kib, settings.hashing.iterations, settings.hashing.parallelism),
+            (19456, 2, 1)
+        );
+    }
+
+    #[test]
+    fn fixed_variables_override_the_defaults() {
+        let settings = load(&[
+            ("DATABASE_URL", "postgres://u@db/gatehouse"),
+            ("GATEHOUSE_BIND", "0.0.0.0:9000"),
+            ("GATEHOUSE_REQUIRE_VERIFIED_EMAIL", "false"),
+            ("GATEHOUSE_LOGIN_IP_LIMIT", "0"),
+            ("GATEHOUSE_CORS_ORIGINS", "https://a.example.com, https://b.example.com"),
+        ])
+        .unwrap();
+        assert_eq!(settings.database.url, "postgres://u@db/gatehouse");
+        assert_eq!(settings.server.bind, "0.0.0.0:9000");
+        assert!(!settings.auth.require_verified_email);
+        assert_eq!(settings.auth.login_ip_limit, 0);
+        assert_eq!(settings.cors.origins, ["https://a.example.com", "https://b.example.com"]);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let error = load(&[("GATEHOUSE_BIND", "nowhere")]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE_BIND");
+        let error = load(&[("GATEHOUSE_REQUIRE_VERIFIED_EMAIL", "perhaps")]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE_REQUIRE_VERIFIED_EMAIL");
+        let error = load(&[("GATEHOUSE_LOGIN_IP_LIMIT", "-3")]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE_LOGIN_IP_LIMIT");
+        let error = load(&[("DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(error.variable, "DATABASE_URL");
+        let error = load(&[("GATEHOUSE_JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE_JWT_SECRET");
+        let error = load(&[("GATEHOUSE_ENV", "staging")]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE_ENV");
+        assert!(error.to_string().starts_with("invalid GATEHOUSE_ENV: "));
+    }
+
+    #[test]
+    fn production_refuses_unsafe_defaults() {
+        let error = load(&[("GATEHOUSE_ENV", "production")]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE_JWT_SECRET");
+        let secret = "0123456789abcdef0123456789abcdef";
+        let error = load(&[("GATEHOUSE_ENV", "production"), ("GATEHOUSE_JWT_SECRET", secret)]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE_MAILER");
+        let ok = load(&[
+            ("GATEHOUSE_ENV", "production"),
+            ("GATEHOUSE_JWT_SECRET", secret),
+            ("GATEHOUSE_MAILER", "smtps://u:p@mail.example.com:465"),
+            ("GATEHOUSE_FRONTEND_URL", "https://app.example.com"),
+        ]);
+        assert!(ok.is_ok());
+    }
+}

@@ -1,0 +1,269 @@
+//! The one place where failures become HTTP responses in the contract's shape:
+//! `{ "code": …, "errors": { field: [message…] } }`.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use gatehouse_domain::auth::{AuthenticateError, LoginError, MeError, RefreshError, SignupError, VerifyEmailError};
+use gatehouse_domain::error::NON_FIELD_ERRORS;
+use gatehouse_domain::{FieldErrors, PortError};
+use serde::Serialize;
+
+use crate::request_id;
+
+/// A failure on its way to the client. Unexpected ones keep their source for
+/// the log; the client only ever sees the generic body and the request id.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    errors: BTreeMap<String, Vec<String>>,
+    www_authenticate: Option<&'static str>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    errors: &'a BTreeMap<String, Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.code, self.status)
+    }
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, field: &str, message: &str) -> Self {
+        let errors = BTreeMap::from([(field.to_owned(), vec![message.to_owned()])]);
+        Self { status, code, errors, www_authenticate: None, source: None }
+    }
+
+    fn general(status: StatusCode, code: &'static str, message: &str) -> Self {
+        Self::new(status, code, NON_FIELD_ERRORS, message)
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn validation(errors: FieldErrors) -> Self {
+        Self { errors: errors.into_map(), ..Self::general(StatusCode::BAD_REQUEST, "validation_error", "") }
+    }
+
+    pub fn invalid_json(message: &str) -> Self {
+        Self::general(StatusCode::BAD_REQUEST, "invalid_json", message)
+    }
+
+    pub fn invalid_credentials() -> Self {
+        Self::general(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "No active account found with the given credentials.",
+        )
+    }
+
+    pub fn not_authenticated() -> Self {
+        Self {
+            www_authenticate: Some("Bearer"),
+            ..Self::general(
+                StatusCode::UNAUTHORIZED,
+                "not_authenticated",
+                "Authentication credentials were not provided.",
+            )
+        }
+    }
+
+    /// A bearer token that is not live.
+    pub fn bearer_invalid() -> Self {
+        Self {
+            www_authenticate: Some("Bearer error=\"invalid_token\""),
+            ..Self::general(StatusCode::UNAUTHORIZED, "token_invalid", "Token is invalid.")
+        }
+    }
+
+    pub fn bearer_expired() -> Self {
+        Self {
+            www_authenticate: Some("Bearer error=\"invalid_token\""),
+            ..Self::general(StatusCode::UNAUTHORIZED, "token_expired", "Token has expired.")
+        }
+    }
+
+    /// A token in a body, checked as a credential (refresh, token/verify).
+    pub fn token_invalid(field: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "token_invalid", field, "Token is invalid.")
+    }
+
+    pub fn token_expired(field: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "token_expired", field, "Token has expired.")
+    }
+
+    pub fn token_reused() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "token_reused",
+            "refresh",
+            "This refresh token was already used; the session is revoked. Log in again.",
+        )
+    }
+
+    /// A one-time link token (400, unlike credentials).
+    pub fn link_token_invalid() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "token_invalid", "token", "This link is invalid, used or expired.")
+    }
+
+    pub fn email_not_verified() -> Self {
+        Self::general(StatusCode::FORBIDDEN, "email_not_verified", "Verify your email address before logging in.")
+    }
+
+    pub fn account_disabled() -> Self {
+        Self::general(StatusCode::FORBIDDEN, "account_disabled", "This account is disabled.")
+    }
+
+    pub fn not_found() -> Self {
+        Self::general(StatusCode::NOT_FOUND, "not_found", "Not found.")
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::general(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.")
+    }
+
+    pub fn email_taken() -> Self {
+        Self::new(StatusCode::CONFLICT, "email_taken", "email", "A user with this email already exists.")
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::general(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("The request body is larger than {limit} bytes."),
+        )
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::general(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as application/json.",
+        )
+    }
+
+    pub fn service_unavailable() -> Self {
+        Self::general(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "The service is temporarily unavailable.")
+    }
+
+    pub fn internal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            source: Some(source.into()),
+            ..Self::general(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.")
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let request_id = request_id::current();
+        if self.status.is_server_error() {
+            let source = self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static));
+            tracing::error!(request_id = request_id.as_deref(), code = self.code, error = source, "request failed");
+        }
+        let body = ErrorBody {
+            code: self.code,
+            errors: &self.errors,
+            request_id: if self.status == StatusCode::INTERNAL_SERVER_ERROR { request_id } else { None },
+        };
+        let mut response = HttpResponse::build(self.status);
+        if let Some(challenge) = self.www_authenticate {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
+        }
+        response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        response.json(body)
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(errors: FieldErrors) -> Self {
+        Self::validation(errors)
+    }
+}
+
+impl From<PortError> for ApiError {
+    fn from(error: PortError) -> Self {
+        match error {
+            PortError::Unavailable(source) => {
+                tracing::warn!(error = &*source as &dyn std::error::Error, "a backing service is unavailable");
+                Self::service_unavailable()
+            }
+            PortError::Unexpected(source) => Self::internal(source),
+        }
+    }
+}
+
+impl From<SignupError> for ApiError {
+    fn from(error: SignupError) -> Self {
+        match error {
+            SignupError::EmailTaken => Self::email_taken(),
+            SignupError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(error: LoginError) -> Self {
+        match error {
+            LoginError::InvalidCredentials => Self::invalid_credentials(),
+            LoginError::EmailNotVerified => Self::email_not_verified(),
+            LoginError::AccountDisabled => Self::account_disabled(),
+            LoginError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<RefreshError> for ApiError {
+    fn from(error: RefreshError) -> Self {
+        match error {
+            RefreshError::Invalid => Self::token_invalid("refresh"),
+            RefreshError::Expired => Self::token_expired("refresh"),
+            RefreshError::Reused => Self::token_reused(),
+            RefreshError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<AuthenticateError> for ApiError {
+    fn from(error: AuthenticateError) -> Self {
+        match error {
+            AuthenticateError::Invalid => Self::bearer_invalid(),
+            AuthenticateError::Expired => Self::bearer_expired(),
+            AuthenticateError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<VerifyEmailError> for ApiError {
+    fn from(error: VerifyEmailError) -> Self {
+        match error {
+            VerifyEmailError::InvalidToken => Self::link_token_invalid(),
+            VerifyEmailError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<MeError> for ApiError {
+    fn from(error: MeError) -> Self {
+        match error {
+            // The account was deleted while its token still looked fine.
+            MeError::NotFound => Self::bearer_invalid(),
+            MeError::Port(error) => error.into(),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Extractors that carry who is calling: a handler that takes [`AuthUser`]
+//! cannot be reached without a live session.
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::{ready, LocalBoxFuture, Ready};
+use gatehouse_domain::auth::Principal;
+use gatehouse_domain::ClientInfo;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The caller behind a live access token.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser(pub Principal);
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer_token(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let token = token.ok_or_else(ApiError::not_authenticated)?;
+            let state = state.ok_or_else(|| ApiError::internal("application state is missing"))?;
+            Ok(AuthUser(state.auth.authenticate(&token).await?))
+        })
+    }
+}
+
+/// The client as the transport sees it: the peer address and the user agent.
+#[derive(Debug, Clone)]
+pub struct Client(pub ClientInfo);
+
+impl FromRequest for Client {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ip = req.peer_addr().map(|addr| addr.ip().to_string());
+        let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+        ready(Ok(Client(ClientInfo::new(ip, user_agent))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn token(value: &str) -> Option<String> {
+        bearer_token(&TestRequest::default().insert_header((header::AUTHORIZATION, value)).to_http_request())
+    }
+
+    #[test]
+    fn reads_bearer_tokens_only() {
+        assert_eq!(token("Bearer abc.def").as_deref(), Some("abc.def"));
+        assert_eq!(token("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("Bearer "), None);
+        assert_eq!(token("Bearer"), None);
+        assert_eq!(token("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(token("Token abc"), None);
+        assert_eq!(bearer_token(&TestRequest::default().to_http_request()), None);
+    }
+}

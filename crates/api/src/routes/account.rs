@@ -1,0 +1,97 @@
+//! Signup, email verification, and the caller's own account.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use gatehouse_domain::auth::{RawSignup, SignupRequest};
+use gatehouse_domain::error::collect;
+use gatehouse_domain::user::{ProfilePatch, RawProfilePatch};
+use gatehouse_domain::{Email, FieldErrors};
+use serde_json::json;
+
+use super::no_store;
+use crate::body::JsonBody;
+use crate::error::ApiError;
+use crate::extract::{AuthUser, Client};
+use crate::state::AppState;
+use crate::views::{SignupView, UserView};
+
+pub async fn signup(state: web::Data<AppState>, client: Client, body: JsonBody) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let email = fields.required_str("email");
+    let password = fields.required_str("password");
+    let password2 = fields.optional_str("password2");
+    let first_name = fields.optional_str("first_name");
+    let last_name = fields.optional_str("last_name");
+    let tc = fields.optional_bool("tc");
+    fields.finish()?;
+    let request = SignupRequest::parse(RawSignup {
+        email: &email,
+        password: &password,
+        password2: password2.as_deref(),
+        first_name: first_name.as_deref(),
+        last_name: last_name.as_deref(),
+        tc,
+    })?;
+    let outcome = state.auth.signup(request, client.0).await?;
+    let logged_in = outcome.login.is_some();
+    let view =
+        SignupView { email: outcome.email.into_inner(), is_verified: false, login: outcome.login.map(Into::into) };
+    let response = HttpResponse::build(StatusCode::CREATED).json(view);
+    Ok(if logged_in { no_store(response) } else { response })
+}
+
+pub async fn verify_email(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let token = fields.required_str("token");
+    fields.finish()?;
+    let user = state.auth.verify_email(&token).await?;
+    Ok(HttpResponse::Ok().json(json!({ "user": UserView::from(user) })))
+}
+
+/// Always the same 202, known address or not. The work happens after the
+/// answer, so its duration cannot tell either.
+pub async fn resend_verification(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let email = fields.required_str("email");
+    fields.finish()?;
+    let mut errors = FieldErrors::new();
+    let email = collect(&mut errors, "email", Email::parse(&email));
+    let email = errors.finish(email)?.ok_or_else(|| ApiError::internal("parsed email missing"))?;
+    let auth = state.auth.clone();
+    actix_web::rt::spawn(async move {
+        if let Err(error) = auth.resend_verification(&email).await {
+            tracing::warn!(error = &error as &dyn std::error::Error, "resending a verification mail failed");
+        }
+    });
+    Ok(HttpResponse::Accepted().json(json!({
+        "detail": "If this address belongs to an account awaiting verification, a new link is on its way."
+    })))
+}
+
+pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
+    let user = state.auth.me(caller.0.user_id).await?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+pub async fn update_me(state: web::Data<AppState>, caller: AuthUser, body: JsonBody) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let first_name = fields.optional_str("first_name");
+    let last_name = fields.optional_str("last_name");
+    let (mut phone, mut gender, mut bio) = (None, None, None);
+    if let Some(mut profile) = fields.optional_object("profile") {
+        phone = profile.nullable_str("phone");
+        gender = profile.nullable_str("gender");
+        bio = profile.optional_str("bio");
+        fields.absorb(profile);
+    }
+    fields.finish()?;
+    let patch = ProfilePatch::parse(RawProfilePatch {
+        first_name: first_name.as_deref(),
+        last_name: last_name.as_deref(),
+        phone: phone.as_ref().map(Option::as_deref),
+        gender: gender.as_ref().map(Option::as_deref),
+        bio: bio.as_deref(),
+    })?;
+    let user = state.auth.update_me(caller.0.user_id, patch).await?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}

@@ -1,0 +1,60 @@
+//! The routes of the HTTP contract, and JSON answers for unknown routes and methods.
+
+mod account;
+mod health;
+mod tokens;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse, Resource};
+
+use crate::error::ApiError;
+
+/// A resource that answers a JSON 405 to methods it does not route.
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) }))
+}
+
+/// Every route the service answers, as (method, path) pairs: the docs test
+/// compares this list with the OpenAPI document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/auth/signup"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/token/refresh"),
+    ("POST", "/api/v1/auth/token/verify"),
+    ("POST", "/api/v1/auth/email/verify"),
+    ("POST", "/api/v1/auth/email/verify/resend"),
+    ("GET", "/api/v1/auth/me"),
+    ("PATCH", "/api/v1/auth/me"),
+    ("POST", "/api/v1/auth/logout"),
+    ("POST", "/api/v1/auth/logout/all"),
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
+];
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1/auth")
+            .service(resource("/signup").route(web::post().to(account::signup)))
+            .service(resource("/login").route(web::post().to(tokens::login)))
+            .service(resource("/token/refresh").route(web::post().to(tokens::refresh)))
+            .service(resource("/token/verify").route(web::post().to(tokens::verify)))
+            .service(resource("/email/verify").route(web::post().to(account::verify_email)))
+            .service(resource("/email/verify/resend").route(web::post().to(account::resend_verification)))
+            .service(resource("/me").route(web::get().to(account::me)).route(web::patch().to(account::update_me)))
+            .service(resource("/logout").route(web::post().to(tokens::logout)))
+            .service(resource("/logout/all").route(web::post().to(tokens::logout_all))),
+    )
+    .service(resource("/health/live").route(web::get().to(health::live)))
+    .service(resource("/health/ready").route(web::get().to(health::ready)));
+}
+
+/// Unknown paths.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found())
+}
+
+/// Token responses must never be cached by a browser or a proxy.
+pub(crate) fn no_store(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}

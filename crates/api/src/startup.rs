@@ -1,0 +1,271 @@
+//! Start-up wiring: settings in, a bound server out. `main` only reads the
+//! settings and runs what this builds; tests build it on port 0.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{middleware, web, App, HttpServer};
+use gatehouse_domain::auth::Ports;
+use gatehouse_domain::mail::Links;
+use gatehouse_domain::outbox::{DeliveryPolicy, MailDelivery};
+use gatehouse_domain::ports::{AccountStore, Clock, Outbox, SessionStore, StoreHealth};
+use gatehouse_domain::{AuthPolicy, AuthService};
+use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
+use gatehouse_mail_smtp::{LettreMailer, MailerConfigError};
+use gatehouse_store_postgres::PostgresStore;
+use gatehouse_store_sqlite::SqliteStore;
+use gatehouse_token_jwt::{JwtAccessTokens, JwtSettings, OsRandom};
+use secrecy::{ExposeSecret, SecretSlice};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::body::BodyLimit;
+use crate::config::Settings;
+use crate::state::AppState;
+use crate::{request_id, routes};
+
+/// Why the service could not start, in one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database (DATABASE_URL): {0}")]
+    Database(String),
+    #[error("invalid {variable}: {problem}")]
+    Setting { variable: &'static str, problem: String },
+    #[error("cannot use the JWT secret file {path}: {source}")]
+    SecretFile { path: String, source: std::io::Error },
+    #[error("cannot listen on {address} (GATEHOUSE_BIND): {source}")]
+    Bind { address: String, source: std::io::Error },
+}
+
+/// Wall-clock time, cut to microseconds so both stores keep exactly what they are given.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        let now = OffsetDateTime::now_utc();
+        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
+    }
+}
+
+/// The persistence ports, all served by one store.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Stores {
+    pub accounts: Arc<dyn AccountStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub outbox: Arc<dyn Outbox>,
+    pub health: Arc<dyn StoreHealth>,
+}
+
+impl Stores {
+    fn of<S: AccountStore + SessionStore + Outbox + StoreHealth + 'static>(store: S) -> Self {
+        let store = Arc::new(store);
+        Self { accounts: store.clone(), sessions: store.clone(), outbox: store.clone(), health: store }
+    }
+
+    /// Opens the store named by the URL and applies pending migrations.
+    pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
+        let url = &settings.database.url;
+        let database = |e: &dyn std::fmt::Display| StartupError::Database(e.to_string());
+        if url.starts_with("sqlite://") {
+            let store = SqliteStore::open(url, settings.database.pool_size).map_err(|e| database(&e))?;
+            store.migrate().await.map_err(|e| database(&e))?;
+            Ok(Self::of(store))
+        } else {
+            PostgresStore::migrate(url).await.map_err(|e| database(&e))?;
+            let pool_size = usize::try_from(settings.database.pool_size).unwrap_or(16);
+            Ok(Self::of(PostgresStore::connect(url, pool_size).map_err(|e| database(&e))?))
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The HS256 key: configured, or (development only) generated once and kept in a file.
+fn jwt_secret(settings: &Settings) -> Result<SecretSlice<u8>, StartupError> {
+    let configured = settings.jwt.secret.expose_secret();
+    if !configured.is_empty() {
+        return Ok(SecretSlice::from(configured.as_bytes().to_vec()));
+    }
+    let path = Path::new(&settings.jwt.secret_file);
+    let file_error = |source| StartupError::SecretFile { path: path.display().to_string(), source };
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim();
+        if existing.len() >= gatehouse_token_jwt::MIN_SECRET_BYTES {
+            return Ok(SecretSlice::from(existing.as_bytes().to_vec()));
+        }
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(file_error)?;
+    }
+    let secret = OsRandom::secret();
+    write_private(path, &secret).map_err(file_error)?;
+    tracing::info!(path = %path.display(), "generated a development JWT secret");
+    Ok(SecretSlice::from(secret.into_bytes()))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+/// The use cases over their adapters.
+pub fn auth_service(settings: &Settings, stores: &Stores) -> Result<AuthService, StartupError> {
+    let hashing = &settings.hashing;
+    let concurrency = if hashing.concurrency == 0 { cores() } else { hashing.concurrency };
+    let params =
+        HashParams { memory_kib: hashing.memory_kib, iterations: hashing.iterations, parallelism: hashing.parallelism };
+    let hasher = Argon2Hasher::new(params, concurrency, hashing.queue_limit)
+        .map_err(|e| StartupError::Setting { variable: "GATEHOUSE__HASHING__*", problem: e.to_string() })?;
+    let tokens = JwtAccessTokens::new(JwtSettings {
+        secret: jwt_secret(settings)?,
+        issuer: settings.jwt.issuer.clone(),
+        audience: settings.jwt.audience.clone(),
+        ttl: time::Duration::seconds(settings.auth.access_ttl_seconds),
+    })
+    .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_JWT_SECRET", problem: e.to_string() })?;
+    let ports = Ports {
+        accounts: stores.accounts.clone(),
+        sessions: stores.sessions.clone(),
+        hasher: Arc::new(hasher),
+        tokens: Arc::new(tokens),
+        random: Arc::new(OsRandom),
+        clock: Arc::new(SystemClock),
+    };
+    let links = &settings.links;
+    let links = Links {
+        verify_email_path: links.verify_email_path.clone(),
+        reset_password_path: links.reset_password_path.clone(),
+        login_path: links.login_path.clone(),
+        ..Links::new(&links.frontend_url)
+    };
+    let policy = AuthPolicy {
+        require_verified_email: settings.auth.require_verified_email,
+        verification_ttl: time::Duration::seconds(settings.auth.verification_ttl_seconds),
+        refresh_ttl: time::Duration::seconds(settings.auth.refresh_ttl_seconds),
+    };
+    Ok(AuthService::new(ports, links, policy))
+}
+
+fn mailer(settings: &Settings) -> Result<LettreMailer, StartupError> {
+    LettreMailer::from_url(&settings.mail.mailer, &settings.mail.from).map_err(|e| match e {
+        MailerConfigError::From(_) => StartupError::Setting { variable: "GATEHOUSE_MAIL_FROM", problem: e.to_string() },
+        _ => StartupError::Setting { variable: "GATEHOUSE_MAILER", problem: e.to_string() },
+    })
+}
+
+/// The outbox worker: delivers due mail until told to stop, finishing the
+/// send in progress first.
+struct MailWorker {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl MailWorker {
+    fn start(delivery: MailDelivery, interval: Duration) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let busy = match delivery.deliver_due().await {
+                    Ok(report) => report.sent + report.failed > 0,
+                    Err(error) => {
+                        tracing::warn!(error = &error as &dyn std::error::Error, "the outbox could not be read");
+                        false
+                    }
+                };
+                if busy {
+                    continue;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// A bound, ready-to-run service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    worker: MailWorker,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Migrates the database, wires the adapters, starts the outbox worker and
+    /// binds the listener (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let address = settings
+            .bind_address()
+            .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_BIND", problem: e.problem })?;
+        let stores = Stores::open(&settings).await?;
+        let auth = auth_service(&settings, &stores)?;
+        let mailer = mailer(&settings)?;
+        tracing::info!(mail = mailer.describe(), "mail transport ready");
+        let delivery = MailDelivery::new(
+            stores.outbox.clone(),
+            Arc::new(mailer),
+            Arc::new(SystemClock),
+            DeliveryPolicy::default(),
+        );
+        let worker = MailWorker::start(delivery, Duration::from_millis(settings.mail.poll_interval_ms.max(10)));
+
+        let listener =
+            TcpListener::bind(address).map_err(|source| StartupError::Bind { address: address.to_string(), source })?;
+        let port =
+            listener.local_addr().map_err(|source| StartupError::Bind { address: address.to_string(), source })?.port();
+        let state = web::Data::new(AppState { auth, health: stores.health.clone() });
+        let limit = web::Data::new(BodyLimit(settings.server.body_limit_bytes));
+        let workers = if settings.server.workers == 0 { cores() } else { settings.server.workers };
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(limit.clone())
+                .wrap(middleware::from_fn(request_id::middleware))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .workers(workers)
+        .shutdown_timeout(settings.server.shutdown_timeout_seconds)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { address: address.to_string(), source })?
+        .run();
+        Ok(Self { port, server, worker })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT (in-flight requests finish), then stops the outbox worker.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        self.worker.stop().await;
+        served
+    }
+}

@@ -1,0 +1,95 @@
+//! The JSON shapes of responses.
+
+use gatehouse_domain::auth::{LoginOutcome, TokenPair};
+use gatehouse_domain::User;
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// RFC 3339 in UTC.
+fn timestamp(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default()
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_verified: bool,
+    pub is_active: bool,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+    pub groups: Vec<String>,
+    pub date_joined: String,
+    pub last_login: Option<String>,
+    pub profile: ProfileView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProfileView {
+    pub phone: Option<String>,
+    pub gender: Option<String>,
+    pub bio: String,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id.0,
+            email: user.email.into_inner(),
+            first_name: user.first_name,
+            last_name: user.last_name,
+            is_verified: user.is_verified,
+            is_active: user.is_active,
+            is_staff: user.is_staff,
+            is_superuser: user.is_superuser,
+            groups: user.groups,
+            date_joined: timestamp(user.date_joined),
+            last_login: user.last_login.map(timestamp),
+            profile: ProfileView { phone: user.profile.phone, gender: user.profile.gender, bio: user.profile.bio },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokensView {
+    pub access: String,
+    pub refresh: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+}
+
+impl From<TokenPair> for TokensView {
+    fn from(pair: TokenPair) -> Self {
+        Self {
+            access: pair.access.expose().to_owned(),
+            refresh: pair.refresh.expose().to_owned(),
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+        }
+    }
+}
+
+/// Token fields and the user, as login answers.
+#[derive(Debug, Serialize)]
+pub struct LoginView {
+    #[serde(flatten)]
+    pub tokens: TokensView,
+    pub user: UserView,
+}
+
+impl From<LoginOutcome> for LoginView {
+    fn from(outcome: LoginOutcome) -> Self {
+        Self { tokens: outcome.tokens.into(), user: outcome.user.into() }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SignupView {
+    pub email: String,
+    pub is_verified: bool,
+    #[serde(flatten)]
+    pub login: Option<LoginView>,
+}
