@@ -1,1 +1,11 @@
+//! Black-box tests of the whole service over HTTP, on both stores, with a
+//! real SMTP server on loopback.
 
+// Test code throughout: a failed unwrap is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod account_flow;
+mod bad_input;
+mod database_outage;

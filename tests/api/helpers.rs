@@ -1,0 +1,254 @@
+//! `spawn_app()`: the real service on port 0 with a fresh database and a real
+//! SMTP server on loopback, driven over HTTP like a frontend would.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use gatehouse_api::{Application, Settings};
+use mailin_embedded::response::{self, Response};
+use mailin_embedded::{Handler, Server};
+use serde_json::{json, Value};
+
+/// The HS256 key of every test service, so tests can forge tokens.
+pub const JWT_SECRET: &str = "black-box-test-secret-of-at-least-32-bytes";
+pub const FRONTEND: &str = "https://app.example.test";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Quiet logs unless TEST_LOG=1.
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
+            let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+        }
+    });
+}
+
+/// One received message: its recipients and raw text.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub raw: String,
+}
+
+impl Mail {
+    /// The `token` query parameter of the first link to the frontend.
+    pub fn link_token(&self, page: &str) -> String {
+        let marker = format!("{FRONTEND}/{page}?token=");
+        let start =
+            self.raw.find(&marker).unwrap_or_else(|| panic!("no {marker} link in:\n{}", self.raw)) + marker.len();
+        self.raw[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+    }
+
+    pub fn subject(&self) -> &str {
+        self.raw.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Inbox {
+    mails: Arc<Mutex<Vec<Mail>>>,
+    to: Arc<Mutex<Vec<String>>>,
+    data: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Handler for Inbox {
+    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
+        *self.to.lock().unwrap() = to.to_vec();
+        self.data.lock().unwrap().clear();
+        response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.lock().unwrap().extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        let raw = String::from_utf8_lossy(&std::mem::take(&mut *self.data.lock().unwrap())).into_owned();
+        let to = std::mem::take(&mut *self.to.lock().unwrap());
+        self.mails.lock().unwrap().push(Mail { to, raw });
+        response::OK
+    }
+}
+
+/// A real SMTP server on a loopback port, on its own thread (it never returns).
+fn smtp_server() -> (u16, Inbox) {
+    let inbox = Inbox::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = Server::new(inbox.clone());
+    server.with_name("localhost").with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        let _ = server.serve();
+    });
+    (port, inbox)
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    inbox: Inbox,
+}
+
+/// Settings beyond the defaults for one test.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    pub require_verified_email: Option<bool>,
+    pub database_url: Option<String>,
+    pub extra: Vec<(String, String)>,
+}
+
+pub async fn database_url(backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join("gatehouse-api-tests");
+            format!("sqlite://{}/{}.db", dir.display(), uuid::Uuid::new_v4())
+        }
+        Backend::Postgres => gatehouse_store_postgres::testing::fresh_database().await,
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Options::default()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
+    init_logs();
+    let (smtp_port, inbox) = smtp_server();
+    let database_url = match options.database_url {
+        Some(url) => url,
+        None => database_url(backend).await,
+    };
+    let mut vars: HashMap<String, String> = [
+        ("DATABASE_URL", database_url),
+        ("GATEHOUSE_BIND", "127.0.0.1:0".into()),
+        ("GATEHOUSE_MAILER", format!("smtp://127.0.0.1:{smtp_port}")),
+        ("GATEHOUSE_FRONTEND_URL", FRONTEND.into()),
+        ("GATEHOUSE_JWT_SECRET", JWT_SECRET.into()),
+        ("GATEHOUSE__MAIL__POLL_INTERVAL_MS", "50".into()),
+        ("GATEHOUSE__SERVER__WORKERS", "2".into()),
+        ("GATEHOUSE__DATABASE__POOL_SIZE", "4".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Some(required) = options.require_verified_email {
+        vars.insert("GATEHOUSE_REQUIRE_VERIFIED_EMAIL".into(), required.to_string());
+    }
+    vars.extend(options.extra);
+    let settings = Settings::load_from(vars).expect("test settings are valid");
+    let app = Application::build(settings).await.expect("the service starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestApp { address, client, inbox }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request sent")
+    }
+
+    pub async fn post_auth(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("request sent")
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request sent")
+    }
+
+    pub async fn signup(&self, email: &str) -> reqwest::Response {
+        self.post("/api/v1/auth/signup", &json!({ "email": email, "password": PASSWORD, "first_name": "Ada" })).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post("/api/v1/auth/login", &json!({ "email": email, "password": password })).await
+    }
+
+    /// Mails received so far for `to`.
+    pub fn mails_to(&self, to: &str) -> Vec<Mail> {
+        self.inbox
+            .mails
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.to.iter().any(|t| t.eq_ignore_ascii_case(to)))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (up to 10 s) until `count` mails have reached `to`.
+    pub async fn wait_for_mails(&self, to: &str, count: usize) -> Vec<Mail> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mails = self.mails_to(to);
+            if mails.len() >= count {
+                return mails;
+            }
+            assert!(Instant::now() < deadline, "expected {count} mail(s) to {to}, got {}", mails.len());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Signs up, follows the verification link, and logs in: the tokens and user.
+    pub async fn verified_login(&self, email: &str) -> Value {
+        assert_eq!(self.signup(email).await.status(), 201);
+        let mail = self.wait_for_mails(email, 1).await.remove(0);
+        let verified =
+            self.post("/api/v1/auth/email/verify", &json!({ "token": mail.link_token("verify-email") })).await;
+        assert_eq!(verified.status(), 200);
+        let login = self.login(email, PASSWORD).await;
+        assert_eq!(login.status(), 200);
+        login.json().await.unwrap()
+    }
+}
+
+/// Asserts the contract's error shape, status and code; returns the body.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["code"], code, "{body}");
+    let errors = body["errors"].as_object().unwrap_or_else(|| panic!("errors is an object: {body}"));
+    assert!(!errors.is_empty(), "{body}");
+    for messages in errors.values() {
+        assert!(messages.as_array().is_some_and(|m| !m.is_empty() && m.iter().all(Value::is_string)), "{body}");
+    }
+    body
+}
+
+/// Generates one test per store for each listed `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
