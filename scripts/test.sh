@@ -5,7 +5,13 @@ cd "$(dirname "$0")/.."
 
 GATEHOUSE_TEST_POSTGRES_URL=$(scripts/postgres.sh)
 export GATEHOUSE_TEST_POSTGRES_URL
-echo "PostgreSQL for tests: ${GATEHOUSE_TEST_POSTGRES_URL%%@*}@${GATEHOUSE_TEST_POSTGRES_URL#*@}"
+echo "PostgreSQL for tests: $GATEHOUSE_TEST_POSTGRES_URL"
+
+# Each test makes its own database; sweep those of earlier runs.
+if command -v psql >/dev/null; then
+  psql "$GATEHOUSE_TEST_POSTGRES_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'gatehouse\_test\_%'" 2>/dev/null |
+    while read -r db; do psql "$GATEHOUSE_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

@@ -93,3 +93,8 @@ pub struct SignupView {
     #[serde(flatten)]
     pub login: Option<LoginView>,
 }
+
+#[derive(Debug, Serialize)]
+pub struct VerifiedView {
+    pub user: UserView,
+}

@@ -13,7 +13,7 @@ use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::extract::{AuthUser, Client};
 use crate::state::AppState;
-use crate::views::{SignupView, UserView};
+use crate::views::{SignupView, UserView, VerifiedView};
 
 pub async fn signup(state: web::Data<AppState>, client: Client, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
@@ -45,7 +45,7 @@ pub async fn verify_email(state: web::Data<AppState>, body: JsonBody) -> Result<
     let token = fields.required_str("token");
     fields.finish()?;
     let user = state.auth.verify_email(&token).await?;
-    Ok(HttpResponse::Ok().json(json!({ "user": UserView::from(user) })))
+    Ok(HttpResponse::Ok().json(VerifiedView { user: user.into() }))
 }
 
 /// Always the same 202, known address or not. The work happens after the
