@@ -238,4 +238,7 @@ async fn health_checks_answer(backend: Backend) {
     let ready = app.client.get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.json::<Value>().await.unwrap(), json!({ "status": "ok", "checks": { "database": "ok" } }));
+    let jwks = app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap();
+    assert_eq!(jwks.status(), 200);
+    assert_eq!(jwks.json::<Value>().await.unwrap(), json!({ "keys": [] }), "HS256 publishes no key");
 }

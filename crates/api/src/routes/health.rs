@@ -1,4 +1,4 @@
-//! Liveness and readiness for orchestrators.
+//! Liveness and readiness for orchestrators, and the public signing keys.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -24,4 +24,10 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             }))
         }
     }
+}
+
+/// Public keys for verifying access tokens elsewhere. HS256 (the only
+/// algorithm so far) is symmetric, so the set is empty.
+pub async fn jwks() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "keys": [] }))
 }

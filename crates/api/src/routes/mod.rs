@@ -29,6 +29,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/logout/all"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
+    ("GET", "/.well-known/jwks.json"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -45,7 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/logout/all").route(web::post().to(tokens::logout_all))),
     )
     .service(resource("/health/live").route(web::get().to(health::live)))
-    .service(resource("/health/ready").route(web::get().to(health::ready)));
+    .service(resource("/health/ready").route(web::get().to(health::ready)))
+    .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)));
 }
 
 /// Unknown paths.
