@@ -19,7 +19,9 @@ on_both_stores!(
 );
 
 async fn signup_verify_login_refresh_and_replay(backend: Backend) {
-    let app = spawn_app(backend).await;
+    // No grace window: any replay of a spent refresh token is reuse.
+    let grace = vec![("GATEHOUSE__AUTH__REFRESH_GRACE_SECONDS".to_owned(), "0".to_owned())];
+    let app = spawn_app_with(backend, Options { extra: grace, ..Options::default() }).await;
 
     let signup = app.signup("Ada.Lovelace@Example.COM").await;
     assert_eq!(signup.status(), 201);

@@ -9,3 +9,4 @@ mod helpers;
 mod account_flow;
 mod bad_input;
 mod database_outage;
+mod sessions;

@@ -84,6 +84,7 @@ pub struct AuthSettings {
     pub refresh_ttl_seconds: i64,
     pub verification_ttl_seconds: i64,
     pub reset_ttl_seconds: i64,
+    pub refresh_grace_seconds: i64,
     pub login_ip_limit: u32,
 }
 
@@ -220,6 +221,9 @@ impl Settings {
         positive("auth.refresh_ttl_seconds", self.auth.refresh_ttl_seconds)?;
         positive("auth.verification_ttl_seconds", self.auth.verification_ttl_seconds)?;
         positive("auth.reset_ttl_seconds", self.auth.reset_ttl_seconds)?;
+        if self.auth.refresh_grace_seconds < 0 {
+            return Err(ConfigError::new("auth.refresh_grace_seconds", "must not be negative"));
+        }
         if self.server.body_limit_bytes == 0 {
             return Err(ConfigError::new("server.body_limit_bytes", "must be positive"));
         }

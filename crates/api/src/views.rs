@@ -98,3 +98,26 @@ pub struct SignupView {
 pub struct VerifiedView {
     pub user: UserView,
 }
+
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub current: bool,
+}
+
+impl SessionView {
+    pub fn new(session: gatehouse_domain::session::SessionInfo, current: bool) -> Self {
+        Self {
+            id: session.id.to_string(),
+            created_at: timestamp(session.created_at),
+            last_used_at: timestamp(session.last_used_at),
+            user_agent: session.user_agent,
+            ip: session.ip,
+            current,
+        }
+    }
+}

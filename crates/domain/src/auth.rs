@@ -13,7 +13,7 @@ use crate::ports::{
     PasswordCheck, PasswordHasher, Random, SessionStore, TokenPurpose,
 };
 use crate::session::{
-    ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionState, TokenHash,
+    ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionInfo, SessionState, TokenHash,
 };
 use crate::user::{parse_name, ProfilePatch, User, UserId};
 
@@ -27,11 +27,19 @@ pub struct AuthPolicy {
     pub require_verified_email: bool,
     pub verification_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// How long a just-spent refresh token may be presented again without
+    /// counting as reuse: several tabs refreshing at once is normal.
+    pub refresh_grace: Duration,
 }
 
 impl Default for AuthPolicy {
     fn default() -> Self {
-        Self { require_verified_email: true, verification_ttl: Duration::hours(24), refresh_ttl: Duration::days(1) }
+        Self {
+            require_verified_email: true,
+            verification_ttl: Duration::hours(24),
+            refresh_ttl: Duration::days(1),
+            refresh_grace: Duration::seconds(10),
+        }
     }
 }
 
@@ -217,6 +225,15 @@ pub enum VerifyEmailError {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum RevokeSessionError {
+    /// No live session of the caller has this id.
+    #[error("no such session")]
+    NotFound,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum MeError {
     /// The account vanished between authentication and this call.
     #[error("the user no longer exists")]
@@ -349,6 +366,7 @@ impl AuthService {
                 &TokenHash::of(presented),
                 NewRefreshToken { hash: next.hash(), expires_at: now + self.policy.refresh_ttl },
                 now,
+                self.policy.refresh_grace,
             )
             .await?;
         match rotation {
@@ -433,6 +451,24 @@ impl AuthService {
         let now = self.ports.clock.now();
         self.ports.sessions.revoke_session(principal.user_id, principal.session_id, now).await?;
         Ok(())
+    }
+
+    /// The caller's live sessions, each marked whether it is the calling one.
+    pub async fn sessions(&self, principal: Principal) -> Result<Vec<(SessionInfo, bool)>, PortError> {
+        let sessions = self.ports.sessions.list_sessions(principal.user_id, self.ports.clock.now()).await?;
+        Ok(sessions.into_iter().map(|s| (s.id == principal.session_id, s)).map(|(current, s)| (s, current)).collect())
+    }
+
+    /// Revokes one of the caller's sessions. Another user's session is
+    /// indistinguishable from one that does not exist.
+    #[tracing::instrument(skip_all, fields(user_id = %principal.user_id))]
+    pub async fn revoke_own_session(&self, principal: Principal, id: SessionId) -> Result<(), RevokeSessionError> {
+        let now = self.ports.clock.now();
+        if self.ports.sessions.revoke_session(principal.user_id, id, now).await? {
+            Ok(())
+        } else {
+            Err(RevokeSessionError::NotFound)
+        }
     }
 
     #[tracing::instrument(skip_all, fields(%user_id))]

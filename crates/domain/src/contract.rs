@@ -177,22 +177,75 @@ pub async fn refresh_rotation_spends_the_token_and_detects_reuse<S: Store>(store
     let id = signup(store, "ada@example.com", "t").await;
     login(store, id, session_id(1), "r1").await;
     let later = T0 + Duration::minutes(10);
-    let rotated = store.rotate_refresh(&TokenHash::of("r1"), refresh("r2", later + Duration::days(1)), later).await;
+    let rotated = store
+        .rotate_refresh(&TokenHash::of("r1"), refresh("r2", later + Duration::days(1)), later, Duration::ZERO)
+        .await;
     assert_eq!(rotated.expect("write"), Rotation::Rotated { user_id: id, session_id: session_id(1) });
-    let replay = store.rotate_refresh(&TokenHash::of("r1"), refresh("r3", later + Duration::days(1)), later).await;
+    let replay = store
+        .rotate_refresh(&TokenHash::of("r1"), refresh("r3", later + Duration::days(1)), later, Duration::ZERO)
+        .await;
     assert_eq!(replay.expect("write"), Rotation::Reused { user_id: id, session_id: session_id(1) });
     assert_eq!(store.session_state(session_id(1), later).await.expect("read"), SessionState::Dead);
-    let newest = store.rotate_refresh(&TokenHash::of("r2"), refresh("r4", later + Duration::days(1)), later).await;
+    let newest = store
+        .rotate_refresh(&TokenHash::of("r2"), refresh("r4", later + Duration::days(1)), later, Duration::ZERO)
+        .await;
     assert_eq!(newest.expect("write"), Rotation::SessionDead, "the newest token died with its session");
-    let unknown = store.rotate_refresh(&TokenHash::of("never"), refresh("r5", later), later).await;
+    let unknown = store.rotate_refresh(&TokenHash::of("never"), refresh("r5", later), later, Duration::ZERO).await;
     assert_eq!(unknown.expect("write"), Rotation::Unknown);
+}
+
+pub async fn a_retry_within_the_grace_window_rotates_again<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "r1").await;
+    let grace = Duration::seconds(10);
+    let expires = T0 + Duration::days(1);
+    let first = store.rotate_refresh(&TokenHash::of("r1"), refresh("tab-a", expires), T0, grace).await.expect("write");
+    assert_eq!(first, Rotation::Rotated { user_id: id, session_id: session_id(1) });
+    let retry =
+        store.rotate_refresh(&TokenHash::of("r1"), refresh("tab-b", expires), T0 + Duration::seconds(9), grace).await;
+    assert_eq!(retry.expect("write"), Rotation::Rotated { user_id: id, session_id: session_id(1) }, "two tabs at once");
+    for successor in ["tab-a", "tab-b"] {
+        let next = refresh(&format!("after-{successor}"), expires);
+        let rotation = store.rotate_refresh(&TokenHash::of(successor), next, T0 + Duration::seconds(10), grace).await;
+        assert!(matches!(rotation.expect("write"), Rotation::Rotated { .. }), "both successors live");
+    }
+    let late =
+        store.rotate_refresh(&TokenHash::of("r1"), refresh("late", expires), T0 + Duration::seconds(11), grace).await;
+    assert_eq!(late.expect("write"), Rotation::Reused { user_id: id, session_id: session_id(1) });
+    let newest = store
+        .rotate_refresh(&TokenHash::of("after-tab-a"), refresh("x", expires), T0 + Duration::seconds(12), grace)
+        .await;
+    assert_eq!(newest.expect("write"), Rotation::SessionDead);
+}
+
+pub async fn sessions_are_listed_newest_use_first_without_dead_ones<S: Store>(store: &S) {
+    let ada = signup(store, "ada@example.com", "t1").await;
+    let bob = signup(store, "bob@example.com", "t2").await;
+    login(store, ada, session_id(1), "a1").await;
+    login(store, ada, session_id(2), "a2").await;
+    login(store, ada, session_id(3), "a3").await;
+    login(store, bob, session_id(4), "b1").await;
+    let later = T0 + Duration::minutes(5);
+    store
+        .rotate_refresh(&TokenHash::of("a1"), refresh("a1b", later + Duration::days(1)), later, Duration::ZERO)
+        .await
+        .expect("write");
+    store.revoke_session(ada, session_id(3), later).await.expect("write");
+    let sessions = store.list_sessions(ada, later).await.expect("read");
+    assert_eq!(sessions.iter().map(|s| s.id).collect::<Vec<_>>(), [session_id(1), session_id(2)]);
+    assert_eq!(sessions[0].last_used_at, later);
+    assert_eq!(sessions[0].created_at, T0);
+    assert_eq!(sessions[0].ip.as_deref(), Some("203.0.113.7"));
+    assert_eq!(sessions[0].user_agent.as_deref(), Some("contract-test"));
+    assert!(store.list_sessions(ada, T0 + Duration::days(3)).await.expect("read").is_empty(), "expired");
 }
 
 pub async fn an_expired_refresh_token_is_expired<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
     login(store, id, session_id(1), "r1").await;
     let late = T0 + Duration::days(2);
-    let rotation = store.rotate_refresh(&TokenHash::of("r1"), refresh("r2", late + Duration::days(1)), late).await;
+    let rotation =
+        store.rotate_refresh(&TokenHash::of("r1"), refresh("r2", late + Duration::days(1)), late, Duration::ZERO).await;
     assert_eq!(rotation.expect("write"), Rotation::Expired);
 }
 
@@ -202,7 +255,7 @@ pub async fn concurrent_rotations_of_one_token_rotate_once<S: Store>(store: &S) 
     let presented = TokenHash::of("r1");
     let attempts = (0..10).map(|n| {
         let next = refresh(&format!("next-{n}"), T0 + Duration::days(1));
-        store.rotate_refresh(&presented, next, T0)
+        store.rotate_refresh(&presented, next, T0, Duration::ZERO)
     });
     let outcomes = join_all(attempts).await;
     let rotated =
@@ -225,7 +278,8 @@ pub async fn sessions_are_revoked_only_by_their_owner<S: Store>(store: &S) {
     store.revoke_all_sessions(ada, T0).await.expect("write");
     assert_eq!(store.session_state(session_id(2), T0).await.expect("read"), SessionState::Dead);
     assert_eq!(store.session_state(session_id(3), T0).await.expect("read"), SessionState::Live { user_id: bob });
-    let rotation = store.rotate_refresh(&TokenHash::of("a2"), refresh("a3", T0 + Duration::days(1)), T0).await;
+    let rotation =
+        store.rotate_refresh(&TokenHash::of("a2"), refresh("a3", T0 + Duration::days(1)), T0, Duration::ZERO).await;
     assert_eq!(rotation.expect("write"), Rotation::SessionDead);
 }
 
@@ -331,6 +385,8 @@ macro_rules! store_contract_tests {
             a_session_starts_live_and_sets_last_login,
             refresh_rotation_spends_the_token_and_detects_reuse,
             an_expired_refresh_token_is_expired,
+            a_retry_within_the_grace_window_rotates_again,
+            sessions_are_listed_newest_use_first_without_dead_ones,
             sessions_are_revoked_only_by_their_owner,
             a_profile_patch_changes_only_what_it_names,
             a_password_hash_can_be_replaced,

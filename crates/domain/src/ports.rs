@@ -2,13 +2,15 @@
 //! implement them; unit tests mock them.
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::email::{Email, EmailKey};
 use crate::error::PortError;
 use crate::mail::OutgoingMail;
 use crate::password::{PasswordHash, PlainPassword};
-use crate::session::{NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionState, TokenHash};
+use crate::session::{
+    NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionInfo, SessionState, TokenHash,
+};
 use crate::user::{ProfilePatch, User, UserId};
 
 /// An account about to be created.
@@ -123,14 +125,20 @@ pub trait SessionStore: Send + Sync {
     async fn start_session(&self, session: NewSession) -> Result<(), PortError>;
 
     /// Spends `presented` and stores `next` in its session, atomically: of
-    /// several concurrent callers with one token, exactly one gets `Rotated`.
-    /// A spent token presented again revokes its session (`Reused`).
+    /// several concurrent callers with one token, exactly one gets `Rotated`
+    /// when `grace` is zero. A spent token presented again within `grace` of
+    /// its spending rotates again (tabs refreshing together); later, it
+    /// revokes its session (`Reused`).
     async fn rotate_refresh(
         &self,
         presented: &TokenHash,
         next: NewRefreshToken,
         now: OffsetDateTime,
+        grace: Duration,
     ) -> Result<Rotation, PortError>;
+
+    /// The user's live sessions, most recently used first.
+    async fn list_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<Vec<SessionInfo>, PortError>;
 
     /// One indexed read: is this session live, and whose is it?
     async fn session_state(&self, id: SessionId, now: OffsetDateTime) -> Result<SessionState, PortError>;

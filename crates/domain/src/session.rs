@@ -121,6 +121,16 @@ pub enum Rotation {
     Reused { user_id: UserId, session_id: SessionId },
 }
 
+/// A live session as its owner sees it in the list of their devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
 /// The state of a session as an access-token check sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {

@@ -22,10 +22,10 @@ use gatehouse_domain::ports::{
     AccountStore, CreateAccountError, Credentials, NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore,
     StoreHealth, TokenPurpose,
 };
-use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionState};
+use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, Profile, SessionId, TokenHash, User, UserId};
-use time::OffsetDateTime;
+use time::{Duration as TimeDuration, OffsetDateTime};
 use uuid::Uuid;
 
 use schema::{groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups, users};
@@ -515,6 +515,7 @@ impl SessionStore for PostgresStore {
         presented: &TokenHash,
         next: NewRefreshToken,
         now: OffsetDateTime,
+        grace: TimeDuration,
     ) -> Result<Rotation, PortError> {
         let presented = presented.as_str().to_owned();
         let mut conn = self.conn().await?;
@@ -537,21 +538,25 @@ impl SessionStore for PostgresStore {
             if revoked_at.is_some() || !is_active {
                 return Ok(Rotation::SessionDead);
             }
-            if used_at.is_some() {
-                diesel::update(sessions::table.find(session_id))
-                    .filter(sessions::revoked_at.is_null())
-                    .set(sessions::revoked_at.eq(now))
-                    .execute(conn)
-                    .await?;
-                return Ok(Rotation::Reused { user_id: UserId(user_id), session_id: SessionId(session_id) });
+            match used_at {
+                Some(spent) if now - spent >= grace => {
+                    diesel::update(sessions::table.find(session_id))
+                        .filter(sessions::revoked_at.is_null())
+                        .set(sessions::revoked_at.eq(now))
+                        .execute(conn)
+                        .await?;
+                    return Ok(Rotation::Reused { user_id: UserId(user_id), session_id: SessionId(session_id) });
+                }
+                // A retry within the grace window rotates again and keeps the first successor.
+                Some(_) => {}
+                None if expires_at <= now => return Ok(Rotation::Expired),
+                None => {
+                    diesel::update(refresh_tokens::table.find(&presented))
+                        .set(refresh_tokens::used_at.eq(now))
+                        .execute(conn)
+                        .await?;
+                }
             }
-            if expires_at <= now {
-                return Ok(Rotation::Expired);
-            }
-            diesel::update(refresh_tokens::table.find(&presented))
-                .set(refresh_tokens::used_at.eq(now))
-                .execute(conn)
-                .await?;
             insert_refresh(conn, session_id, &next, now).await?;
             diesel::update(sessions::table.find(session_id))
                 .set((sessions::last_used_at.eq(now), sessions::expires_at.eq(next.expires_at)))
@@ -561,6 +566,29 @@ impl SessionStore for PostgresStore {
         })
         .await
         .map_err(Into::into)
+    }
+
+    async fn list_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<Vec<SessionInfo>, PortError> {
+        let mut conn = self.conn().await?;
+        let rows = sessions::table
+            .filter(sessions::user_id.eq(user_id.0))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::expires_at.gt(now))
+            .order((sessions::last_used_at.desc(), sessions::created_at.desc()))
+            .select((sessions::id, sessions::created_at, sessions::last_used_at, sessions::user_agent, sessions::ip))
+            .load::<(Uuid, OffsetDateTime, OffsetDateTime, Option<String>, Option<String>)>(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, created_at, last_used_at, user_agent, ip)| SessionInfo {
+                id: SessionId(id),
+                created_at,
+                last_used_at,
+                user_agent,
+                ip,
+            })
+            .collect())
     }
 
     async fn session_state(&self, id: SessionId, now: OffsetDateTime) -> Result<SessionState, PortError> {

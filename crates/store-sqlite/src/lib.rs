@@ -22,10 +22,10 @@ use gatehouse_domain::ports::{
     AccountStore, CreateAccountError, Credentials, NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore,
     StoreHealth, TokenPurpose,
 };
-use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionState};
+use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, Profile, SessionId, TokenHash, User, UserId};
-use time::OffsetDateTime;
+use time::{Duration as TimeDuration, OffsetDateTime};
 
 use schema::{groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups, users};
 
@@ -481,6 +481,7 @@ impl SessionStore for SqliteStore {
         presented: &TokenHash,
         next: NewRefreshToken,
         now: OffsetDateTime,
+        grace: TimeDuration,
     ) -> Result<Rotation, PortError> {
         let presented = presented.as_str().to_owned();
         self.write(move |conn| {
@@ -505,21 +506,52 @@ impl SessionStore for SqliteStore {
             if revoked_at.is_some() || !is_active {
                 return Ok(Rotation::SessionDead);
             }
-            if used_at.is_some() {
-                revoke_sessions(conn, sessions::table.filter(sessions::id.eq(&session_id)), now)?;
-                return Ok(Rotation::Reused { user_id: UserId(user_id), session_id: parsed_session });
+            match used_at {
+                Some(spent) if now - spent >= grace => {
+                    revoke_sessions(conn, sessions::table.filter(sessions::id.eq(&session_id)), now)?;
+                    return Ok(Rotation::Reused { user_id: UserId(user_id), session_id: parsed_session });
+                }
+                // A retry within the grace window rotates again and keeps the first successor.
+                Some(_) => {}
+                None if expires_at <= now => return Ok(Rotation::Expired),
+                None => {
+                    diesel::update(refresh_tokens::table.find(&presented))
+                        .set(refresh_tokens::used_at.eq(now))
+                        .execute(conn)?;
+                }
             }
-            if expires_at <= now {
-                return Ok(Rotation::Expired);
-            }
-            diesel::update(refresh_tokens::table.find(&presented))
-                .set(refresh_tokens::used_at.eq(now))
-                .execute(conn)?;
             insert_refresh(conn, &session_id, &next, now)?;
             diesel::update(sessions::table.find(&session_id))
                 .set((sessions::last_used_at.eq(now), sessions::expires_at.eq(next.expires_at)))
                 .execute(conn)?;
             Ok(Rotation::Rotated { user_id: UserId(user_id), session_id: parsed_session })
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn list_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<Vec<SessionInfo>, PortError> {
+        self.run(move |conn| {
+            let rows = sessions::table
+                .filter(sessions::user_id.eq(user_id.0))
+                .filter(sessions::revoked_at.is_null())
+                .filter(sessions::expires_at.gt(now))
+                .order((sessions::last_used_at.desc(), sessions::created_at.desc()))
+                .select((
+                    sessions::id,
+                    sessions::created_at,
+                    sessions::last_used_at,
+                    sessions::user_agent,
+                    sessions::ip,
+                ))
+                .load::<(String, OffsetDateTime, OffsetDateTime, Option<String>, Option<String>)>(conn)?;
+            rows.into_iter()
+                .map(|(id, created_at, last_used_at, user_agent, ip)| {
+                    let id = SessionId::parse(&id)
+                        .ok_or_else(|| StoreError::Port(PortError::unexpected("a stored session id is not a UUID")))?;
+                    Ok(SessionInfo { id, created_at, last_used_at, user_agent, ip })
+                })
+                .collect()
         })
         .await
         .map_err(Into::into)

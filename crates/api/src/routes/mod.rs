@@ -2,6 +2,7 @@
 
 mod account;
 mod health;
+mod sessions;
 mod tokens;
 
 use actix_web::http::header;
@@ -27,6 +28,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/auth/me"),
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/auth/logout/all"),
+    ("GET", "/api/v1/auth/sessions"),
+    ("DELETE", "/api/v1/auth/sessions/{id}"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
     ("GET", "/.well-known/jwks.json"),
@@ -43,7 +46,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/email/verify/resend").route(web::post().to(account::resend_verification)))
             .service(resource("/me").route(web::get().to(account::me)).route(web::patch().to(account::update_me)))
             .service(resource("/logout").route(web::post().to(tokens::logout)))
-            .service(resource("/logout/all").route(web::post().to(tokens::logout_all))),
+            .service(resource("/logout/all").route(web::post().to(tokens::logout_all)))
+            .service(resource("/sessions").route(web::get().to(sessions::list)))
+            .service(resource("/sessions/{id}").route(web::delete().to(sessions::revoke))),
     )
     .service(resource("/health/live").route(web::get().to(health::live)))
     .service(resource("/health/ready").route(web::get().to(health::ready)))

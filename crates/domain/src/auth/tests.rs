@@ -6,6 +6,7 @@ use crate::ports::{
     Credentials, MockAccessTokens, MockAccountStore, MockClock, MockPasswordHasher, MockRandom, MockSessionStore,
     SignedAccessToken,
 };
+use crate::session::SessionInfo;
 use crate::user::Profile;
 use mockall::predicate::eq;
 use time::macros::datetime;
@@ -361,10 +362,13 @@ async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
     let expected = rotation.clone();
     m.sessions
         .expect_rotate_refresh()
-        .withf(|presented, next, now| {
-            *presented == TokenHash::of("old-token") && next.hash == TokenHash::of("random-token") && *now == NOW
+        .withf(|presented, next, now, grace| {
+            *presented == TokenHash::of("old-token")
+                && next.hash == TokenHash::of("random-token")
+                && *now == NOW
+                && *grace == Duration::seconds(10)
         })
-        .returning(move |_, _, _| Ok(expected.clone()));
+        .returning(move |_, _, _, _| Ok(expected.clone()));
     m.tokens
         .expect_issue()
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
@@ -540,4 +544,33 @@ async fn create_superuser_hashes_and_upserts() {
     let password = Password::parse("correct horse battery staple", &[]).unwrap();
     let created = m.service().create_superuser(Email::parse("root@example.com").unwrap(), password).await.unwrap();
     assert!(created.is_superuser);
+}
+
+#[tokio::test]
+async fn sessions_mark_the_callers_own() {
+    let mut m = Mocks::new();
+    let other = SessionId(uuid::Uuid::from_u128(9));
+    m.sessions.expect_list_sessions().with(eq(UserId(1)), eq(NOW)).returning(move |_, _| {
+        Ok([sid(), other]
+            .into_iter()
+            .map(|id| SessionInfo { id, created_at: NOW, last_used_at: NOW, user_agent: None, ip: None })
+            .collect())
+    });
+    let sessions = m.service().sessions(Principal { user_id: UserId(1), session_id: sid() }).await.unwrap();
+    assert_eq!(
+        sessions.iter().map(|(s, current)| (s.id, *current)).collect::<Vec<_>>(),
+        [(sid(), true), (other, false)]
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_session_that_is_not_the_callers_is_not_found() {
+    let mut m = Mocks::new();
+    let other = SessionId(uuid::Uuid::from_u128(9));
+    m.sessions.expect_revoke_session().with(eq(UserId(1)), eq(other), eq(NOW)).returning(|_, _, _| Ok(false));
+    m.sessions.expect_revoke_session().with(eq(UserId(1)), eq(sid()), eq(NOW)).returning(|_, _, _| Ok(true));
+    let service = m.service();
+    let principal = Principal { user_id: UserId(1), session_id: sid() };
+    assert!(matches!(service.revoke_own_session(principal, other).await, Err(RevokeSessionError::NotFound)));
+    assert!(service.revoke_own_session(principal, sid()).await.is_ok());
 }
