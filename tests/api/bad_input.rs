@@ -118,7 +118,7 @@ async fn unknown_routes_and_methods_answer_in_shape() {
     let app = app().await;
     assert_error(app.client.get(app.url("/api/v1/nope")).send().await.unwrap(), 404, "not_found").await;
     assert_error(app.client.get(app.url("/api/v1/auth/login")).send().await.unwrap(), 405, "method_not_allowed").await;
-    assert_error(app.client.delete(app.url("/api/v1/auth/me")).send().await.unwrap(), 405, "method_not_allowed").await;
+    assert_error(app.client.put(app.url("/api/v1/auth/me")).send().await.unwrap(), 405, "method_not_allowed").await;
 }
 
 fn forge(claims: Value, secret: &str) -> String {

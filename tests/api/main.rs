@@ -8,5 +8,6 @@ mod helpers;
 
 mod account_flow;
 mod bad_input;
+mod credentials;
 mod database_outage;
 mod sessions;

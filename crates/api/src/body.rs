@@ -141,6 +141,11 @@ impl Fields {
         self.errors.add(&key, message);
     }
 
+    /// Records an error found by a cross-field rule.
+    pub fn error(&mut self, field: &str, message: &str) {
+        self.errors.add(field, message);
+    }
+
     /// A string that must be present and not blank. Passwords are not trimmed.
     pub fn required_str(&mut self, name: &str) -> String {
         match self.map.remove(name) {

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use gatehouse_domain::auth::{AuthenticateError, LoginError, MeError, RefreshError, SignupError, VerifyEmailError};
+use gatehouse_domain::auth::{
+    AuthenticateError, ChangePasswordError, LoginError, MeError, RefreshError, SignupError, VerifyEmailError,
+};
 use gatehouse_domain::error::NON_FIELD_ERRORS;
 use gatehouse_domain::{FieldErrors, PortError};
 use serde::Serialize;
@@ -54,6 +56,11 @@ impl ApiError {
 
     pub fn validation(errors: FieldErrors) -> Self {
         Self { errors: errors.into_map(), ..Self::general(StatusCode::BAD_REQUEST, "validation_error", "") }
+    }
+
+    /// The caller's own current password did not match.
+    pub fn wrong_password(field: &str) -> Self {
+        Self::validation(FieldErrors::single(field, "The password is incorrect."))
     }
 
     pub fn invalid_json(message: &str) -> Self {
@@ -254,6 +261,16 @@ impl From<VerifyEmailError> for ApiError {
         match error {
             VerifyEmailError::InvalidToken => Self::link_token_invalid(),
             VerifyEmailError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<ChangePasswordError> for ApiError {
+    fn from(error: ChangePasswordError) -> Self {
+        match error {
+            ChangePasswordError::WrongPassword => Self::wrong_password("old_password"),
+            ChangePasswordError::Invalid(errors) => Self::validation(errors),
+            ChangePasswordError::Port(error) => error.into(),
         }
     }
 }

@@ -224,6 +224,40 @@ pub enum VerifyEmailError {
     Port(#[from] PortError),
 }
 
+/// The words a user's password must not resemble.
+fn personal_words(user: &User) -> Vec<&str> {
+    vec![user.email.as_ref(), user.email.local_part(), &user.first_name, &user.last_name]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OwnPasswordError {
+    /// The current password given does not match.
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangePasswordError {
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// The new password breaks a rule.
+    #[error("the new password is refused")]
+    Invalid(FieldErrors),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+impl From<OwnPasswordError> for ChangePasswordError {
+    fn from(error: OwnPasswordError) -> Self {
+        match error {
+            OwnPasswordError::WrongPassword => Self::WrongPassword,
+            OwnPasswordError::Port(error) => Self::Port(error),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RevokeSessionError {
     /// No live session of the caller has this id.
@@ -471,6 +505,53 @@ impl AuthService {
         }
     }
 
+    /// Checks the caller's current password; `WrongPassword` names no one but the caller.
+    async fn check_own_password(&self, user_id: UserId, password: &PlainPassword) -> Result<(), OwnPasswordError> {
+        let credentials = self.ports.accounts.find_credentials_by_id(user_id).await?;
+        let Some(hash) = credentials.and_then(|c| c.password_hash) else {
+            self.ports.hasher.verify_dummy(password).await?;
+            return Err(OwnPasswordError::WrongPassword);
+        };
+        match self.ports.hasher.verify(password, &hash).await? {
+            PasswordCheck::Match { .. } => Ok(()),
+            PasswordCheck::Mismatch => Err(OwnPasswordError::WrongPassword),
+        }
+    }
+
+    /// Sets a new password after checking the current one; every other
+    /// session is revoked and the user is told by mail.
+    #[tracing::instrument(skip_all, fields(user_id = %principal.user_id))]
+    pub async fn change_password(
+        &self,
+        principal: Principal,
+        old_password: &PlainPassword,
+        new_password: &str,
+    ) -> Result<(), ChangePasswordError> {
+        self.check_own_password(principal.user_id, old_password).await?;
+        let user = self.me(principal.user_id).await.map_err(|_| ChangePasswordError::WrongPassword)?;
+        let password = Password::parse(new_password, &personal_words(&user)).map_err(|rules| {
+            let mut errors = FieldErrors::new();
+            rules.iter().for_each(|rule| errors.add("new_password", rule.to_string()));
+            ChangePasswordError::Invalid(errors)
+        })?;
+        let hash = self.ports.hasher.hash(password.plain()).await?;
+        let notice = mail::password_changed(&user.email, &self.links);
+        let now = self.ports.clock.now();
+        self.ports.accounts.change_password(user.id, hash, Some(principal.session_id), now, notice).await?;
+        tracing::info!(user_id = %user.id, "password changed");
+        Ok(())
+    }
+
+    /// Deletes the caller's account after checking their password.
+    #[tracing::instrument(skip_all, fields(user_id = %principal.user_id))]
+    pub async fn delete_me(&self, principal: Principal, password: &PlainPassword) -> Result<(), OwnPasswordError> {
+        self.check_own_password(principal.user_id, password).await?;
+        let user = self.me(principal.user_id).await.map_err(|_| OwnPasswordError::WrongPassword)?;
+        self.ports.accounts.delete_account(user.id, mail::goodbye(&user.email)).await?;
+        tracing::info!(user_id = %user.id, "account deleted");
+        Ok(())
+    }
+
     #[tracing::instrument(skip_all, fields(%user_id))]
     pub async fn logout_all(&self, user_id: UserId) -> Result<(), PortError> {
         self.ports.sessions.revoke_all_sessions(user_id, self.ports.clock.now()).await
@@ -492,7 +573,7 @@ impl AuthService {
         now: OffsetDateTime,
         ttl: Duration,
     ) -> NewOneTimeToken {
-        NewOneTimeToken { hash: token.hash(), purpose, created_at: now, expires_at: now + ttl }
+        NewOneTimeToken { hash: token.hash(), purpose, new_email: None, created_at: now, expires_at: now + ttl }
     }
 }
 

@@ -43,7 +43,13 @@ fn account(address: &str) -> NewAccount {
 }
 
 fn verification(token: &str, expires_at: OffsetDateTime) -> NewOneTimeToken {
-    NewOneTimeToken { hash: TokenHash::of(token), purpose: TokenPurpose::VerifyEmail, created_at: T0, expires_at }
+    NewOneTimeToken {
+        hash: TokenHash::of(token),
+        purpose: TokenPurpose::VerifyEmail,
+        new_email: None,
+        created_at: T0,
+        expires_at,
+    }
 }
 
 async fn signup<S: Store>(store: &S, address: &str, token: &str) -> UserId {
@@ -365,6 +371,79 @@ pub async fn a_superuser_is_created_or_promoted<S: Store>(store: &S) {
     assert_eq!(credentials.password_hash.expect("hash").expose(), "$argon2id$ada");
 }
 
+pub async fn a_password_change_keeps_one_session_and_kills_reset_links<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "a1").await;
+    login(store, id, session_id(2), "a2").await;
+    let reset = NewOneTimeToken {
+        hash: TokenHash::of("reset"),
+        purpose: TokenPurpose::ResetPassword,
+        new_email: None,
+        created_at: T0,
+        expires_at: T0 + Duration::minutes(10),
+    };
+    store.issue_token(id, reset, mail_to("ada@example.com", "reset")).await.expect("write");
+    let before = store.pending_count().await.expect("count");
+    let notice = mail_to("ada@example.com", "changed");
+    store
+        .change_password(id, PasswordHash::new("$argon2id$new"), Some(session_id(1)), T0, notice)
+        .await
+        .expect("write");
+    assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Live { user_id: id });
+    assert_eq!(store.session_state(session_id(2), T0).await.expect("read"), SessionState::Dead);
+    let credentials = store.find_credentials_by_id(id).await.expect("read").expect("found");
+    assert_eq!(credentials.password_hash.expect("hash").expose(), "$argon2id$new");
+    assert_eq!(store.pending_count().await.expect("count"), before + 1, "the notice is queued");
+    assert!(store.peek_token(&TokenHash::of("reset"), TokenPurpose::ResetPassword, T0).await.expect("read").is_none());
+}
+
+pub async fn a_newer_reset_link_supersedes_the_older<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    for token in ["first", "second"] {
+        let reset = NewOneTimeToken {
+            hash: TokenHash::of(token),
+            purpose: TokenPurpose::ResetPassword,
+            new_email: None,
+            created_at: T0,
+            expires_at: T0 + Duration::minutes(10),
+        };
+        store.issue_token(id, reset, mail_to("ada@example.com", token)).await.expect("write");
+    }
+    assert!(store.peek_token(&TokenHash::of("first"), TokenPurpose::ResetPassword, T0).await.expect("read").is_none());
+    let peeked = store.peek_token(&TokenHash::of("second"), TokenPurpose::ResetPassword, T0).await.expect("read");
+    assert_eq!(peeked.map(|u| u.id), Some(id));
+    assert!(
+        store.peek_token(&TokenHash::of("second"), TokenPurpose::VerifyEmail, T0).await.expect("read").is_none(),
+        "purpose"
+    );
+    let late = T0 + Duration::minutes(11);
+    assert!(
+        store.peek_token(&TokenHash::of("second"), TokenPurpose::ResetPassword, late).await.expect("read").is_none(),
+        "expired"
+    );
+}
+
+pub async fn deleting_an_account_removes_everything_and_queues_goodbye<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "a1").await;
+    let before = store.pending_count().await.expect("count");
+    assert!(store.delete_account(id, mail_to("ada@example.com", "bye")).await.expect("write"));
+    assert!(store.get_user(id).await.expect("read").is_none());
+    assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Dead);
+    assert_eq!(
+        store
+            .rotate_refresh(&TokenHash::of("a1"), refresh("a2", T0 + Duration::days(1)), T0, Duration::ZERO)
+            .await
+            .expect("write"),
+        Rotation::Unknown
+    );
+    assert!(store.consume_verification(&TokenHash::of("t"), T0).await.expect("write").is_none());
+    assert_eq!(store.pending_count().await.expect("count"), before + 1);
+    assert!(!store.delete_account(id, mail_to("ada@example.com", "bye")).await.expect("write"), "already gone");
+    // The address is free again.
+    signup(store, "ada@example.com", "t2").await;
+}
+
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.expect("the store answers");
 }
@@ -393,6 +472,9 @@ macro_rules! store_contract_tests {
             the_outbox_leases_retries_and_forgets_sent_mail,
             the_claim_takes_at_most_the_batch,
             ping_answers,
+            a_password_change_keeps_one_session_and_kills_reset_links,
+            a_newer_reset_link_supersedes_the_older,
+            deleting_an_account_removes_everything_and_queues_goodbye,
             a_superuser_is_created_or_promoted,
             concurrent_verifications_succeed_once,
             concurrent_rotations_of_one_token_rotate_once,

@@ -110,6 +110,27 @@ pub fn already_registered(to: &Email, links: &Links) -> OutgoingMail {
     )
 }
 
+pub fn password_changed(to: &Email, links: &Links) -> OutgoingMail {
+    compose(
+        to,
+        "Your password was changed",
+        &[
+            "The password of your account was just changed, and your other sessions were logged out.",
+            "If this was not you, reset your password at once from the login page.",
+        ],
+        Some(("Log in", &links.login())),
+    )
+}
+
+pub fn goodbye(to: &Email) -> OutgoingMail {
+    compose(
+        to,
+        "Your account was deleted",
+        &["Your account and everything it held were deleted, as you asked. Thank you for having been with us."],
+        None,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,20 +28,27 @@ pub struct NewAccount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenPurpose {
     VerifyEmail,
+    ResetPassword,
+    ChangeEmail,
 }
 
 impl TokenPurpose {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::VerifyEmail => "verify_email",
+            Self::ResetPassword => "reset_password",
+            Self::ChangeEmail => "change_email",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "verify_email" => Some(Self::VerifyEmail),
-            _ => None,
-        }
+        [Self::VerifyEmail, Self::ResetPassword, Self::ChangeEmail].into_iter().find(|p| p.as_str() == raw)
+    }
+
+    /// Whether a newer token of this purpose kills the older ones. Verification
+    /// links stay valid until used; reset and email-change links do not.
+    pub fn supersedes(self) -> bool {
+        !matches!(self, Self::VerifyEmail)
     }
 }
 
@@ -50,6 +57,8 @@ impl TokenPurpose {
 pub struct NewOneTimeToken {
     pub hash: TokenHash,
     pub purpose: TokenPurpose,
+    /// The address an email-change link moves the account to.
+    pub new_email: Option<Email>,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }
@@ -109,6 +118,32 @@ pub trait AccountStore: Send + Sync {
 
     /// Replaces the stored hash (used to upgrade hashes made with old parameters).
     async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError>;
+
+    async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError>;
+
+    /// The user of an unused, unexpired token of the purpose, without spending it.
+    async fn peek_token(
+        &self,
+        token: &TokenHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, PortError>;
+
+    /// Sets a new password chosen by the user: stores the hash, revokes every
+    /// session but `keep`, kills pending reset links, and queues `notice`,
+    /// in one transaction.
+    async fn change_password(
+        &self,
+        id: UserId,
+        hash: PasswordHash,
+        keep: Option<SessionId>,
+        now: OffsetDateTime,
+        notice: OutgoingMail,
+    ) -> Result<(), PortError>;
+
+    /// Deletes the user with their profile, memberships, sessions and pending
+    /// tokens, and queues `goodbye`, in one transaction; false when no such user.
+    async fn delete_account(&self, id: UserId, goodbye: OutgoingMail) -> Result<bool, PortError>;
 
     /// Creates a verified, active superuser and staff member in the `Admin User`
     /// group (and `Regular User`, like every account), or promotes the existing

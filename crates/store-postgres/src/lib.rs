@@ -241,12 +241,65 @@ async fn join_group(conn: &mut AsyncPgConnection, user_id: i64, group: &str) -> 
     Ok(())
 }
 
+/// An unused, unexpired token of the purpose.
+fn live_token(
+    hash: &str,
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> one_time_tokens::BoxedQuery<'static, diesel::pg::Pg> {
+    one_time_tokens::table
+        .filter(one_time_tokens::token_hash.eq(hash.to_owned()))
+        .filter(one_time_tokens::purpose.eq(purpose.as_str()))
+        .filter(one_time_tokens::used_at.is_null())
+        .filter(one_time_tokens::expires_at.gt(now))
+        .into_boxed()
+}
+
+/// Spends every unused token of the purpose that the user holds.
+async fn kill_tokens(
+    conn: &mut AsyncPgConnection,
+    user_id: i64,
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    diesel::update(one_time_tokens::table)
+        .filter(one_time_tokens::user_id.eq(user_id))
+        .filter(one_time_tokens::purpose.eq(purpose.as_str()))
+        .filter(one_time_tokens::used_at.is_null())
+        .set(one_time_tokens::used_at.eq(now))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn credentials(
+    conn: &mut AsyncPgConnection,
+    query: users::BoxedQuery<'static, diesel::pg::Pg>,
+) -> Result<Option<Credentials>, StoreError> {
+    let row = query
+        .select((users::id, users::password_hash, users::is_active, users::is_verified))
+        .first::<(i64, Option<String>, bool, bool)>(conn)
+        .await
+        .optional()?;
+    Ok(row.map(|(id, hash, is_active, is_verified)| Credentials {
+        user_id: UserId(id),
+        password_hash: hash.map(PasswordHash::new),
+        is_active,
+        is_verified,
+    }))
+}
+
+/// Stores a link token; a newer reset or email-change link kills the older ones.
 async fn insert_token(conn: &mut AsyncPgConnection, user_id: i64, token: &NewOneTimeToken) -> Result<(), StoreError> {
+    if token.purpose.supersedes() {
+        kill_tokens(conn, user_id, token.purpose, token.created_at).await?;
+    }
     diesel::insert_into(one_time_tokens::table)
         .values((
             one_time_tokens::token_hash.eq(token.hash.as_str()),
             one_time_tokens::user_id.eq(user_id),
             one_time_tokens::purpose.eq(token.purpose.as_str()),
+            one_time_tokens::new_email.eq(token.new_email.as_ref().map(AsRef::<str>::as_ref)),
             one_time_tokens::created_at.eq(token.created_at),
             one_time_tokens::expires_at.eq(token.expires_at),
         ))
@@ -338,19 +391,8 @@ impl AccountStore for PostgresStore {
 
     async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError> {
         let mut conn = self.conn().await?;
-        let row = users::table
-            .filter(users::email_key.eq(email.as_str()))
-            .select((users::id, users::password_hash, users::is_active, users::is_verified))
-            .first::<(i64, Option<String>, bool, bool)>(&mut conn)
-            .await
-            .optional()
-            .map_err(StoreError::from)?;
-        Ok(row.map(|(id, hash, is_active, is_verified)| Credentials {
-            user_id: UserId(id),
-            password_hash: hash.map(PasswordHash::new),
-            is_active,
-            is_verified,
-        }))
+        Ok(credentials(&mut conn, users::table.filter(users::email_key.eq(email.as_str().to_owned())).into_boxed())
+            .await?)
     }
 
     async fn find_user_by_email(&self, email: &EmailKey) -> Result<Option<User>, PortError> {
@@ -438,6 +480,68 @@ impl AccountStore for PostgresStore {
             .await
             .map_err(StoreError::from)?;
         Ok(())
+    }
+
+    async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError> {
+        let mut conn = self.conn().await?;
+        Ok(credentials(&mut conn, users::table.find(id.0).into_boxed()).await?)
+    }
+
+    async fn peek_token(
+        &self,
+        token: &TokenHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, PortError> {
+        let mut conn = self.conn().await?;
+        let user_id = live_token(token.as_str(), purpose, now)
+            .select(one_time_tokens::user_id)
+            .first::<i64>(&mut conn)
+            .await
+            .optional()
+            .map_err(StoreError::from)?;
+        match user_id {
+            Some(id) => Ok(load_user(&mut conn, id).await?),
+            None => Ok(None),
+        }
+    }
+
+    async fn change_password(
+        &self,
+        id: UserId,
+        hash: PasswordHash,
+        keep: Option<SessionId>,
+        now: OffsetDateTime,
+        notice: OutgoingMail,
+    ) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            diesel::update(users::table.find(id.0)).set(users::password_hash.eq(hash.expose())).execute(conn).await?;
+            diesel::update(sessions::table)
+                .filter(sessions::user_id.eq(id.0))
+                .filter(sessions::id.ne(keep.map_or(Uuid::nil(), |k| k.0)))
+                .filter(sessions::revoked_at.is_null())
+                .set(sessions::revoked_at.eq(now))
+                .execute(conn)
+                .await?;
+            kill_tokens(conn, id.0, TokenPurpose::ResetPassword, now).await?;
+            insert_mail(conn, &notice, now).await
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn delete_account(&self, id: UserId, goodbye: OutgoingMail) -> Result<bool, PortError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let deleted = diesel::delete(users::table.find(id.0)).execute(conn).await?;
+            if deleted > 0 {
+                insert_mail(conn, &goodbye, OffsetDateTime::now_utc()).await?;
+            }
+            Ok(deleted > 0)
+        })
+        .await
+        .map_err(Into::into)
     }
 
     async fn upsert_superuser(&self, email: Email, hash: PasswordHash, now: OffsetDateTime) -> Result<User, PortError> {

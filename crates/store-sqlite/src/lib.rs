@@ -236,12 +236,63 @@ fn join_group(conn: &mut SqliteConnection, user_id: i64, group: &str) -> Result<
     Ok(())
 }
 
+/// An unused, unexpired token of the purpose.
+fn live_token(
+    hash: &str,
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> one_time_tokens::BoxedQuery<'static, diesel::sqlite::Sqlite> {
+    one_time_tokens::table
+        .filter(one_time_tokens::token_hash.eq(hash.to_owned()))
+        .filter(one_time_tokens::purpose.eq(purpose.as_str()))
+        .filter(one_time_tokens::used_at.is_null())
+        .filter(one_time_tokens::expires_at.gt(now))
+        .into_boxed()
+}
+
+/// Spends every unused token of the purpose that the user holds.
+fn kill_tokens(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    diesel::update(one_time_tokens::table)
+        .filter(one_time_tokens::user_id.eq(user_id))
+        .filter(one_time_tokens::purpose.eq(purpose.as_str()))
+        .filter(one_time_tokens::used_at.is_null())
+        .set(one_time_tokens::used_at.eq(now))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn credentials(
+    conn: &mut SqliteConnection,
+    query: users::BoxedQuery<'static, diesel::sqlite::Sqlite>,
+) -> Result<Option<Credentials>, StoreError> {
+    let row = query
+        .select((users::id, users::password_hash, users::is_active, users::is_verified))
+        .first::<(i64, Option<String>, bool, bool)>(conn)
+        .optional()?;
+    Ok(row.map(|(id, hash, is_active, is_verified)| Credentials {
+        user_id: UserId(id),
+        password_hash: hash.map(PasswordHash::new),
+        is_active,
+        is_verified,
+    }))
+}
+
+/// Stores a link token; a newer reset or email-change link kills the older ones.
 fn insert_token(conn: &mut SqliteConnection, user_id: i64, token: &NewOneTimeToken) -> Result<(), StoreError> {
+    if token.purpose.supersedes() {
+        kill_tokens(conn, user_id, token.purpose, token.created_at)?;
+    }
     diesel::insert_into(one_time_tokens::table)
         .values((
             one_time_tokens::token_hash.eq(token.hash.as_str()),
             one_time_tokens::user_id.eq(user_id),
             one_time_tokens::purpose.eq(token.purpose.as_str()),
+            one_time_tokens::new_email.eq(token.new_email.as_ref().map(AsRef::<str>::as_ref)),
             one_time_tokens::created_at.eq(token.created_at),
             one_time_tokens::expires_at.eq(token.expires_at),
         ))
@@ -313,21 +364,9 @@ impl AccountStore for SqliteStore {
 
     async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError> {
         let key = email.as_str().to_owned();
-        self.run(move |conn| {
-            let row = users::table
-                .filter(users::email_key.eq(key))
-                .select((users::id, users::password_hash, users::is_active, users::is_verified))
-                .first::<(i64, Option<String>, bool, bool)>(conn)
-                .optional()?;
-            Ok(row.map(|(id, hash, is_active, is_verified)| Credentials {
-                user_id: UserId(id),
-                password_hash: hash.map(PasswordHash::new),
-                is_active,
-                is_verified,
-            }))
-        })
-        .await
-        .map_err(Into::into)
+        self.run(move |conn| credentials(conn, users::table.filter(users::email_key.eq(key)).into_boxed()))
+            .await
+            .map_err(Into::into)
     }
 
     async fn find_user_by_email(&self, email: &EmailKey) -> Result<Option<User>, PortError> {
@@ -404,6 +443,59 @@ impl AccountStore for SqliteStore {
         self.write(move |conn| {
             diesel::update(users::table.find(id.0)).set(users::password_hash.eq(hash.expose())).execute(conn)?;
             Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError> {
+        self.run(move |conn| credentials(conn, users::table.find(id.0).into_boxed())).await.map_err(Into::into)
+    }
+
+    async fn peek_token(
+        &self,
+        token: &TokenHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, PortError> {
+        let hash = token.as_str().to_owned();
+        self.run(move |conn| {
+            let user_id =
+                live_token(&hash, purpose, now).select(one_time_tokens::user_id).first::<i64>(conn).optional()?;
+            user_id.map_or(Ok(None), |id| load_user(conn, id))
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn change_password(
+        &self,
+        id: UserId,
+        hash: PasswordHash,
+        keep: Option<SessionId>,
+        now: OffsetDateTime,
+        notice: OutgoingMail,
+    ) -> Result<(), PortError> {
+        self.write(move |conn| {
+            diesel::update(users::table.find(id.0)).set(users::password_hash.eq(hash.expose())).execute(conn)?;
+            let others = sessions::table
+                .filter(sessions::user_id.eq(id.0))
+                .filter(sessions::id.ne(keep.map(|k| k.to_string()).unwrap_or_default()));
+            revoke_sessions(conn, others, now)?;
+            kill_tokens(conn, id.0, TokenPurpose::ResetPassword, now)?;
+            insert_mail(conn, &notice, now)
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn delete_account(&self, id: UserId, goodbye: OutgoingMail) -> Result<bool, PortError> {
+        self.write(move |conn| {
+            let deleted = diesel::delete(users::table.find(id.0)).execute(conn)?;
+            if deleted > 0 {
+                insert_mail(conn, &goodbye, now())?;
+            }
+            Ok(deleted > 0)
         })
         .await
         .map_err(Into::into)

@@ -2,10 +2,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use gatehouse_domain::auth::{RawSignup, SignupRequest};
+use gatehouse_domain::auth::{OwnPasswordError, RawSignup, SignupRequest};
 use gatehouse_domain::error::collect;
 use gatehouse_domain::user::{ProfilePatch, RawProfilePatch};
-use gatehouse_domain::{Email, FieldErrors};
+use gatehouse_domain::{Email, FieldErrors, PlainPassword};
 use serde_json::json;
 
 use super::no_store;
@@ -94,4 +94,17 @@ pub async fn update_me(state: web::Data<AppState>, caller: AuthUser, body: JsonB
     })?;
     let user = state.auth.update_me(caller.0.user_id, patch).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+/// 204 once the account and everything it held are gone.
+pub async fn delete_me(state: web::Data<AppState>, caller: AuthUser, body: JsonBody) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let password = fields.required_str("password");
+    fields.finish()?;
+    let password = PlainPassword::parse(&password).map_err(|rule| FieldErrors::single("password", rule.to_string()))?;
+    match state.auth.delete_me(caller.0, &password).await {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(OwnPasswordError::WrongPassword) => Err(ApiError::wrong_password("password")),
+        Err(OwnPasswordError::Port(error)) => Err(error.into()),
+    }
 }

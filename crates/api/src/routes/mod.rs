@@ -1,6 +1,7 @@
 //! The routes of the HTTP contract, and JSON answers for unknown routes and methods.
 
 mod account;
+mod credentials;
 mod health;
 mod sessions;
 mod tokens;
@@ -26,6 +27,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/email/verify/resend"),
     ("GET", "/api/v1/auth/me"),
     ("PATCH", "/api/v1/auth/me"),
+    ("DELETE", "/api/v1/auth/me"),
+    ("POST", "/api/v1/auth/password/change"),
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/auth/logout/all"),
     ("GET", "/api/v1/auth/sessions"),
@@ -44,7 +47,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/token/verify").route(web::post().to(tokens::verify)))
             .service(resource("/email/verify").route(web::post().to(account::verify_email)))
             .service(resource("/email/verify/resend").route(web::post().to(account::resend_verification)))
-            .service(resource("/me").route(web::get().to(account::me)).route(web::patch().to(account::update_me)))
+            .service(
+                resource("/me")
+                    .route(web::get().to(account::me))
+                    .route(web::patch().to(account::update_me))
+                    .route(web::delete().to(account::delete_me)),
+            )
+            .service(resource("/password/change").route(web::post().to(credentials::change_password)))
             .service(resource("/logout").route(web::post().to(tokens::logout)))
             .service(resource("/logout/all").route(web::post().to(tokens::logout_all)))
             .service(resource("/sessions").route(web::get().to(sessions::list)))

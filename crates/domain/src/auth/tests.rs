@@ -574,3 +574,82 @@ async fn revoking_a_session_that_is_not_the_callers_is_not_found() {
     assert!(matches!(service.revoke_own_session(principal, other).await, Err(RevokeSessionError::NotFound)));
     assert!(service.revoke_own_session(principal, sid()).await.is_ok());
 }
+
+// --- own password: change, delete ----------------------------------------
+
+fn principal() -> Principal {
+    Principal { user_id: UserId(1), session_id: sid() }
+}
+
+fn plain(raw: &str) -> PlainPassword {
+    PlainPassword::parse(raw).unwrap()
+}
+
+#[tokio::test]
+async fn change_password_keeps_the_calling_session_and_mails_a_notice() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials_by_id().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$new")));
+    m.accounts
+        .expect_change_password()
+        .withf(|id, hash, keep, now, notice| {
+            *id == UserId(1)
+                && hash.expose() == "$argon2id$new"
+                && *keep == Some(sid())
+                && *now == NOW
+                && notice.subject.contains("password was changed")
+        })
+        .times(1)
+        .returning(|_, _, _, _, _| Ok(()));
+    m.service().change_password(principal(), &plain("old one"), "a brand new passphrase").await.unwrap();
+}
+
+#[tokio::test]
+async fn change_password_refuses_a_wrong_current_password() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials_by_id().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Mismatch));
+    m.accounts.expect_change_password().never();
+    let error = m.service().change_password(principal(), &plain("wrong"), "a brand new passphrase").await.unwrap_err();
+    assert!(matches!(error, ChangePasswordError::WrongPassword));
+}
+
+#[tokio::test]
+async fn change_password_applies_the_policy_to_the_new_one() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials_by_id().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.accounts.expect_change_password().never();
+    let error = m.service().change_password(principal(), &plain("old one"), "password").await.unwrap_err();
+    let ChangePasswordError::Invalid(errors) = error else { panic!("expected a policy error") };
+    assert!(errors.contains("new_password"));
+}
+
+#[tokio::test]
+async fn delete_me_needs_the_password_and_queues_goodbye() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials_by_id().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher
+        .expect_verify()
+        .withf(|p, _| p.expose() == "right")
+        .returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.accounts
+        .expect_delete_account()
+        .withf(|id, mail| *id == UserId(1) && mail.subject.contains("deleted"))
+        .times(1)
+        .returning(|_, _| Ok(true));
+    m.service().delete_me(principal(), &plain("right")).await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_me_with_a_wrong_password_deletes_nothing() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials_by_id().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Mismatch));
+    m.accounts.expect_delete_account().never();
+    assert!(matches!(m.service().delete_me(principal(), &plain("wrong")).await, Err(OwnPasswordError::WrongPassword)));
+}
