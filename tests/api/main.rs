@@ -10,4 +10,5 @@ mod account_flow;
 mod bad_input;
 mod credentials;
 mod database_outage;
+mod reset;
 mod sessions;

@@ -154,6 +154,7 @@ pub fn auth_service(settings: &Settings, stores: &Stores) -> Result<AuthService,
     let policy = AuthPolicy {
         require_verified_email: settings.auth.require_verified_email,
         verification_ttl: time::Duration::seconds(settings.auth.verification_ttl_seconds),
+        reset_ttl: time::Duration::seconds(settings.auth.reset_ttl_seconds),
         refresh_ttl: time::Duration::seconds(settings.auth.refresh_ttl_seconds),
         refresh_grace: time::Duration::seconds(settings.auth.refresh_grace_seconds),
     };

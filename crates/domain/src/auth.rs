@@ -26,6 +26,8 @@ pub struct AuthPolicy {
     /// Block login until the address is verified (and hide known addresses at signup).
     pub require_verified_email: bool,
     pub verification_ttl: Duration,
+    /// How long a password-reset link lives.
+    pub reset_ttl: Duration,
     pub refresh_ttl: Duration,
     /// How long a just-spent refresh token may be presented again without
     /// counting as reuse: several tabs refreshing at once is normal.
@@ -37,6 +39,7 @@ impl Default for AuthPolicy {
         Self {
             require_verified_email: true,
             verification_ttl: Duration::hours(24),
+            reset_ttl: Duration::seconds(600),
             refresh_ttl: Duration::days(1),
             refresh_grace: Duration::seconds(10),
         }
@@ -256,6 +259,17 @@ impl From<OwnPasswordError> for ChangePasswordError {
             OwnPasswordError::Port(error) => Self::Port(error),
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResetPasswordError {
+    /// Unknown, used, expired or superseded.
+    #[error("the reset link is not live")]
+    InvalidToken,
+    #[error("the new password is refused")]
+    Invalid(FieldErrors),
+    #[error(transparent)]
+    Port(#[from] PortError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -540,6 +554,60 @@ impl AuthService {
         self.ports.accounts.change_password(user.id, hash, Some(principal.session_id), now, notice).await?;
         tracing::info!(user_id = %user.id, "password changed");
         Ok(())
+    }
+
+    /// Mails a reset link to a known, active account (verified or not); does
+    /// nothing otherwise. The caller answers the same either way.
+    #[tracing::instrument(skip_all)]
+    pub async fn request_password_reset(&self, email: &Email) -> Result<(), PortError> {
+        let Some(user) = self.ports.accounts.find_user_by_email(&email.key()).await? else {
+            return Ok(());
+        };
+        if !user.is_active {
+            return Ok(());
+        }
+        let now = self.ports.clock.now();
+        let token = self.ports.random.token();
+        let mail = mail::password_reset(&user.email, &self.links, &token, self.policy.reset_ttl.whole_minutes());
+        let record = self.one_time_token(&token, TokenPurpose::ResetPassword, now, self.policy.reset_ttl);
+        self.ports.accounts.issue_token(user.id, record, mail).await?;
+        tracing::info!(user_id = %user.id, "password reset link issued");
+        Ok(())
+    }
+
+    /// Sets a new password through a reset link: single use, and every session ends.
+    #[tracing::instrument(skip_all)]
+    pub async fn confirm_password_reset(
+        &self,
+        presented: &str,
+        new_password: &str,
+    ) -> Result<User, ResetPasswordError> {
+        if presented.is_empty() || presented.len() > MAX_PRESENTED_TOKEN_LEN {
+            return Err(ResetPasswordError::InvalidToken);
+        }
+        let token = TokenHash::of(presented);
+        let now = self.ports.clock.now();
+        let user = self
+            .ports
+            .accounts
+            .peek_token(&token, TokenPurpose::ResetPassword, now)
+            .await?
+            .ok_or(ResetPasswordError::InvalidToken)?;
+        let password = Password::parse(new_password, &personal_words(&user)).map_err(|rules| {
+            let mut errors = FieldErrors::new();
+            rules.iter().for_each(|rule| errors.add("new_password", rule.to_string()));
+            ResetPasswordError::Invalid(errors)
+        })?;
+        let hash = self.ports.hasher.hash(password.plain()).await?;
+        let notice = mail::password_was_reset(&user.email, &self.links);
+        let user = self
+            .ports
+            .accounts
+            .reset_password(&token, hash, now, notice)
+            .await?
+            .ok_or(ResetPasswordError::InvalidToken)?;
+        tracing::info!(user_id = %user.id, "password reset");
+        Ok(user)
     }
 
     /// Deletes the caller's account after checking their password.

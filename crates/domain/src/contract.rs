@@ -375,14 +375,7 @@ pub async fn a_password_change_keeps_one_session_and_kills_reset_links<S: Store>
     let id = signup(store, "ada@example.com", "t").await;
     login(store, id, session_id(1), "a1").await;
     login(store, id, session_id(2), "a2").await;
-    let reset = NewOneTimeToken {
-        hash: TokenHash::of("reset"),
-        purpose: TokenPurpose::ResetPassword,
-        new_email: None,
-        created_at: T0,
-        expires_at: T0 + Duration::minutes(10),
-    };
-    store.issue_token(id, reset, mail_to("ada@example.com", "reset")).await.expect("write");
+    store.issue_token(id, reset_token("reset"), mail_to("ada@example.com", "reset")).await.expect("write");
     let before = store.pending_count().await.expect("count");
     let notice = mail_to("ada@example.com", "changed");
     store
@@ -400,14 +393,7 @@ pub async fn a_password_change_keeps_one_session_and_kills_reset_links<S: Store>
 pub async fn a_newer_reset_link_supersedes_the_older<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
     for token in ["first", "second"] {
-        let reset = NewOneTimeToken {
-            hash: TokenHash::of(token),
-            purpose: TokenPurpose::ResetPassword,
-            new_email: None,
-            created_at: T0,
-            expires_at: T0 + Duration::minutes(10),
-        };
-        store.issue_token(id, reset, mail_to("ada@example.com", token)).await.expect("write");
+        store.issue_token(id, reset_token(token), mail_to("ada@example.com", token)).await.expect("write");
     }
     assert!(store.peek_token(&TokenHash::of("first"), TokenPurpose::ResetPassword, T0).await.expect("read").is_none());
     let peeked = store.peek_token(&TokenHash::of("second"), TokenPurpose::ResetPassword, T0).await.expect("read");
@@ -444,6 +430,61 @@ pub async fn deleting_an_account_removes_everything_and_queues_goodbye<S: Store>
     signup(store, "ada@example.com", "t2").await;
 }
 
+fn reset_token(token: &str) -> NewOneTimeToken {
+    NewOneTimeToken {
+        hash: TokenHash::of(token),
+        purpose: TokenPurpose::ResetPassword,
+        new_email: None,
+        created_at: T0,
+        expires_at: T0 + Duration::minutes(10),
+    }
+}
+
+pub async fn a_reset_sets_the_password_once_verifies_and_ends_every_session<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "a1").await;
+    store.issue_token(id, reset_token("reset"), mail_to("ada@example.com", "reset")).await.expect("write");
+    let notice = mail_to("ada@example.com", "was reset");
+    let user =
+        store.reset_password(&TokenHash::of("reset"), PasswordHash::new("$argon2id$reset"), T0, notice.clone()).await;
+    let user = user.expect("write").expect("the token was live");
+    assert_eq!(user.id, id);
+    assert!(user.is_verified, "the mailbox was proven");
+    assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Dead);
+    let credentials = store.find_credentials_by_id(id).await.expect("read").expect("found");
+    assert_eq!(credentials.password_hash.expect("hash").expose(), "$argon2id$reset");
+    let again = store.reset_password(&TokenHash::of("reset"), PasswordHash::new("$argon2id$again"), T0, notice).await;
+    assert!(again.expect("write").is_none(), "single use");
+}
+
+pub async fn an_expired_reset_token_does_nothing<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    store.issue_token(id, reset_token("reset"), mail_to("ada@example.com", "reset")).await.expect("write");
+    let late = T0 + Duration::minutes(10);
+    let reset = store
+        .reset_password(&TokenHash::of("reset"), PasswordHash::new("$x"), late, mail_to("ada@example.com", "n"))
+        .await;
+    assert!(reset.expect("write").is_none());
+    let credentials = store.find_credentials_by_id(id).await.expect("read").expect("found");
+    assert!(credentials.password_hash.expect("hash").expose().starts_with("$argon2id$"));
+}
+
+pub async fn concurrent_resets_with_one_token_succeed_once<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    store.issue_token(id, reset_token("reset"), mail_to("ada@example.com", "reset")).await.expect("write");
+    let presented = TokenHash::of("reset");
+    let attempts = (0..10).map(|n| {
+        store.reset_password(
+            &presented,
+            PasswordHash::new(format!("$argon2id${n}")),
+            T0,
+            mail_to("ada@example.com", "n"),
+        )
+    });
+    let outcomes = join_all(attempts).await;
+    assert_eq!(outcomes.into_iter().filter(|o| o.as_ref().expect("write").is_some()).count(), 1);
+}
+
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.expect("the store answers");
 }
@@ -472,6 +513,9 @@ macro_rules! store_contract_tests {
             the_outbox_leases_retries_and_forgets_sent_mail,
             the_claim_takes_at_most_the_batch,
             ping_answers,
+            a_reset_sets_the_password_once_verifies_and_ends_every_session,
+            an_expired_reset_token_does_nothing,
+            concurrent_resets_with_one_token_succeed_once,
             a_password_change_keeps_one_session_and_kills_reset_links,
             a_newer_reset_link_supersedes_the_older,
             deleting_an_account_removes_everything_and_queues_goodbye,

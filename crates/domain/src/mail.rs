@@ -122,6 +122,30 @@ pub fn password_changed(to: &Email, links: &Links) -> OutgoingMail {
     )
 }
 
+pub fn password_reset(to: &Email, links: &Links, token: &OpaqueToken, minutes: i64) -> OutgoingMail {
+    compose(
+        to,
+        "Reset your password",
+        &[
+            "Someone, hopefully you, asked to reset the password of your account.",
+            &format!("The link is valid for {minutes} minutes and works once. If you did not ask, ignore this message: your password stays as it is."),
+        ],
+        Some(("Choose a new password", &links.reset_password(token))),
+    )
+}
+
+pub fn password_was_reset(to: &Email, links: &Links) -> OutgoingMail {
+    compose(
+        to,
+        "Your password was reset",
+        &[
+            "The password of your account was just reset through a mailed link, and every session was logged out.",
+            "If this was not you, reset it again at once and check the security of your mailbox.",
+        ],
+        Some(("Log in", &links.login())),
+    )
+}
+
 pub fn goodbye(to: &Email) -> OutgoingMail {
     compose(
         to,

@@ -141,6 +141,19 @@ pub trait AccountStore: Send + Sync {
         notice: OutgoingMail,
     ) -> Result<(), PortError>;
 
+    /// Spends a live reset token and sets the password it was issued for:
+    /// stores the hash, marks the address verified (the mailbox was proven),
+    /// revokes every session, kills other reset links and queues `notice`, in
+    /// one transaction. `None` when the token is not live; of several
+    /// concurrent callers with one token, exactly one gets the user.
+    async fn reset_password(
+        &self,
+        token: &TokenHash,
+        hash: PasswordHash,
+        now: OffsetDateTime,
+        notice: OutgoingMail,
+    ) -> Result<Option<User>, PortError>;
+
     /// Deletes the user with their profile, memberships, sessions and pending
     /// tokens, and queues `goodbye`, in one transaction; false when no such user.
     async fn delete_account(&self, id: UserId, goodbye: OutgoingMail) -> Result<bool, PortError>;

@@ -531,6 +531,47 @@ impl AccountStore for PostgresStore {
         .map_err(Into::into)
     }
 
+    async fn reset_password(
+        &self,
+        token: &TokenHash,
+        hash: PasswordHash,
+        now: OffsetDateTime,
+        notice: OutgoingMail,
+    ) -> Result<Option<User>, PortError> {
+        let token = token.as_str().to_owned();
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let purpose = TokenPurpose::ResetPassword;
+            // The row lock makes concurrent confirms queue; the first spends the token.
+            let user_id = one_time_tokens::table
+                .filter(one_time_tokens::token_hash.eq(&token))
+                .filter(one_time_tokens::purpose.eq(purpose.as_str()))
+                .filter(one_time_tokens::used_at.is_null())
+                .filter(one_time_tokens::expires_at.gt(now))
+                .select(one_time_tokens::user_id)
+                .for_update()
+                .first::<i64>(conn)
+                .await
+                .optional()?;
+            let Some(user_id) = user_id else { return Ok(None) };
+            kill_tokens(conn, user_id, purpose, now).await?;
+            diesel::update(users::table.find(user_id))
+                .set((users::password_hash.eq(hash.expose()), users::is_verified.eq(true)))
+                .execute(conn)
+                .await?;
+            diesel::update(sessions::table)
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::revoked_at.is_null())
+                .set(sessions::revoked_at.eq(now))
+                .execute(conn)
+                .await?;
+            insert_mail(conn, &notice, now).await?;
+            load_user(conn, user_id).await
+        })
+        .await
+        .map_err(Into::into)
+    }
+
     async fn delete_account(&self, id: UserId, goodbye: OutgoingMail) -> Result<bool, PortError> {
         let mut conn = self.conn().await?;
         conn.transaction::<_, StoreError, _>(async move |conn| {

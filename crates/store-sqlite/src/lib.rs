@@ -489,6 +489,33 @@ impl AccountStore for SqliteStore {
         .map_err(Into::into)
     }
 
+    async fn reset_password(
+        &self,
+        token: &TokenHash,
+        hash: PasswordHash,
+        now: OffsetDateTime,
+        notice: OutgoingMail,
+    ) -> Result<Option<User>, PortError> {
+        let token = token.as_str().to_owned();
+        self.write(move |conn| {
+            let purpose = TokenPurpose::ResetPassword;
+            let Some(user_id) =
+                live_token(&token, purpose, now).select(one_time_tokens::user_id).first::<i64>(conn).optional()?
+            else {
+                return Ok(None);
+            };
+            kill_tokens(conn, user_id, purpose, now)?;
+            diesel::update(users::table.find(user_id))
+                .set((users::password_hash.eq(hash.expose()), users::is_verified.eq(true)))
+                .execute(conn)?;
+            revoke_sessions(conn, sessions::table.filter(sessions::user_id.eq(user_id)), now)?;
+            insert_mail(conn, &notice, now)?;
+            load_user(conn, user_id)
+        })
+        .await
+        .map_err(Into::into)
+    }
+
     async fn delete_account(&self, id: UserId, goodbye: OutgoingMail) -> Result<bool, PortError> {
         self.write(move |conn| {
             let deleted = diesel::delete(users::table.find(id.0)).execute(conn)?;

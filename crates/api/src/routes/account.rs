@@ -8,7 +8,7 @@ use gatehouse_domain::user::{ProfilePatch, RawProfilePatch};
 use gatehouse_domain::{Email, FieldErrors, PlainPassword};
 use serde_json::json;
 
-use super::no_store;
+use super::{after_answering, no_store};
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::extract::{AuthUser, Client};
@@ -58,11 +58,7 @@ pub async fn resend_verification(state: web::Data<AppState>, body: JsonBody) -> 
     let email = collect(&mut errors, "email", Email::parse(&email));
     let email = errors.finish(email)?.ok_or_else(|| ApiError::internal("parsed email missing"))?;
     let auth = state.auth.clone();
-    actix_web::rt::spawn(async move {
-        if let Err(error) = auth.resend_verification(&email).await {
-            tracing::warn!(error = &error as &dyn std::error::Error, "resending a verification mail failed");
-        }
-    });
+    after_answering(async move { auth.resend_verification(&email).await }, "resending a verification mail");
     Ok(HttpResponse::Accepted().json(json!({
         "detail": "If this address belongs to an account awaiting verification, a new link is on its way."
     })))

@@ -1,11 +1,13 @@
-//! Changing the password.
+//! Changing and resetting the password.
 
 use actix_web::{web, HttpResponse};
+use gatehouse_domain::auth::ResetPasswordError;
 use gatehouse_domain::error::NON_FIELD_ERRORS;
-use gatehouse_domain::{FieldErrors, PlainPassword};
+use gatehouse_domain::{Email, FieldErrors, PlainPassword};
 use serde_json::json;
 
-use crate::body::Fields;
+use super::after_answering;
+use crate::body::{Fields, JsonBody};
 use crate::error::ApiError;
 use crate::extract::AuthUser;
 use crate::state::AppState;
@@ -23,7 +25,7 @@ fn new_password(fields: &mut Fields) -> String {
 pub async fn change_password(
     state: web::Data<AppState>,
     caller: AuthUser,
-    body: crate::body::JsonBody,
+    body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let old_password = fields.required_str("old_password");
@@ -33,4 +35,30 @@ pub async fn change_password(
         PlainPassword::parse(&old_password).map_err(|rule| FieldErrors::single("old_password", rule.to_string()))?;
     state.auth.change_password(caller.0, &old_password, &new_password).await?;
     Ok(HttpResponse::Ok().json(json!({ "detail": "Your password was changed; your other sessions were logged out." })))
+}
+
+/// Always the same 202, known address or not; the work happens after the answer.
+pub async fn request_reset(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let email = fields.required_str("email");
+    fields.finish()?;
+    let email = Email::parse(&email).map_err(|e| FieldErrors::single("email", e.to_string()))?;
+    let auth = state.auth.clone();
+    after_answering(async move { auth.request_password_reset(&email).await }, "issuing a reset link");
+    Ok(HttpResponse::Accepted().json(json!({
+        "detail": "If this address belongs to an account, a link to reset its password is on its way."
+    })))
+}
+
+pub async fn confirm_reset(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let token = fields.required_str("token");
+    let new_password = new_password(&mut fields);
+    fields.finish()?;
+    match state.auth.confirm_password_reset(&token, &new_password).await {
+        Ok(_) => Ok(HttpResponse::Ok().json(json!({ "detail": "Your password was reset; log in with the new one." }))),
+        Err(ResetPasswordError::InvalidToken) => Err(ApiError::link_token_invalid()),
+        Err(ResetPasswordError::Invalid(errors)) => Err(ApiError::validation(errors)),
+        Err(ResetPasswordError::Port(error)) => Err(error.into()),
+    }
 }

@@ -6,8 +6,11 @@ mod health;
 mod sessions;
 mod tokens;
 
+use std::future::Future;
+
 use actix_web::http::header;
 use actix_web::{web, HttpResponse, Resource};
+use gatehouse_domain::PortError;
 
 use crate::error::ApiError;
 
@@ -29,6 +32,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/auth/me"),
     ("DELETE", "/api/v1/auth/me"),
     ("POST", "/api/v1/auth/password/change"),
+    ("POST", "/api/v1/auth/password/reset"),
+    ("POST", "/api/v1/auth/password/reset/confirm"),
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/auth/logout/all"),
     ("GET", "/api/v1/auth/sessions"),
@@ -54,6 +59,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(account::delete_me)),
             )
             .service(resource("/password/change").route(web::post().to(credentials::change_password)))
+            .service(resource("/password/reset").route(web::post().to(credentials::request_reset)))
+            .service(resource("/password/reset/confirm").route(web::post().to(credentials::confirm_reset)))
             .service(resource("/logout").route(web::post().to(tokens::logout)))
             .service(resource("/logout/all").route(web::post().to(tokens::logout_all)))
             .service(resource("/sessions").route(web::get().to(sessions::list)))
@@ -67,6 +74,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Unknown paths.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
+}
+
+/// Runs `work` after the answer is sent, so that neither the answer nor its
+/// timing tells whether an address is known; failures are logged.
+pub(crate) fn after_answering(work: impl Future<Output = Result<(), PortError>> + 'static, what: &'static str) {
+    actix_web::rt::spawn(async move {
+        if let Err(error) = work.await {
+            tracing::warn!(error = &error as &dyn std::error::Error, "{what} failed");
+        }
+    });
 }
 
 /// Token responses must never be cached by a browser or a proxy.

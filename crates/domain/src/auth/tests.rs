@@ -8,7 +8,7 @@ use crate::ports::{
 };
 use crate::session::SessionInfo;
 use crate::user::Profile;
-use mockall::predicate::eq;
+use mockall::predicate::{always, eq};
 use time::macros::datetime;
 
 const NOW: OffsetDateTime = datetime!(2026-11-21 10:00 UTC);
@@ -652,4 +652,75 @@ async fn delete_me_with_a_wrong_password_deletes_nothing() {
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Mismatch));
     m.accounts.expect_delete_account().never();
     assert!(matches!(m.service().delete_me(principal(), &plain("wrong")).await, Err(OwnPasswordError::WrongPassword)));
+}
+
+// --- password reset ------------------------------------------------------
+
+#[tokio::test]
+async fn a_reset_link_goes_to_known_active_accounts_only() {
+    for (found, mailed) in
+        [(Some(user(1, false)), true), (Some(User { is_active: false, ..user(1, true) }), false), (None, false)]
+    {
+        let mut m = Mocks::new();
+        m.accounts.expect_find_user_by_email().returning(move |_| Ok(found.clone()));
+        m.accounts
+            .expect_issue_token()
+            .withf(|id, token, mail| {
+                *id == UserId(1)
+                    && token.purpose == TokenPurpose::ResetPassword
+                    && token.expires_at == NOW + Duration::seconds(600)
+                    && mail.text.contains("https://app.example.com/reset-password?token=random-token")
+            })
+            .times(usize::from(mailed))
+            .returning(|_, _, _| Ok(()));
+        m.service().request_password_reset(&Email::parse("ada@example.com").unwrap()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_reset_confirm_checks_the_policy_against_the_tokens_user() {
+    let mut m = Mocks::new();
+    m.accounts
+        .expect_peek_token()
+        .withf(|hash, purpose, _| *hash == TokenHash::of("link") && *purpose == TokenPurpose::ResetPassword)
+        .returning(|_, _, _| Ok(Some(user(1, false))));
+    m.accounts.expect_reset_password().never();
+    let error = m.service().confirm_password_reset("link", "ada@example.com").await.unwrap_err();
+    let ResetPasswordError::Invalid(errors) = error else { panic!("expected a policy error") };
+    assert!(errors.contains("new_password"));
+}
+
+#[tokio::test]
+async fn a_reset_confirm_spends_the_token() {
+    let mut m = Mocks::new();
+    m.accounts.expect_peek_token().returning(|_, _, _| Ok(Some(user(1, false))));
+    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$reset")));
+    m.accounts
+        .expect_reset_password()
+        .withf(|hash, new, now, notice| {
+            *hash == TokenHash::of("link")
+                && new.expose() == "$argon2id$reset"
+                && *now == NOW
+                && notice.subject.contains("reset")
+        })
+        .times(1)
+        .returning(|_, _, _, _| Ok(Some(user(1, true))));
+    assert!(m.service().confirm_password_reset("link", "a brand new passphrase").await.unwrap().is_verified);
+}
+
+#[tokio::test]
+async fn a_dead_or_raced_reset_token_is_invalid() {
+    let mut m = Mocks::new();
+    m.accounts.expect_peek_token().with(eq(TokenHash::of("dead")), always(), always()).returning(|_, _, _| Ok(None));
+    m.accounts
+        .expect_peek_token()
+        .with(eq(TokenHash::of("raced")), always(), always())
+        .returning(|_, _, _| Ok(Some(user(1, true))));
+    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$reset")));
+    m.accounts.expect_reset_password().returning(|_, _, _, _| Ok(None));
+    let service = m.service();
+    for token in ["dead", "raced", ""] {
+        let error = service.confirm_password_reset(token, "a brand new passphrase").await.unwrap_err();
+        assert!(matches!(error, ResetPasswordError::InvalidToken), "{token}");
+    }
 }
