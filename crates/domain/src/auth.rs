@@ -329,7 +329,7 @@ impl AuthService {
             }
             Err(CreateAccountError::EmailTaken) if self.policy.require_verified_email => {
                 let notice = mail::already_registered(&request.email, &self.links);
-                self.ports.accounts.enqueue_mail(notice).await?;
+                self.ports.accounts.enqueue_mails(vec![notice]).await?;
                 Ok(SignupOutcome { email: request.email, login: None })
             }
             Err(CreateAccountError::EmailTaken) => Err(SignupError::EmailTaken),
@@ -478,7 +478,7 @@ impl AuthService {
         let token = self.ports.random.token();
         let mail = mail::verification(&user.email, &self.links, &token);
         let record = self.one_time_token(&token, TokenPurpose::VerifyEmail, now, self.policy.verification_ttl);
-        self.ports.accounts.issue_token(user.id, record, mail).await
+        self.ports.accounts.issue_token(user.id, record, vec![mail]).await
     }
 
     pub async fn me(&self, user_id: UserId) -> Result<User, MeError> {
@@ -570,7 +570,7 @@ impl AuthService {
         let token = self.ports.random.token();
         let mail = mail::password_reset(&user.email, &self.links, &token, self.policy.reset_ttl.whole_minutes());
         let record = self.one_time_token(&token, TokenPurpose::ResetPassword, now, self.policy.reset_ttl);
-        self.ports.accounts.issue_token(user.id, record, mail).await?;
+        self.ports.accounts.issue_token(user.id, record, vec![mail]).await?;
         tracing::info!(user_id = %user.id, "password reset link issued");
         Ok(())
     }

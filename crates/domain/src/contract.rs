@@ -152,7 +152,7 @@ pub async fn an_expired_or_unknown_verification_token_does_nothing<S: Store>(sto
 pub async fn a_reissued_verification_token_also_works<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "first").await;
     store
-        .issue_token(id, verification("second", T0 + Duration::hours(24)), mail_to("ada@example.com", "again"))
+        .issue_token(id, verification("second", T0 + Duration::hours(24)), vec![mail_to("ada@example.com", "again")])
         .await
         .expect("write");
     assert_eq!(store.pending_count().await.expect("count"), 2);
@@ -317,8 +317,8 @@ pub async fn a_password_hash_can_be_replaced<S: Store>(store: &S) {
 }
 
 pub async fn the_outbox_leases_retries_and_forgets_sent_mail<S: Store>(store: &S) {
-    store.enqueue_mail(mail_to("first@example.com", "one")).await.expect("write");
-    store.enqueue_mail(mail_to("second@example.com", "two")).await.expect("write");
+    store.enqueue_mails(vec![mail_to("first@example.com", "one")]).await.expect("write");
+    store.enqueue_mails(vec![mail_to("second@example.com", "two")]).await.expect("write");
     let now = OffsetDateTime::now_utc() + Duration::seconds(1);
     let claimed = store.claim_due(now, now + Duration::minutes(2), 10).await.expect("write");
     assert_eq!(claimed.iter().map(|m| m.mail.subject.as_str()).collect::<Vec<_>>(), ["one", "two"]);
@@ -344,7 +344,7 @@ pub async fn the_outbox_leases_retries_and_forgets_sent_mail<S: Store>(store: &S
 
 pub async fn the_claim_takes_at_most_the_batch<S: Store>(store: &S) {
     for n in 0..5 {
-        store.enqueue_mail(mail_to("a@example.com", &format!("m{n}"))).await.expect("write");
+        store.enqueue_mails(vec![mail_to("a@example.com", &format!("m{n}"))]).await.expect("write");
     }
     let now = OffsetDateTime::now_utc() + Duration::seconds(1);
     assert_eq!(store.claim_due(now, now + Duration::minutes(1), 3).await.expect("write").len(), 3);
@@ -375,7 +375,7 @@ pub async fn a_password_change_keeps_one_session_and_kills_reset_links<S: Store>
     let id = signup(store, "ada@example.com", "t").await;
     login(store, id, session_id(1), "a1").await;
     login(store, id, session_id(2), "a2").await;
-    store.issue_token(id, reset_token("reset"), mail_to("ada@example.com", "reset")).await.expect("write");
+    store.issue_token(id, reset_token("reset"), vec![mail_to("ada@example.com", "reset")]).await.expect("write");
     let before = store.pending_count().await.expect("count");
     let notice = mail_to("ada@example.com", "changed");
     store
@@ -393,7 +393,7 @@ pub async fn a_password_change_keeps_one_session_and_kills_reset_links<S: Store>
 pub async fn a_newer_reset_link_supersedes_the_older<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
     for token in ["first", "second"] {
-        store.issue_token(id, reset_token(token), mail_to("ada@example.com", token)).await.expect("write");
+        store.issue_token(id, reset_token(token), vec![mail_to("ada@example.com", token)]).await.expect("write");
     }
     assert!(store.peek_token(&TokenHash::of("first"), TokenPurpose::ResetPassword, T0).await.expect("read").is_none());
     let peeked = store.peek_token(&TokenHash::of("second"), TokenPurpose::ResetPassword, T0).await.expect("read");
@@ -443,7 +443,7 @@ fn reset_token(token: &str) -> NewOneTimeToken {
 pub async fn a_reset_sets_the_password_once_verifies_and_ends_every_session<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
     login(store, id, session_id(1), "a1").await;
-    store.issue_token(id, reset_token("reset"), mail_to("ada@example.com", "reset")).await.expect("write");
+    store.issue_token(id, reset_token("reset"), vec![mail_to("ada@example.com", "reset")]).await.expect("write");
     let notice = mail_to("ada@example.com", "was reset");
     let user =
         store.reset_password(&TokenHash::of("reset"), PasswordHash::new("$argon2id$reset"), T0, notice.clone()).await;
@@ -459,7 +459,7 @@ pub async fn a_reset_sets_the_password_once_verifies_and_ends_every_session<S: S
 
 pub async fn an_expired_reset_token_does_nothing<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
-    store.issue_token(id, reset_token("reset"), mail_to("ada@example.com", "reset")).await.expect("write");
+    store.issue_token(id, reset_token("reset"), vec![mail_to("ada@example.com", "reset")]).await.expect("write");
     let late = T0 + Duration::minutes(10);
     let reset = store
         .reset_password(&TokenHash::of("reset"), PasswordHash::new("$x"), late, mail_to("ada@example.com", "n"))
@@ -471,7 +471,7 @@ pub async fn an_expired_reset_token_does_nothing<S: Store>(store: &S) {
 
 pub async fn concurrent_resets_with_one_token_succeed_once<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
-    store.issue_token(id, reset_token("reset"), mail_to("ada@example.com", "reset")).await.expect("write");
+    store.issue_token(id, reset_token("reset"), vec![mail_to("ada@example.com", "reset")]).await.expect("write");
     let presented = TokenHash::of("reset");
     let attempts = (0..10).map(|n| {
         store.reset_password(

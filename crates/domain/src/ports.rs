@@ -96,11 +96,16 @@ pub trait AccountStore: Send + Sync {
         mail: OutgoingMail,
     ) -> Result<User, CreateAccountError>;
 
-    /// Stores a one-time token for the user and queues its mail together.
-    async fn issue_token(&self, user_id: UserId, token: NewOneTimeToken, mail: OutgoingMail) -> Result<(), PortError>;
+    /// Stores a one-time token for the user and queues its mails together.
+    async fn issue_token(
+        &self,
+        user_id: UserId,
+        token: NewOneTimeToken,
+        mails: Vec<OutgoingMail>,
+    ) -> Result<(), PortError>;
 
-    /// Queues a mail on its own.
-    async fn enqueue_mail(&self, mail: OutgoingMail) -> Result<(), PortError>;
+    /// Queues mails on their own, together.
+    async fn enqueue_mails(&self, mails: Vec<OutgoingMail>) -> Result<(), PortError>;
 
     async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError>;
 

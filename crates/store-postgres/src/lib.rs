@@ -374,19 +374,35 @@ impl AccountStore for PostgresStore {
         .map_err(Into::into)
     }
 
-    async fn issue_token(&self, user_id: UserId, token: NewOneTimeToken, mail: OutgoingMail) -> Result<(), PortError> {
+    async fn issue_token(
+        &self,
+        user_id: UserId,
+        token: NewOneTimeToken,
+        mails: Vec<OutgoingMail>,
+    ) -> Result<(), PortError> {
         let mut conn = self.conn().await?;
         conn.transaction::<_, StoreError, _>(async move |conn| {
             insert_token(conn, user_id.0, &token).await?;
-            insert_mail(conn, &mail, token.created_at).await
+            for mail in &mails {
+                insert_mail(conn, mail, token.created_at).await?;
+            }
+            Ok(())
         })
         .await
         .map_err(Into::into)
     }
 
-    async fn enqueue_mail(&self, mail: OutgoingMail) -> Result<(), PortError> {
+    async fn enqueue_mails(&self, mails: Vec<OutgoingMail>) -> Result<(), PortError> {
         let mut conn = self.conn().await?;
-        insert_mail(&mut conn, &mail, OffsetDateTime::now_utc()).await.map_err(Into::into)
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let now = OffsetDateTime::now_utc();
+            for mail in &mails {
+                insert_mail(conn, mail, now).await?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
     }
 
     async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError> {

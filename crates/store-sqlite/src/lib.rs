@@ -349,17 +349,27 @@ impl AccountStore for SqliteStore {
         .map_err(Into::into)
     }
 
-    async fn issue_token(&self, user_id: UserId, token: NewOneTimeToken, mail: OutgoingMail) -> Result<(), PortError> {
+    async fn issue_token(
+        &self,
+        user_id: UserId,
+        token: NewOneTimeToken,
+        mails: Vec<OutgoingMail>,
+    ) -> Result<(), PortError> {
         self.write(move |conn| {
             insert_token(conn, user_id.0, &token)?;
-            insert_mail(conn, &mail, token.created_at)
+            mails.iter().try_for_each(|mail| insert_mail(conn, mail, token.created_at))
         })
         .await
         .map_err(Into::into)
     }
 
-    async fn enqueue_mail(&self, mail: OutgoingMail) -> Result<(), PortError> {
-        self.write(move |conn| insert_mail(conn, &mail, now())).await.map_err(Into::into)
+    async fn enqueue_mails(&self, mails: Vec<OutgoingMail>) -> Result<(), PortError> {
+        self.write(move |conn| {
+            let now = now();
+            mails.iter().try_for_each(|mail| insert_mail(conn, mail, now))
+        })
+        .await
+        .map_err(Into::into)
     }
 
     async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError> {

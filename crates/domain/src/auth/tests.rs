@@ -179,8 +179,10 @@ async fn signup_with_a_known_address_mails_its_owner_and_answers_the_same() {
     m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$new")));
     m.accounts.expect_create_account().returning(|_, _, _| Err(CreateAccountError::EmailTaken));
     m.accounts
-        .expect_enqueue_mail()
-        .withf(|mail| mail.subject.contains("tried to sign up") && !mail.text.contains("token="))
+        .expect_enqueue_mails()
+        .withf(|mails| {
+            mails.len() == 1 && mails[0].subject.contains("tried to sign up") && !mails[0].text.contains("token=")
+        })
         .times(1)
         .returning(|_| Ok(()));
     let outcome = m.service().signup(signup_request(), ClientInfo::default()).await.unwrap();
@@ -468,7 +470,7 @@ async fn resend_mails_an_unverified_account() {
     m.accounts
         .expect_issue_token()
         .withf(|id, token, mail| {
-            *id == UserId(1) && token.purpose == TokenPurpose::VerifyEmail && mail.text.contains("random-token")
+            *id == UserId(1) && token.purpose == TokenPurpose::VerifyEmail && mail[0].text.contains("random-token")
         })
         .times(1)
         .returning(|_, _, _| Ok(()));
@@ -665,11 +667,11 @@ async fn a_reset_link_goes_to_known_active_accounts_only() {
         m.accounts.expect_find_user_by_email().returning(move |_| Ok(found.clone()));
         m.accounts
             .expect_issue_token()
-            .withf(|id, token, mail| {
+            .withf(|id, token, mails| {
                 *id == UserId(1)
                     && token.purpose == TokenPurpose::ResetPassword
                     && token.expires_at == NOW + Duration::seconds(600)
-                    && mail.text.contains("https://app.example.com/reset-password?token=random-token")
+                    && mails[0].text.contains("https://app.example.com/reset-password?token=random-token")
             })
             .times(usize::from(mailed))
             .returning(|_, _, _| Ok(()));
