@@ -10,5 +10,6 @@ mod account_flow;
 mod bad_input;
 mod credentials;
 mod database_outage;
+mod email_change;
 mod reset;
 mod sessions;

@@ -260,6 +260,8 @@ impl From<VerifyEmailError> for ApiError {
     fn from(error: VerifyEmailError) -> Self {
         match error {
             VerifyEmailError::InvalidToken => Self::link_token_invalid(),
+            // The holder of the link owns the new mailbox, so telling them is safe.
+            VerifyEmailError::AddressTaken => Self::email_taken(),
             VerifyEmailError::Port(error) => error.into(),
         }
     }

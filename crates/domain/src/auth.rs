@@ -9,8 +9,8 @@ use crate::error::{collect, FieldErrors, PortError, NON_FIELD_ERRORS};
 use crate::mail::{self, Links};
 use crate::password::{Password, PlainPassword};
 use crate::ports::{
-    AccessClaims, AccessTokenError, AccessTokens, AccountStore, Clock, CreateAccountError, NewAccount, NewOneTimeToken,
-    PasswordCheck, PasswordHasher, Random, SessionStore, TokenPurpose,
+    AccessClaims, AccessTokenError, AccessTokens, AccountStore, Clock, CreateAccountError, EmailConfirmation,
+    NewAccount, NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, TokenPurpose,
 };
 use crate::session::{
     ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionInfo, SessionState, TokenHash,
@@ -223,6 +223,9 @@ pub enum AuthenticateError {
 pub enum VerifyEmailError {
     #[error("the link token is unknown, used or expired")]
     InvalidToken,
+    /// An email change whose new address another account took meanwhile.
+    #[error("the new address belongs to another account")]
+    AddressTaken,
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -268,6 +271,16 @@ pub enum ResetPasswordError {
     InvalidToken,
     #[error("the new password is refused")]
     Invalid(FieldErrors),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmailChangeError {
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("the new address is the current one")]
+    SameAddress,
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -454,12 +467,11 @@ impl AuthService {
             return Err(VerifyEmailError::InvalidToken);
         }
         let now = self.ports.clock.now();
-        let user = self
-            .ports
-            .accounts
-            .consume_verification(&TokenHash::of(presented), now)
-            .await?
-            .ok_or(VerifyEmailError::InvalidToken)?;
+        let user = match self.ports.accounts.confirm_email(&TokenHash::of(presented), now).await? {
+            EmailConfirmation::Verified(user) | EmailConfirmation::Changed(user) => user,
+            EmailConfirmation::AddressTaken => return Err(VerifyEmailError::AddressTaken),
+            EmailConfirmation::NotLive => return Err(VerifyEmailError::InvalidToken),
+        };
         tracing::info!(user_id = %user.id, "email verified");
         Ok(user)
     }
@@ -608,6 +620,43 @@ impl AuthService {
             .ok_or(ResetPasswordError::InvalidToken)?;
         tracing::info!(user_id = %user.id, "password reset");
         Ok(user)
+    }
+
+    /// Starts moving the caller's account to a new address: the new mailbox
+    /// gets a link, the old one a notice at once. A new address that belongs
+    /// to someone else gets a notice instead of a link, and the caller the
+    /// same answer.
+    #[tracing::instrument(skip_all, fields(user_id = %principal.user_id))]
+    pub async fn request_email_change(
+        &self,
+        principal: Principal,
+        new_email: Email,
+        password: &PlainPassword,
+    ) -> Result<(), EmailChangeError> {
+        self.check_own_password(principal.user_id, password).await.map_err(|error| match error {
+            OwnPasswordError::WrongPassword => EmailChangeError::WrongPassword,
+            OwnPasswordError::Port(error) => EmailChangeError::Port(error),
+        })?;
+        let user = self.me(principal.user_id).await.map_err(|_| EmailChangeError::WrongPassword)?;
+        if new_email.key() == user.email.key() {
+            return Err(EmailChangeError::SameAddress);
+        }
+        let notice = mail::address_change_requested(&user.email, &new_email, &self.links);
+        if self.ports.accounts.find_credentials(&new_email.key()).await?.is_some() {
+            let warning = mail::address_in_use(&new_email, &self.links);
+            self.ports.accounts.enqueue_mails(vec![notice, warning]).await?;
+            return Ok(());
+        }
+        let now = self.ports.clock.now();
+        let token = self.ports.random.token();
+        let link = mail::confirm_new_address(&new_email, &self.links, &token);
+        let record = NewOneTimeToken {
+            new_email: Some(new_email),
+            ..self.one_time_token(&token, TokenPurpose::ChangeEmail, now, self.policy.verification_ttl)
+        };
+        self.ports.accounts.issue_token(user.id, record, vec![link, notice]).await?;
+        tracing::info!(user_id = %user.id, "email change requested");
+        Ok(())
     }
 
     /// Deletes the caller's account after checking their password.

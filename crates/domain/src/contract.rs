@@ -11,7 +11,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::mail::OutgoingMail;
 use crate::ports::{
-    AccountStore, CreateAccountError, NewAccount, NewOneTimeToken, Outbox, SessionStore, StoreHealth, TokenPurpose,
+    AccountStore, CreateAccountError, EmailConfirmation, NewAccount, NewOneTimeToken, Outbox, SessionStore,
+    StoreHealth, TokenPurpose,
 };
 use crate::session::{ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, TokenHash};
 use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -50,6 +51,18 @@ fn verification(token: &str, expires_at: OffsetDateTime) -> NewOneTimeToken {
         created_at: T0,
         expires_at,
     }
+}
+
+/// The user a verification link verified, if it did.
+async fn verified_user<S: Store>(
+    store: &S,
+    token: &TokenHash,
+    now: OffsetDateTime,
+) -> Result<Option<crate::User>, crate::PortError> {
+    Ok(match store.confirm_email(token, now).await? {
+        EmailConfirmation::Verified(user) => Some(user),
+        _ => None,
+    })
 }
 
 async fn signup<S: Store>(store: &S, address: &str, token: &str) -> UserId {
@@ -115,7 +128,7 @@ pub async fn an_address_taken_in_any_case_is_refused_and_nothing_is_left<S: Stor
         .await;
     assert!(matches!(second, Err(CreateAccountError::EmailTaken)));
     assert_eq!(store.pending_count().await.expect("count"), 1, "the refused signup queued no mail");
-    assert!(store.consume_verification(&TokenHash::of("second"), T0).await.expect("read").is_none());
+    assert!(verified_user(store, &TokenHash::of("second"), T0).await.expect("read").is_none());
 }
 
 pub async fn unknown_users_and_addresses_are_none<S: Store>(store: &S) {
@@ -132,20 +145,17 @@ pub async fn find_user_by_email_ignores_case<S: Store>(store: &S) {
 
 pub async fn a_verification_token_works_once_and_marks_the_user_verified<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "tok").await;
-    let verified = store.consume_verification(&TokenHash::of("tok"), T0 + Duration::hours(1)).await.expect("write");
+    let verified = verified_user(store, &TokenHash::of("tok"), T0 + Duration::hours(1)).await.expect("write");
     assert_eq!(verified.as_ref().map(|u| (u.id, u.is_verified)), Some((id, true)));
-    assert!(store.consume_verification(&TokenHash::of("tok"), T0 + Duration::hours(1)).await.expect("write").is_none());
+    assert!(verified_user(store, &TokenHash::of("tok"), T0 + Duration::hours(1)).await.expect("write").is_none());
     assert!(store.get_user(id).await.expect("read").expect("found").is_verified);
 }
 
 pub async fn an_expired_or_unknown_verification_token_does_nothing<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "tok").await;
-    assert!(store
-        .consume_verification(&TokenHash::of("tok"), T0 + Duration::hours(25))
-        .await
-        .expect("write")
-        .is_none());
-    assert!(store.consume_verification(&TokenHash::of("nope"), T0).await.expect("write").is_none());
+    let late = T0 + Duration::hours(25);
+    assert!(verified_user(store, &TokenHash::of("tok"), late).await.expect("write").is_none());
+    assert!(verified_user(store, &TokenHash::of("nope"), T0).await.expect("write").is_none());
     assert!(!store.get_user(id).await.expect("read").expect("found").is_verified);
 }
 
@@ -156,15 +166,15 @@ pub async fn a_reissued_verification_token_also_works<S: Store>(store: &S) {
         .await
         .expect("write");
     assert_eq!(store.pending_count().await.expect("count"), 2);
-    assert!(store.consume_verification(&TokenHash::of("second"), T0).await.expect("write").is_some());
+    assert!(verified_user(store, &TokenHash::of("second"), T0).await.expect("write").is_some());
     // The address is proven: the older link is spent with it.
-    assert!(store.consume_verification(&TokenHash::of("first"), T0).await.expect("write").is_none());
+    assert!(verified_user(store, &TokenHash::of("first"), T0).await.expect("write").is_none());
 }
 
 pub async fn concurrent_verifications_succeed_once<S: Store>(store: &S) {
     signup(store, "ada@example.com", "tok").await;
     let presented = TokenHash::of("tok");
-    let attempts = (0..10).map(|_| store.consume_verification(&presented, T0));
+    let attempts = (0..10).map(|_| verified_user(store, &presented, T0));
     let outcomes = join_all(attempts).await;
     let successes = outcomes.into_iter().filter(|outcome| outcome.as_ref().expect("write").is_some()).count();
     assert_eq!(successes, 1);
@@ -423,7 +433,7 @@ pub async fn deleting_an_account_removes_everything_and_queues_goodbye<S: Store>
             .expect("write"),
         Rotation::Unknown
     );
-    assert!(store.consume_verification(&TokenHash::of("t"), T0).await.expect("write").is_none());
+    assert!(verified_user(store, &TokenHash::of("t"), T0).await.expect("write").is_none());
     assert_eq!(store.pending_count().await.expect("count"), before + 1);
     assert!(!store.delete_account(id, mail_to("ada@example.com", "bye")).await.expect("write"), "already gone");
     // The address is free again.
@@ -485,6 +495,56 @@ pub async fn concurrent_resets_with_one_token_succeed_once<S: Store>(store: &S) 
     assert_eq!(outcomes.into_iter().filter(|o| o.as_ref().expect("write").is_some()).count(), 1);
 }
 
+fn change_token(token: &str, to: &str) -> NewOneTimeToken {
+    NewOneTimeToken {
+        hash: TokenHash::of(token),
+        purpose: TokenPurpose::ChangeEmail,
+        new_email: Some(email(to)),
+        created_at: T0,
+        expires_at: T0 + Duration::hours(24),
+    }
+}
+
+pub async fn an_email_change_link_moves_the_account_and_kills_other_links<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "verify").await;
+    store.issue_token(id, reset_token("reset"), vec![]).await.expect("write");
+    store.issue_token(id, change_token("old-change", "ada@old.example.com"), vec![]).await.expect("write");
+    store
+        .issue_token(id, change_token("change", "Ada@New.Example.com"), vec![mail_to("Ada@new.example.com", "c")])
+        .await
+        .expect("write");
+    assert_eq!(
+        store.confirm_email(&TokenHash::of("old-change"), T0).await.expect("write"),
+        EmailConfirmation::NotLive,
+        "superseded"
+    );
+    let EmailConfirmation::Changed(user) = store.confirm_email(&TokenHash::of("change"), T0).await.expect("write")
+    else {
+        panic!("the change link was live");
+    };
+    assert_eq!(user.email.as_ref(), "Ada@new.example.com");
+    assert!(user.is_verified);
+    assert!(store.find_credentials(&email("ada@NEW.example.com").key()).await.expect("read").is_some());
+    assert!(
+        store.find_credentials(&email("ada@example.com").key()).await.expect("read").is_none(),
+        "old address freed"
+    );
+    assert_eq!(store.confirm_email(&TokenHash::of("change"), T0).await.expect("write"), EmailConfirmation::NotLive);
+    assert!(store.peek_token(&TokenHash::of("reset"), TokenPurpose::ResetPassword, T0).await.expect("read").is_none());
+    assert_eq!(store.confirm_email(&TokenHash::of("verify"), T0).await.expect("write"), EmailConfirmation::NotLive);
+}
+
+pub async fn an_email_change_to_an_address_taken_meanwhile_changes_nothing<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t1").await;
+    store.issue_token(id, change_token("change", "grace@example.com"), vec![]).await.expect("write");
+    signup(store, "GRACE@example.com", "t2").await;
+    assert_eq!(
+        store.confirm_email(&TokenHash::of("change"), T0).await.expect("write"),
+        EmailConfirmation::AddressTaken
+    );
+    assert_eq!(store.get_user(id).await.expect("read").expect("found").email.as_ref(), "ada@example.com");
+}
+
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.expect("the store answers");
 }
@@ -513,6 +573,8 @@ macro_rules! store_contract_tests {
             the_outbox_leases_retries_and_forgets_sent_mail,
             the_claim_takes_at_most_the_batch,
             ping_answers,
+            an_email_change_link_moves_the_account_and_kills_other_links,
+            an_email_change_to_an_address_taken_meanwhile_changes_nothing,
             a_reset_sets_the_password_once_verifies_and_ends_every_session,
             an_expired_reset_token_does_nothing,
             concurrent_resets_with_one_token_succeed_once,

@@ -146,6 +146,45 @@ pub fn password_was_reset(to: &Email, links: &Links) -> OutgoingMail {
     )
 }
 
+/// To the new address: the link that makes the change.
+pub fn confirm_new_address(to: &Email, links: &Links, token: &OpaqueToken) -> OutgoingMail {
+    compose(
+        to,
+        "Confirm your new email address",
+        &[
+            "Someone, hopefully you, asked to move their account to this address.",
+            "The address changes only when this link is used. If you did not ask, ignore this message.",
+        ],
+        Some(("Confirm this address", &links.verify_email(token))),
+    )
+}
+
+/// To the old address, at once: a change was asked for.
+pub fn address_change_requested(to: &Email, new_address: &Email, links: &Links) -> OutgoingMail {
+    compose(
+        to,
+        "A change of your email address was requested",
+        &[
+            &format!("Someone with your password asked to move your account to {new_address}. It changes once that mailbox confirms."),
+            "If this was not you, change your password at once.",
+        ],
+        Some(("Log in", &links.login())),
+    )
+}
+
+/// To a new address that another account already holds, so the requester learns nothing.
+pub fn address_in_use(to: &Email, links: &Links) -> OutgoingMail {
+    compose(
+        to,
+        "Someone tried to use your address",
+        &[
+            "Someone tried to move another account to this address, which already has an account. Nothing was changed.",
+            "If this was you, log in to the account that has this address instead.",
+        ],
+        Some(("Log in", &links.login())),
+    )
+}
+
 pub fn goodbye(to: &Email) -> OutgoingMail {
     compose(
         to,

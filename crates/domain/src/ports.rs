@@ -72,6 +72,17 @@ pub struct Credentials {
     pub is_verified: bool,
 }
 
+/// What spending a mailbox-proving link did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailConfirmation {
+    Verified(User),
+    Changed(User),
+    /// The new address of an email change belongs to another account by now.
+    AddressTaken,
+    /// Unknown, used, expired or superseded.
+    NotLive,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CreateAccountError {
     /// Another account holds this address (compared case-insensitively).
@@ -113,10 +124,11 @@ pub trait AccountStore: Send + Sync {
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, PortError>;
 
-    /// Spends an unused, unexpired email-verification token and marks its
-    /// user verified, atomically; `None` when the token is not live. MUST
-    /// succeed for exactly one of several concurrent callers.
-    async fn consume_verification(&self, token: &TokenHash, now: OffsetDateTime) -> Result<Option<User>, PortError>;
+    /// Spends an unused, unexpired link token that proves a mailbox, atomically:
+    /// a verification link marks its user verified; an email-change link moves
+    /// the account to its new address (verified) and kills the user's other
+    /// change and reset links. Of several concurrent callers, one succeeds.
+    async fn confirm_email(&self, token: &TokenHash, now: OffsetDateTime) -> Result<EmailConfirmation, PortError>;
 
     /// Applies a profile patch; `None` when the user does not exist.
     async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> Result<Option<User>, PortError>;

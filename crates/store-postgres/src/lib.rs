@@ -19,8 +19,8 @@ use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, Ru
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
-    AccountStore, CreateAccountError, Credentials, NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore,
-    StoreHealth, TokenPurpose,
+    AccountStore, CreateAccountError, Credentials, EmailConfirmation, NewAccount, NewOneTimeToken, Outbox, QueuedMail,
+    SessionStore, StoreHealth, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -431,35 +431,66 @@ impl AccountStore for PostgresStore {
         Ok(load_user(&mut conn, id.0).await?)
     }
 
-    async fn consume_verification(&self, token: &TokenHash, now: OffsetDateTime) -> Result<Option<User>, PortError> {
+    async fn confirm_email(&self, token: &TokenHash, now: OffsetDateTime) -> Result<EmailConfirmation, PortError> {
         let hash = token.as_str().to_owned();
         let mut conn = self.conn().await?;
-        conn.transaction::<_, StoreError, _>(async move |conn| {
-            let purpose = TokenPurpose::VerifyEmail.as_str();
-            let user_id = one_time_tokens::table
-                .filter(one_time_tokens::token_hash.eq(&hash))
-                .filter(one_time_tokens::purpose.eq(purpose))
-                .filter(one_time_tokens::used_at.is_null())
-                .filter(one_time_tokens::expires_at.gt(now))
-                .select(one_time_tokens::user_id)
-                .for_update()
-                .first::<i64>(conn)
-                .await
-                .optional()?;
-            let Some(user_id) = user_id else { return Ok(None) };
-            // Every verification link of the user is spent: the address is proven.
-            diesel::update(one_time_tokens::table)
-                .filter(one_time_tokens::user_id.eq(user_id))
-                .filter(one_time_tokens::purpose.eq(purpose))
-                .filter(one_time_tokens::used_at.is_null())
-                .set(one_time_tokens::used_at.eq(now))
-                .execute(conn)
-                .await?;
-            diesel::update(users::table.find(user_id)).set(users::is_verified.eq(true)).execute(conn).await?;
-            load_user(conn, user_id).await
-        })
-        .await
-        .map_err(Into::into)
+        let outcome = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                let purposes = [TokenPurpose::VerifyEmail.as_str(), TokenPurpose::ChangeEmail.as_str()];
+                let found = one_time_tokens::table
+                    .filter(one_time_tokens::token_hash.eq(&hash))
+                    .filter(one_time_tokens::purpose.eq_any(purposes))
+                    .filter(one_time_tokens::used_at.is_null())
+                    .filter(one_time_tokens::expires_at.gt(now))
+                    .select((one_time_tokens::user_id, one_time_tokens::purpose, one_time_tokens::new_email))
+                    .for_update()
+                    .first::<(i64, String, Option<String>)>(conn)
+                    .await
+                    .optional()?;
+                let Some((user_id, purpose, new_email)) = found else { return Ok(EmailConfirmation::NotLive) };
+                // Every verification link of the user is spent either way: a mailbox is proven.
+                kill_tokens(conn, user_id, TokenPurpose::VerifyEmail, now).await?;
+                match (TokenPurpose::parse(&purpose), new_email) {
+                    (Some(TokenPurpose::ChangeEmail), Some(new_email)) => {
+                        let new_email = Email::from_trusted(new_email);
+                        let key = new_email.key();
+                        let taken = users::table
+                            .filter(users::email_key.eq(key.as_str()))
+                            .filter(users::id.ne(user_id))
+                            .select(users::id)
+                            .first::<i64>(conn)
+                            .await
+                            .optional()?;
+                        if taken.is_some() {
+                            return Ok(EmailConfirmation::AddressTaken);
+                        }
+                        diesel::update(users::table.find(user_id))
+                            .set((
+                                users::email.eq(new_email.as_ref()),
+                                users::email_key.eq(key.as_str()),
+                                users::is_verified.eq(true),
+                            ))
+                            .execute(conn)
+                            .await?;
+                        kill_tokens(conn, user_id, TokenPurpose::ChangeEmail, now).await?;
+                        kill_tokens(conn, user_id, TokenPurpose::ResetPassword, now).await?;
+                        Ok(EmailConfirmation::Changed(require_user(conn, user_id).await?))
+                    }
+                    _ => {
+                        diesel::update(users::table.find(user_id))
+                            .set(users::is_verified.eq(true))
+                            .execute(conn)
+                            .await?;
+                        Ok(EmailConfirmation::Verified(require_user(conn, user_id).await?))
+                    }
+                }
+            })
+            .await;
+        match outcome {
+            // Another account took the address between the check and the update.
+            Err(StoreError::EmailTaken) => Ok(EmailConfirmation::AddressTaken),
+            other => other.map_err(Into::into),
+        }
     }
 
     async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> Result<Option<User>, PortError> {

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use gatehouse_domain::auth::{OwnPasswordError, RawSignup, SignupRequest};
+use gatehouse_domain::auth::{EmailChangeError, OwnPasswordError, RawSignup, SignupRequest};
 use gatehouse_domain::error::collect;
 use gatehouse_domain::user::{ProfilePatch, RawProfilePatch};
 use gatehouse_domain::{Email, FieldErrors, PlainPassword};
@@ -102,5 +102,33 @@ pub async fn delete_me(state: web::Data<AppState>, caller: AuthUser, body: JsonB
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
         Err(OwnPasswordError::WrongPassword) => Err(ApiError::wrong_password("password")),
         Err(OwnPasswordError::Port(error)) => Err(error.into()),
+    }
+}
+
+/// 202: the address changes when the link mailed to it is used.
+pub async fn change_email(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let new_email = fields.required_str("new_email");
+    let password = fields.required_str("password");
+    fields.finish()?;
+    let mut errors = FieldErrors::new();
+    let new_email = collect(&mut errors, "new_email", Email::parse(&new_email));
+    let password = collect(&mut errors, "password", PlainPassword::parse(&password));
+    let (Some(new_email), Some(password)) = errors.finish((new_email, password))? else {
+        return Err(ApiError::internal("parsed fields missing"));
+    };
+    match state.auth.request_email_change(caller.0, new_email, &password).await {
+        Ok(()) => Ok(HttpResponse::Accepted().json(json!({
+            "detail": "A confirmation link was sent to the new address; the change takes effect when it is used."
+        }))),
+        Err(EmailChangeError::WrongPassword) => Err(ApiError::wrong_password("password")),
+        Err(EmailChangeError::SameAddress) => {
+            Err(FieldErrors::single("new_email", "This is already your email address.").into())
+        }
+        Err(EmailChangeError::Port(error)) => Err(error.into()),
     }
 }

@@ -28,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/token/verify"),
     ("POST", "/api/v1/auth/email/verify"),
     ("POST", "/api/v1/auth/email/verify/resend"),
+    ("POST", "/api/v1/auth/email/change"),
     ("GET", "/api/v1/auth/me"),
     ("PATCH", "/api/v1/auth/me"),
     ("DELETE", "/api/v1/auth/me"),
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/token/verify").route(web::post().to(tokens::verify)))
             .service(resource("/email/verify").route(web::post().to(account::verify_email)))
             .service(resource("/email/verify/resend").route(web::post().to(account::resend_verification)))
+            .service(resource("/email/change").route(web::post().to(account::change_email)))
             .service(
                 resource("/me")
                     .route(web::get().to(account::me))

@@ -447,9 +447,9 @@ async fn authenticate_maps_token_errors_without_a_lookup() {
 async fn verify_email_spends_the_token() {
     let mut m = Mocks::new();
     m.accounts
-        .expect_consume_verification()
+        .expect_confirm_email()
         .withf(|hash, now| *hash == TokenHash::of("link-token") && *now == NOW)
-        .returning(|_, _| Ok(Some(user(1, true))));
+        .returning(|_, _| Ok(EmailConfirmation::Verified(user(1, true))));
     let user = m.service().verify_email("link-token").await.unwrap();
     assert!(user.is_verified);
 }
@@ -457,7 +457,7 @@ async fn verify_email_spends_the_token() {
 #[tokio::test]
 async fn verify_email_refuses_a_dead_token() {
     let mut m = Mocks::new();
-    m.accounts.expect_consume_verification().returning(|_, _| Ok(None));
+    m.accounts.expect_confirm_email().returning(|_, _| Ok(EmailConfirmation::NotLive));
     let service = m.service();
     assert!(matches!(service.verify_email("used").await, Err(VerifyEmailError::InvalidToken)));
     assert!(matches!(service.verify_email("").await, Err(VerifyEmailError::InvalidToken)));
@@ -725,4 +725,74 @@ async fn a_dead_or_raced_reset_token_is_invalid() {
         let error = service.confirm_password_reset(token, "a brand new passphrase").await.unwrap_err();
         assert!(matches!(error, ResetPasswordError::InvalidToken), "{token}");
     }
+}
+
+// --- email change --------------------------------------------------------
+
+fn new_address() -> Email {
+    Email::parse("ada@new.example.com").unwrap()
+}
+
+fn with_right_password(m: &mut Mocks) {
+    m.accounts.expect_find_credentials_by_id().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+}
+
+#[tokio::test]
+async fn an_email_change_mails_a_link_to_the_new_address_and_a_notice_to_the_old() {
+    let mut m = Mocks::new();
+    with_right_password(&mut m);
+    m.accounts.expect_find_credentials().returning(|_| Ok(None));
+    m.accounts
+        .expect_issue_token()
+        .withf(|id, token, mails| {
+            *id == UserId(1)
+                && token.purpose == TokenPurpose::ChangeEmail
+                && token.new_email == Some(new_address())
+                && mails.len() == 2
+                && mails[0].to == new_address()
+                && mails[0].text.contains("verify-email?token=random-token")
+                && mails[1].to.as_ref() == "ada@example.com"
+                && !mails[1].text.contains("token=")
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    m.service().request_email_change(principal(), new_address(), &plain("right")).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_email_change_to_a_taken_address_answers_the_same_and_warns_its_owner() {
+    let mut m = Mocks::new();
+    with_right_password(&mut m);
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.accounts.expect_issue_token().never();
+    m.accounts
+        .expect_enqueue_mails()
+        .withf(|mails| mails.len() == 2 && mails[1].to == new_address() && !mails[1].text.contains("token="))
+        .times(1)
+        .returning(|_| Ok(()));
+    m.service().request_email_change(principal(), new_address(), &plain("right")).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_email_change_needs_the_password_and_a_different_address() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials_by_id().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().withf(|p, _| p.expose() == "wrong").returning(|_, _| Ok(PasswordCheck::Mismatch));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    let service = m.service();
+    let wrong = service.request_email_change(principal(), new_address(), &plain("wrong")).await;
+    assert!(matches!(wrong, Err(EmailChangeError::WrongPassword)));
+    let same =
+        service.request_email_change(principal(), Email::parse("ADA@example.com").unwrap(), &plain("right")).await;
+    assert!(matches!(same, Err(EmailChangeError::SameAddress)));
+}
+
+#[tokio::test]
+async fn confirming_a_change_to_a_taken_address_is_refused() {
+    let mut m = Mocks::new();
+    m.accounts.expect_confirm_email().returning(|_, _| Ok(EmailConfirmation::AddressTaken));
+    assert!(matches!(m.service().verify_email("link").await, Err(VerifyEmailError::AddressTaken)));
 }
