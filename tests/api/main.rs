@@ -13,3 +13,4 @@ mod database_outage;
 mod email_change;
 mod reset;
 mod sessions;
+mod throttling;

@@ -23,6 +23,7 @@ pub struct ApiError {
     code: &'static str,
     errors: BTreeMap<String, Vec<String>>,
     www_authenticate: Option<&'static str>,
+    retry_after: Option<u64>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -43,7 +44,7 @@ impl std::fmt::Display for ApiError {
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, field: &str, message: &str) -> Self {
         let errors = BTreeMap::from([(field.to_owned(), vec![message.to_owned()])]);
-        Self { status, code, errors, www_authenticate: None, source: None }
+        Self { status, code, errors, www_authenticate: None, retry_after: None, source: None }
     }
 
     fn general(status: StatusCode, code: &'static str, message: &str) -> Self {
@@ -132,6 +133,17 @@ impl ApiError {
         Self::general(StatusCode::FORBIDDEN, "account_disabled", "This account is disabled.")
     }
 
+    pub fn rate_limited(retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::general(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                &format!("Too many failed attempts. Try again in {retry_after} seconds."),
+            )
+        }
+    }
+
     pub fn not_found() -> Self {
         Self::general(StatusCode::NOT_FOUND, "not_found", "Not found.")
     }
@@ -192,6 +204,9 @@ impl ResponseError for ApiError {
         if let Some(challenge) = self.www_authenticate {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
         }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         response.json(body)
     }
@@ -228,6 +243,7 @@ impl From<LoginError> for ApiError {
     fn from(error: LoginError) -> Self {
         match error {
             LoginError::InvalidCredentials => Self::invalid_credentials(),
+            LoginError::Throttled { retry_after } => Self::rate_limited(retry_after),
             LoginError::EmailNotVerified => Self::email_not_verified(),
             LoginError::AccountDisabled => Self::account_disabled(),
             LoginError::Port(error) => error.into(),

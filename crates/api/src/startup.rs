@@ -11,7 +11,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use gatehouse_domain::auth::Ports;
 use gatehouse_domain::mail::Links;
 use gatehouse_domain::outbox::{DeliveryPolicy, MailDelivery};
-use gatehouse_domain::ports::{AccountStore, Clock, Outbox, SessionStore, StoreHealth};
+use gatehouse_domain::ports::{AccountStore, Clock, LoginAttempts, Outbox, SessionStore, StoreHealth};
 use gatehouse_domain::{AuthPolicy, AuthService};
 use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
 use gatehouse_mail_smtp::{LettreMailer, MailerConfigError};
@@ -58,14 +58,21 @@ impl Clock for SystemClock {
 pub struct Stores {
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub attempts: Arc<dyn LoginAttempts>,
     pub outbox: Arc<dyn Outbox>,
     pub health: Arc<dyn StoreHealth>,
 }
 
 impl Stores {
-    fn of<S: AccountStore + SessionStore + Outbox + StoreHealth + 'static>(store: S) -> Self {
+    fn of<S: AccountStore + SessionStore + LoginAttempts + Outbox + StoreHealth + 'static>(store: S) -> Self {
         let store = Arc::new(store);
-        Self { accounts: store.clone(), sessions: store.clone(), outbox: store.clone(), health: store }
+        Self {
+            accounts: store.clone(),
+            sessions: store.clone(),
+            attempts: store.clone(),
+            outbox: store.clone(),
+            health: store,
+        }
     }
 
     /// Opens the store named by the URL and applies pending migrations.
@@ -139,6 +146,7 @@ pub fn auth_service(settings: &Settings, stores: &Stores) -> Result<AuthService,
     let ports = Ports {
         accounts: stores.accounts.clone(),
         sessions: stores.sessions.clone(),
+        attempts: stores.attempts.clone(),
         hasher: Arc::new(hasher),
         tokens: Arc::new(tokens),
         random: Arc::new(OsRandom),
@@ -157,6 +165,9 @@ pub fn auth_service(settings: &Settings, stores: &Stores) -> Result<AuthService,
         reset_ttl: time::Duration::seconds(settings.auth.reset_ttl_seconds),
         refresh_ttl: time::Duration::seconds(settings.auth.refresh_ttl_seconds),
         refresh_grace: time::Duration::seconds(settings.auth.refresh_grace_seconds),
+        throttle_window: time::Duration::minutes(15),
+        max_failures_per_email: 10,
+        max_failures_per_ip: i64::from(settings.auth.login_ip_limit),
     };
     Ok(AuthService::new(ports, links, policy))
 }

@@ -10,7 +10,8 @@ use crate::mail::{self, Links};
 use crate::password::{Password, PlainPassword};
 use crate::ports::{
     AccessClaims, AccessTokenError, AccessTokens, AccountStore, Clock, CreateAccountError, EmailConfirmation,
-    NewAccount, NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, TokenPurpose,
+    LoginAttempts, NewAccount, NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, ThrottleKey,
+    TokenPurpose,
 };
 use crate::session::{
     ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionInfo, SessionState, TokenHash,
@@ -29,6 +30,12 @@ pub struct AuthPolicy {
     /// How long a password-reset link lives.
     pub reset_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Failed logins are counted over this window.
+    pub throttle_window: Duration,
+    /// Failures on one address within the window before it is throttled.
+    pub max_failures_per_email: i64,
+    /// Failures from one client IP within the window before it is throttled; 0 turns it off.
+    pub max_failures_per_ip: i64,
     /// How long a just-spent refresh token may be presented again without
     /// counting as reuse: several tabs refreshing at once is normal.
     pub refresh_grace: Duration,
@@ -42,6 +49,9 @@ impl Default for AuthPolicy {
             reset_ttl: Duration::seconds(600),
             refresh_ttl: Duration::days(1),
             refresh_grace: Duration::seconds(10),
+            throttle_window: Duration::minutes(15),
+            max_failures_per_email: 10,
+            max_failures_per_ip: 100,
         }
     }
 }
@@ -52,6 +62,7 @@ impl Default for AuthPolicy {
 pub struct Ports {
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub attempts: Arc<dyn LoginAttempts>,
     pub hasher: Arc<dyn PasswordHasher>,
     pub tokens: Arc<dyn AccessTokens>,
     pub random: Arc<dyn Random>,
@@ -189,6 +200,9 @@ pub enum SignupError {
 pub enum LoginError {
     #[error("unknown email or wrong password")]
     InvalidCredentials,
+    /// Too many recent failures on the address or from the client.
+    #[error("too many failed logins; retry after {retry_after} s")]
+    Throttled { retry_after: u64 },
     #[error("the email address is not verified")]
     EmailNotVerified,
     #[error("the account is disabled")]
@@ -351,9 +365,59 @@ impl AuthService {
     }
 
     /// Checks the password (against a dummy hash for unknown addresses, so
-    /// timing tells nothing) and opens a session.
+    /// timing tells nothing) and opens a session. Too many recent failures on
+    /// the address or from the client answer `Throttled` before any hashing.
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, request: LoginRequest, client: ClientInfo) -> Result<LoginOutcome, LoginError> {
+        let now = self.ports.clock.now();
+        let keys = self.throttle_keys(&request.email, &client);
+        self.check_throttle(&keys, now).await?;
+        match self.check_credentials(&request).await {
+            Err(LoginError::InvalidCredentials) => {
+                let forget_before = now - self.policy.throttle_window;
+                self.ports.attempts.record_failure(&keys, now, forget_before).await?;
+                tracing::info!("login failed");
+                Err(LoginError::InvalidCredentials)
+            }
+            Err(error) => Err(error),
+            Ok(user) => {
+                self.ports.attempts.clear_failures(&keys[0]).await?;
+                let outcome = self.open_session(user, client, self.ports.clock.now()).await?;
+                tracing::info!(user_id = %outcome.user.id, "login succeeded");
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// The address first, then the client IP when that limit is on.
+    fn throttle_keys(&self, email: &Email, client: &ClientInfo) -> Vec<ThrottleKey> {
+        let mut keys = vec![ThrottleKey::Email(email.key())];
+        if let Some(ip) = client.ip.as_ref().filter(|_| self.policy.max_failures_per_ip > 0) {
+            keys.push(ThrottleKey::Ip(ip.clone()));
+        }
+        keys
+    }
+
+    async fn check_throttle(&self, keys: &[ThrottleKey], now: OffsetDateTime) -> Result<(), LoginError> {
+        let window = self.policy.throttle_window;
+        let windows = self.ports.attempts.failures_since(keys, now - window).await?;
+        for (key, failures) in keys.iter().zip(windows) {
+            let limit = match key {
+                ThrottleKey::Email(_) => self.policy.max_failures_per_email,
+                ThrottleKey::Ip(_) => self.policy.max_failures_per_ip,
+            };
+            if failures.count >= limit {
+                let frees_at = failures.oldest.unwrap_or(now) + window;
+                let retry_after = (frees_at - now).whole_seconds().max(1).unsigned_abs();
+                tracing::warn!(scope = key.scope(), retry_after, "login throttled");
+                return Err(LoginError::Throttled { retry_after });
+            }
+        }
+        Ok(())
+    }
+
+    /// The user behind the credentials, if they may log in.
+    async fn check_credentials(&self, request: &LoginRequest) -> Result<User, LoginError> {
         let credentials = self.ports.accounts.find_credentials(&request.email.key()).await?;
         let Some((credentials, hash)) = credentials.and_then(|c| c.password_hash.clone().map(|h| (c, h))) else {
             self.ports.hasher.verify_dummy(&request.password).await?;
@@ -372,10 +436,7 @@ impl AuthService {
         if needs_rehash {
             self.upgrade_hash(credentials.user_id, &request.password).await;
         }
-        let user = self.ports.accounts.get_user(credentials.user_id).await?.ok_or(LoginError::InvalidCredentials)?;
-        let outcome = self.open_session(user, client, self.ports.clock.now()).await?;
-        tracing::info!(user_id = %outcome.user.id, "login succeeded");
-        Ok(outcome)
+        self.ports.accounts.get_user(credentials.user_id).await?.ok_or(LoginError::InvalidCredentials)
     }
 
     /// A failed upgrade only delays it to the next login.

@@ -11,16 +11,16 @@ use time::{Duration, OffsetDateTime};
 
 use crate::mail::OutgoingMail;
 use crate::ports::{
-    AccountStore, CreateAccountError, EmailConfirmation, NewAccount, NewOneTimeToken, Outbox, SessionStore,
-    StoreHealth, TokenPurpose,
+    AccountStore, CreateAccountError, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount, NewOneTimeToken,
+    Outbox, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use crate::session::{ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, TokenHash};
 use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use crate::{Email, PasswordHash};
 
 /// Everything a store adapter implements.
-pub trait Store: AccountStore + SessionStore + Outbox + StoreHealth + 'static {}
-impl<T: AccountStore + SessionStore + Outbox + StoreHealth + 'static> Store for T {}
+pub trait Store: AccountStore + SessionStore + LoginAttempts + Outbox + StoreHealth + 'static {}
+impl<T: AccountStore + SessionStore + LoginAttempts + Outbox + StoreHealth + 'static> Store for T {}
 
 const T0: OffsetDateTime = datetime!(2030-01-01 10:00 UTC);
 
@@ -545,6 +545,40 @@ pub async fn an_email_change_to_an_address_taken_meanwhile_changes_nothing<S: St
     assert_eq!(store.get_user(id).await.expect("read").expect("found").email.as_ref(), "ada@example.com");
 }
 
+pub async fn failed_logins_are_counted_per_key_within_the_window<S: Store>(store: &S) {
+    let email = ThrottleKey::Email(email("ada@example.com").key());
+    let ip = ThrottleKey::Ip("203.0.113.7".into());
+    let other_ip = ThrottleKey::Ip("198.51.100.1".into());
+    let keys = [email.clone(), ip.clone()];
+    for minute in 0..3 {
+        let at = T0 + Duration::minutes(minute);
+        store.record_failure(&keys, at, at - Duration::minutes(15)).await.expect("write");
+    }
+    store.record_failure(std::slice::from_ref(&other_ip), T0, T0 - Duration::minutes(15)).await.expect("write");
+    let windows = store.failures_since(&[email.clone(), ip.clone(), other_ip.clone()], T0).await.expect("read");
+    assert_eq!(
+        windows,
+        [
+            FailureWindow { count: 3, oldest: Some(T0) },
+            FailureWindow { count: 3, oldest: Some(T0) },
+            FailureWindow { count: 1, oldest: Some(T0) }
+        ]
+    );
+    let later = store.failures_since(std::slice::from_ref(&email), T0 + Duration::minutes(1)).await.expect("read");
+    assert_eq!(later, [FailureWindow { count: 2, oldest: Some(T0 + Duration::minutes(1)) }]);
+    store.clear_failures(&email).await.expect("write");
+    let cleared = store.failures_since(&keys, T0).await.expect("read");
+    assert_eq!(cleared, [FailureWindow::default(), FailureWindow { count: 3, oldest: Some(T0) }]);
+    // Old failures are forgotten as new ones arrive.
+    let much_later = T0 + Duration::hours(1);
+    store
+        .record_failure(std::slice::from_ref(&ip), much_later, much_later - Duration::minutes(15))
+        .await
+        .expect("write");
+    let pruned = store.failures_since(&[ip], T0 - Duration::days(1)).await.expect("read");
+    assert_eq!(pruned, [FailureWindow { count: 1, oldest: Some(much_later) }]);
+}
+
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.expect("the store answers");
 }
@@ -573,6 +607,7 @@ macro_rules! store_contract_tests {
             the_outbox_leases_retries_and_forgets_sent_mail,
             the_claim_takes_at_most_the_batch,
             ping_answers,
+            failed_logins_are_counted_per_key_within_the_window,
             an_email_change_link_moves_the_account_and_kills_other_links,
             an_email_change_to_an_address_taken_meanwhile_changes_nothing,
             a_reset_sets_the_password_once_verifies_and_ends_every_session,

@@ -215,6 +215,61 @@ pub trait SessionStore: Send + Sync {
     async fn revoke_all_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<(), PortError>;
 }
 
+/// What failed logins are counted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThrottleKey {
+    /// The whole address lower-cased, whether or not an account has it.
+    Email(EmailKey),
+    /// The client's IP address.
+    Ip(String),
+}
+
+impl ThrottleKey {
+    pub fn scope(&self) -> &'static str {
+        match self {
+            Self::Email(_) => "email",
+            Self::Ip(_) => "ip",
+        }
+    }
+
+    pub fn subject(&self) -> &str {
+        match self {
+            Self::Email(key) => key.as_str(),
+            Self::Ip(ip) => ip,
+        }
+    }
+}
+
+/// Recent failures under one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureWindow {
+    pub count: i64,
+    pub oldest: Option<OffsetDateTime>,
+}
+
+/// Failed logins, counted in the store so that every instance sees them.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait LoginAttempts: Send + Sync {
+    /// For each key, in order: the failures at or after `since`.
+    async fn failures_since(
+        &self,
+        keys: &[ThrottleKey],
+        since: OffsetDateTime,
+    ) -> Result<Vec<FailureWindow>, PortError>;
+
+    /// Records one failure under each key, and forgets failures before `forget_before`.
+    async fn record_failure(
+        &self,
+        keys: &[ThrottleKey],
+        at: OffsetDateTime,
+        forget_before: OffsetDateTime,
+    ) -> Result<(), PortError>;
+
+    /// Forgets the failures under a key (after a successful login).
+    async fn clear_failures(&self, key: &ThrottleKey) -> Result<(), PortError>;
+}
+
 /// A queued mail as the delivery worker sees it.
 #[derive(Debug, Clone)]
 pub struct QueuedMail {

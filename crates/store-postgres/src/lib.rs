@@ -19,8 +19,8 @@ use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, Ru
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
-    AccountStore, CreateAccountError, Credentials, EmailConfirmation, NewAccount, NewOneTimeToken, Outbox, QueuedMail,
-    SessionStore, StoreHealth, TokenPurpose,
+    AccountStore, CreateAccountError, Credentials, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount,
+    NewOneTimeToken, Outbox, QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -28,7 +28,7 @@ use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, Profile, Sessio
 use time::{Duration as TimeDuration, OffsetDateTime};
 use uuid::Uuid;
 
-use schema::{groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups, users};
+use schema::{groups, login_failures, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups, users};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
@@ -820,6 +820,72 @@ impl SessionStore for PostgresStore {
             .filter(sessions::user_id.eq(user_id.0))
             .filter(sessions::revoked_at.is_null())
             .set(sessions::revoked_at.eq(now))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LoginAttempts for PostgresStore {
+    async fn failures_since(
+        &self,
+        keys: &[ThrottleKey],
+        since: OffsetDateTime,
+    ) -> Result<Vec<FailureWindow>, PortError> {
+        let mut conn = self.conn().await?;
+        let mut windows = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (count, oldest) = login_failures::table
+                .filter(login_failures::scope.eq(key.scope()))
+                .filter(login_failures::subject.eq(key.subject()))
+                .filter(login_failures::failed_at.ge(since))
+                .select((diesel::dsl::count_star(), diesel::dsl::min(login_failures::failed_at)))
+                .first::<(i64, Option<OffsetDateTime>)>(&mut conn)
+                .await
+                .map_err(StoreError::from)?;
+            windows.push(FailureWindow { count, oldest });
+        }
+        Ok(windows)
+    }
+
+    async fn record_failure(
+        &self,
+        keys: &[ThrottleKey],
+        at: OffsetDateTime,
+        forget_before: OffsetDateTime,
+    ) -> Result<(), PortError> {
+        let keys = keys.to_vec();
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            for key in &keys {
+                diesel::delete(login_failures::table)
+                    .filter(login_failures::scope.eq(key.scope()))
+                    .filter(login_failures::subject.eq(key.subject()))
+                    .filter(login_failures::failed_at.lt(forget_before))
+                    .execute(conn)
+                    .await?;
+                diesel::insert_into(login_failures::table)
+                    .values((
+                        login_failures::scope.eq(key.scope()),
+                        login_failures::subject.eq(key.subject()),
+                        login_failures::failed_at.eq(at),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn clear_failures(&self, key: &ThrottleKey) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        diesel::delete(login_failures::table)
+            .filter(login_failures::scope.eq(key.scope()))
+            .filter(login_failures::subject.eq(key.subject()))
             .execute(&mut conn)
             .await
             .map_err(StoreError::from)?;

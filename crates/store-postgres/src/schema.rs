@@ -96,6 +96,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    login_failures (id) {
+        id -> BigInt,
+        scope -> Text,
+        subject -> Text,
+        failed_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(profiles -> users (user_id));
 diesel::joinable!(user_groups -> users (user_id));
 diesel::joinable!(user_groups -> groups (group_id));
@@ -114,4 +123,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     one_time_tokens,
     outbox,
+    login_failures,
 );

@@ -19,15 +19,15 @@ use diesel::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
-    AccountStore, CreateAccountError, Credentials, EmailConfirmation, NewAccount, NewOneTimeToken, Outbox, QueuedMail,
-    SessionStore, StoreHealth, TokenPurpose,
+    AccountStore, CreateAccountError, Credentials, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount,
+    NewOneTimeToken, Outbox, QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, Profile, SessionId, TokenHash, User, UserId};
 use time::{Duration as TimeDuration, OffsetDateTime};
 
-use schema::{groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups, users};
+use schema::{groups, login_failures, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups, users};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
@@ -778,6 +778,77 @@ where
         diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> + diesel::query_builder::QueryId,
 {
     Ok(diesel::update(target.filter(sessions::revoked_at.is_null())).set(sessions::revoked_at.eq(now)).execute(conn)?)
+}
+
+#[async_trait]
+impl LoginAttempts for SqliteStore {
+    async fn failures_since(
+        &self,
+        keys: &[ThrottleKey],
+        since: OffsetDateTime,
+    ) -> Result<Vec<FailureWindow>, PortError> {
+        let keys = keys.to_vec();
+        self.run(move |conn| {
+            keys.iter()
+                .map(|key| {
+                    // SQLite cannot take the minimum of a timestamp; the rows are few
+                    // (attempts over a limit are refused before they are recorded).
+                    let times = login_failures::table
+                        .filter(login_failures::scope.eq(key.scope()))
+                        .filter(login_failures::subject.eq(key.subject()))
+                        .filter(login_failures::failed_at.ge(since))
+                        .select(login_failures::failed_at)
+                        .order(login_failures::failed_at)
+                        .load::<OffsetDateTime>(conn)?;
+                    let count = i64::try_from(times.len()).unwrap_or(i64::MAX);
+                    Ok(FailureWindow { count, oldest: times.first().copied() })
+                })
+                .collect()
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn record_failure(
+        &self,
+        keys: &[ThrottleKey],
+        at: OffsetDateTime,
+        forget_before: OffsetDateTime,
+    ) -> Result<(), PortError> {
+        let keys = keys.to_vec();
+        self.write(move |conn| {
+            for key in &keys {
+                diesel::delete(login_failures::table)
+                    .filter(login_failures::scope.eq(key.scope()))
+                    .filter(login_failures::subject.eq(key.subject()))
+                    .filter(login_failures::failed_at.lt(forget_before))
+                    .execute(conn)?;
+                diesel::insert_into(login_failures::table)
+                    .values((
+                        login_failures::scope.eq(key.scope()),
+                        login_failures::subject.eq(key.subject()),
+                        login_failures::failed_at.eq(at),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn clear_failures(&self, key: &ThrottleKey) -> Result<(), PortError> {
+        let key = key.clone();
+        self.write(move |conn| {
+            diesel::delete(login_failures::table)
+                .filter(login_failures::scope.eq(key.scope()))
+                .filter(login_failures::subject.eq(key.subject()))
+                .execute(conn)?;
+            Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
 }
 
 #[async_trait]

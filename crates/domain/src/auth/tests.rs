@@ -2,9 +2,10 @@
 
 use super::*;
 use crate::password::PasswordHash;
+use crate::ports::ThrottleKey;
 use crate::ports::{
-    Credentials, MockAccessTokens, MockAccountStore, MockClock, MockPasswordHasher, MockRandom, MockSessionStore,
-    SignedAccessToken,
+    Credentials, FailureWindow, MockAccessTokens, MockAccountStore, MockClock, MockLoginAttempts, MockPasswordHasher,
+    MockRandom, MockSessionStore, SignedAccessToken,
 };
 use crate::session::SessionInfo;
 use crate::user::Profile;
@@ -47,6 +48,7 @@ fn sid() -> SessionId {
 struct Mocks {
     accounts: MockAccountStore,
     sessions: MockSessionStore,
+    attempts: MockLoginAttempts,
     hasher: MockPasswordHasher,
     tokens: MockAccessTokens,
     policy: AuthPolicy,
@@ -57,6 +59,7 @@ impl Mocks {
         Self {
             accounts: MockAccountStore::new(),
             sessions: MockSessionStore::new(),
+            attempts: MockLoginAttempts::new(),
             hasher: MockPasswordHasher::new(),
             tokens: MockAccessTokens::new(),
             policy: AuthPolicy::default(),
@@ -71,7 +74,11 @@ impl Mocks {
             .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
     }
 
-    fn service(self) -> AuthService {
+    fn service(mut self) -> AuthService {
+        // No recent failures unless a test says otherwise (its expectations come first).
+        self.attempts.expect_failures_since().returning(|keys, _| Ok(vec![FailureWindow::default(); keys.len()]));
+        self.attempts.expect_record_failure().returning(|_, _, _| Ok(()));
+        self.attempts.expect_clear_failures().returning(|_| Ok(()));
         let mut random = MockRandom::new();
         random.expect_token().returning(|| OpaqueToken::new("random-token".into()));
         random.expect_session_id().returning(sid);
@@ -80,6 +87,7 @@ impl Mocks {
         let ports = Ports {
             accounts: Arc::new(self.accounts),
             sessions: Arc::new(self.sessions),
+            attempts: Arc::new(self.attempts),
             hasher: Arc::new(self.hasher),
             tokens: Arc::new(self.tokens),
             random: Arc::new(random),
@@ -795,4 +803,75 @@ async fn confirming_a_change_to_a_taken_address_is_refused() {
     let mut m = Mocks::new();
     m.accounts.expect_confirm_email().returning(|_, _| Ok(EmailConfirmation::AddressTaken));
     assert!(matches!(m.service().verify_email("link").await, Err(VerifyEmailError::AddressTaken)));
+}
+
+// --- throttling ----------------------------------------------------------
+
+#[tokio::test]
+async fn the_eleventh_attempt_on_an_address_is_throttled_without_hashing() {
+    let mut m = Mocks::new();
+    m.attempts.expect_failures_since().returning(|keys, since| {
+        assert_eq!(since, NOW - Duration::minutes(15));
+        assert_eq!(keys[0], ThrottleKey::Email(Email::parse("ADA@example.com").unwrap().key()));
+        Ok(vec![FailureWindow { count: 10, oldest: Some(NOW - Duration::minutes(5)) }, FailureWindow::default()])
+    });
+    m.hasher.expect_verify().never();
+    m.hasher.expect_verify_dummy().never();
+    m.accounts.expect_find_credentials().never();
+    let client = ClientInfo::new(Some("203.0.113.9".into()), None);
+    let error = m.service().login(login_request("right"), client).await.unwrap_err();
+    assert!(matches!(error, LoginError::Throttled { retry_after: 600 }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_client_ip_over_its_limit_is_throttled() {
+    let mut m = Mocks::new();
+    m.attempts.expect_failures_since().returning(|keys, _| {
+        assert_eq!(keys[1], ThrottleKey::Ip("203.0.113.9".into()));
+        Ok(vec![FailureWindow::default(), FailureWindow { count: 100, oldest: Some(NOW - Duration::seconds(899)) }])
+    });
+    let client = ClientInfo::new(Some("203.0.113.9".into()), None);
+    let error = m.service().login(login_request("right"), client).await.unwrap_err();
+    assert!(matches!(error, LoginError::Throttled { retry_after: 1 }), "{error:?}");
+}
+
+#[tokio::test]
+async fn an_ip_limit_of_zero_turns_the_ip_key_off() {
+    let mut m = Mocks::new();
+    m.policy.max_failures_per_ip = 0;
+    m.attempts
+        .expect_failures_since()
+        .withf(|keys, _| keys.len() == 1)
+        .returning(|_, _| Ok(vec![FailureWindow::default()]));
+    m.accounts.expect_find_credentials().returning(|_| Ok(None));
+    m.hasher.expect_verify_dummy().returning(|_| Ok(()));
+    m.attempts.expect_record_failure().withf(|keys, _, _| keys.len() == 1).times(1).returning(|_, _, _| Ok(()));
+    let client = ClientInfo::new(Some("203.0.113.9".into()), None);
+    assert!(matches!(m.service().login(login_request("x"), client).await, Err(LoginError::InvalidCredentials)));
+}
+
+#[tokio::test]
+async fn a_failed_login_is_recorded_under_the_address_and_the_ip() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Mismatch));
+    m.attempts
+        .expect_record_failure()
+        .withf(|keys, at, forget| keys.len() == 2 && *at == NOW && *forget == NOW - Duration::minutes(15))
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let client = ClientInfo::new(Some("203.0.113.9".into()), None);
+    assert!(matches!(m.service().login(login_request("wrong"), client).await, Err(LoginError::InvalidCredentials)));
+}
+
+#[tokio::test]
+async fn a_successful_login_clears_the_address_failures() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.attempts.expect_record_failure().never();
+    m.attempts.expect_clear_failures().withf(|key| matches!(key, ThrottleKey::Email(_))).times(1).returning(|_| Ok(()));
+    m.expect_session_opened();
+    assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
 }
