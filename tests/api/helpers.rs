@@ -95,6 +95,7 @@ fn smtp_server() -> (u16, Inbox) {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    pub database_url: String,
     inbox: Inbox,
 }
 
@@ -128,7 +129,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         None => database_url(backend).await,
     };
     let mut vars: HashMap<String, String> = [
-        ("DATABASE_URL", database_url),
+        ("DATABASE_URL", database_url.clone()),
         ("GATEHOUSE_BIND", "127.0.0.1:0".into()),
         ("GATEHOUSE_MAILER", format!("smtp://127.0.0.1:{smtp_port}")),
         ("GATEHOUSE_FRONTEND_URL", FRONTEND.into()),
@@ -149,7 +150,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { address, client, inbox }
+    TestApp { address, client, database_url, inbox }
 }
 
 impl TestApp {
@@ -202,6 +203,16 @@ impl TestApp {
         }
     }
 
+    /// Makes a superuser with the real `gatehouse create-superuser` command on
+    /// this app's database, then logs in: the tokens and user.
+    pub async fn superuser_login(&self, email: &str) -> Value {
+        let output = run_cli(&self.database_url, &["create-superuser", "--email", email, "--password-stdin"], PASSWORD);
+        assert!(output.status.success(), "create-superuser failed: {}", String::from_utf8_lossy(&output.stderr));
+        let login = self.login(email, PASSWORD).await;
+        assert_eq!(login.status(), 200);
+        login.json().await.unwrap()
+    }
+
     /// Signs up, follows the verification link, and logs in: the tokens and user.
     pub async fn verified_login(&self, email: &str) -> Value {
         assert_eq!(self.signup(email).await.status(), 201);
@@ -251,4 +262,21 @@ macro_rules! on_both_stores {
             )*
         }
     };
+}
+
+/// Runs the `gatehouse` binary against a database, feeding `stdin`.
+pub fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("GATEHOUSE_JWT_SECRET", JWT_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the gatehouse binary runs");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }

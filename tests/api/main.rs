@@ -7,6 +7,7 @@
 mod helpers;
 
 mod account_flow;
+mod admin;
 mod bad_input;
 mod credentials;
 mod database_outage;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use gatehouse_domain::admin::AdminError;
 use gatehouse_domain::auth::{
     AuthenticateError, ChangePasswordError, LoginError, MeError, RefreshError, SignupError, VerifyEmailError,
 };
@@ -142,6 +143,10 @@ impl ApiError {
                 &format!("Too many failed attempts. Try again in {retry_after} seconds."),
             )
         }
+    }
+
+    pub fn permission_denied() -> Self {
+        Self::general(StatusCode::FORBIDDEN, "permission_denied", "You do not have permission to perform this action.")
     }
 
     pub fn not_found() -> Self {
@@ -289,6 +294,17 @@ impl From<ChangePasswordError> for ApiError {
             ChangePasswordError::WrongPassword => Self::wrong_password("old_password"),
             ChangePasswordError::Invalid(errors) => Self::validation(errors),
             ChangePasswordError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::PermissionDenied => Self::permission_denied(),
+            AdminError::Invalid(errors) => Self::validation(errors),
+            AdminError::NotFound => Self::not_found(),
+            AdminError::Port(error) => error.into(),
         }
     }
 }

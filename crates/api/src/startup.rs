@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
+use gatehouse_domain::admin::AdminService;
 use gatehouse_domain::auth::Ports;
 use gatehouse_domain::mail::Links;
 use gatehouse_domain::outbox::{DeliveryPolicy, MailDelivery};
-use gatehouse_domain::ports::{AccountStore, Clock, LoginAttempts, Outbox, SessionStore, StoreHealth};
+use gatehouse_domain::ports::{AccountStore, AdminStore, Clock, LoginAttempts, Outbox, SessionStore, StoreHealth};
 use gatehouse_domain::{AuthPolicy, AuthService};
 use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
 use gatehouse_mail_smtp::{LettreMailer, MailerConfigError};
@@ -59,17 +60,21 @@ pub struct Stores {
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub attempts: Arc<dyn LoginAttempts>,
+    pub admin: Arc<dyn AdminStore>,
     pub outbox: Arc<dyn Outbox>,
     pub health: Arc<dyn StoreHealth>,
 }
 
 impl Stores {
-    fn of<S: AccountStore + SessionStore + LoginAttempts + Outbox + StoreHealth + 'static>(store: S) -> Self {
+    fn of<S: AccountStore + SessionStore + LoginAttempts + AdminStore + Outbox + StoreHealth + 'static>(
+        store: S,
+    ) -> Self {
         let store = Arc::new(store);
         Self {
             accounts: store.clone(),
             sessions: store.clone(),
             attempts: store.clone(),
+            admin: store.clone(),
             outbox: store.clone(),
             health: store,
         }
@@ -252,7 +257,8 @@ impl Application {
             TcpListener::bind(address).map_err(|source| StartupError::Bind { address: address.to_string(), source })?;
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: address.to_string(), source })?.port();
-        let state = web::Data::new(AppState { auth, health: stores.health.clone() });
+        let admin = AdminService::new(stores.admin.clone(), stores.accounts.clone());
+        let state = web::Data::new(AppState { auth, admin, health: stores.health.clone() });
         let limit = web::Data::new(BodyLimit(settings.server.body_limit_bytes));
         let workers = if settings.server.workers == 0 { cores() } else { settings.server.workers };
         let server = HttpServer::new(move || {

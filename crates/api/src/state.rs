@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use gatehouse_domain::admin::AdminService;
 use gatehouse_domain::ports::StoreHealth;
 use gatehouse_domain::AuthService;
 
@@ -9,6 +10,7 @@ use gatehouse_domain::AuthService;
 #[derive(Clone)]
 pub struct AppState {
     pub auth: AuthService,
+    pub admin: AdminService,
     pub health: Arc<dyn StoreHealth>,
 }
 

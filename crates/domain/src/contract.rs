@@ -9,7 +9,9 @@ use futures_util::future::join_all;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
+use crate::admin::{Permission, UserOrdering, UserQuery};
 use crate::mail::OutgoingMail;
+use crate::ports::AdminStore;
 use crate::ports::{
     AccountStore, CreateAccountError, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount, NewOneTimeToken,
     Outbox, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
@@ -19,8 +21,8 @@ use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use crate::{Email, PasswordHash};
 
 /// Everything a store adapter implements.
-pub trait Store: AccountStore + SessionStore + LoginAttempts + Outbox + StoreHealth + 'static {}
-impl<T: AccountStore + SessionStore + LoginAttempts + Outbox + StoreHealth + 'static> Store for T {}
+pub trait Store: AccountStore + SessionStore + LoginAttempts + AdminStore + Outbox + StoreHealth + 'static {}
+impl<T: AccountStore + SessionStore + LoginAttempts + AdminStore + Outbox + StoreHealth + 'static> Store for T {}
 
 const T0: OffsetDateTime = datetime!(2030-01-01 10:00 UTC);
 
@@ -579,6 +581,87 @@ pub async fn failed_logins_are_counted_per_key_within_the_window<S: Store>(store
     assert_eq!(pruned, [FailureWindow { count: 1, oldest: Some(much_later) }]);
 }
 
+pub async fn grants_come_from_groups_and_the_superuser_flag<S: Store>(store: &S) {
+    let regular = signup(store, "ada@example.com", "t").await;
+    let grants = store.grants_of(regular).await.expect("read").expect("found");
+    assert!(grants.is_active && !grants.is_superuser && grants.permissions.is_empty());
+    let root = store.upsert_superuser(email("root@example.com"), PasswordHash::new("$x"), T0).await.expect("write");
+    let grants = store.grants_of(root.id).await.expect("read").expect("found");
+    assert!(grants.is_superuser);
+    assert_eq!(grants.permissions, Permission::ALL.into_iter().collect(), "Admin User holds every permission");
+    assert!(store.grants_of(UserId(987_654)).await.expect("read").is_none());
+}
+
+pub async fn the_two_built_in_groups_exist<S: Store>(store: &S) {
+    let groups = store.list_groups().await.expect("read");
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, [ADMIN_USER_GROUP, REGULAR_USER_GROUP]);
+    assert_eq!(groups[0].permissions, Permission::ALL.to_vec());
+    assert!(groups[1].permissions.is_empty());
+    assert_eq!(store.get_group(groups[1].id).await.expect("read"), Some(groups[1].clone()));
+    assert!(store.get_group(987_654).await.expect("read").is_none());
+}
+
+async fn listed<S: Store>(store: &S, query: UserQuery) -> (i64, Vec<String>) {
+    let page = store.list_users(&query).await.expect("read");
+    (page.count, page.results.into_iter().map(|u| u.email.into_inner()).collect())
+}
+
+pub async fn the_user_list_searches_filters_orders_and_pages<S: Store>(store: &S) {
+    for (n, address) in
+        ["carol@example.com", "Alice_Smith@example.com", "bob%jones@example.com", "dave@other.org"].iter().enumerate()
+    {
+        let id = signup(store, address, &format!("t{n}")).await;
+        if n % 2 == 0 {
+            verified_user(store, &TokenHash::of(&format!("t{n}")), T0).await.expect("write");
+        }
+        let _ = id;
+    }
+    let root = store.upsert_superuser(email("root@example.com"), PasswordHash::new("$x"), T0).await.expect("write");
+    let all =
+        listed(store, UserQuery { ordering: UserOrdering::parse("email").expect("valid"), ..UserQuery::default() })
+            .await;
+    assert_eq!(all.0, 5);
+    assert_eq!(
+        all.1,
+        ["Alice_Smith@example.com", "bob%jones@example.com", "carol@example.com", "dave@other.org", "root@example.com"]
+    );
+    let desc =
+        listed(store, UserQuery { ordering: UserOrdering::parse("-email").expect("valid"), ..UserQuery::default() })
+            .await;
+    assert_eq!(desc.1.first().map(String::as_str), Some("root@example.com"));
+
+    let search = |text: &str| UserQuery { search: Some(text.into()), ..UserQuery::default() };
+    assert_eq!(listed(store, search("EXAMPLE.COM")).await.0, 4, "case-insensitive");
+    assert_eq!(listed(store, search("_")).await.1, ["Alice_Smith@example.com"], "_ is literal");
+    assert_eq!(listed(store, search("%")).await.1, ["bob%jones@example.com"], "% is literal");
+    assert_eq!(listed(store, search("ADA")).await.0, 4, "first names match (every signup here is Ada)");
+    assert_eq!(listed(store, search("lovelace")).await.0, 4, "last names match");
+    assert_eq!(listed(store, search("nobody")).await, (0, vec![]));
+
+    let verified = listed(store, UserQuery { is_verified: Some(true), ..UserQuery::default() }).await;
+    assert_eq!(verified.0, 3, "carol, bob%jones and root");
+    let staff = listed(store, UserQuery { is_staff: Some(true), ..UserQuery::default() }).await;
+    assert_eq!(staff.1, ["root@example.com"]);
+    assert_eq!(listed(store, UserQuery { is_active: Some(false), ..UserQuery::default() }).await.0, 0);
+
+    let page = |page: u32| UserQuery {
+        ordering: UserOrdering::parse("email").expect("valid"),
+        page,
+        page_size: 2,
+        ..UserQuery::default()
+    };
+    assert_eq!(listed(store, page(2)).await, (5, vec!["carol@example.com".to_owned(), "dave@other.org".to_owned()]));
+    assert_eq!(listed(store, page(3)).await.1, ["root@example.com"]);
+    assert_eq!(listed(store, page(4)).await, (5, vec![]), "past the end is empty");
+
+    let by_login = UserQuery { ordering: UserOrdering::parse("-last_login").expect("valid"), ..UserQuery::default() };
+    login(store, root.id, session_id(1), "r").await;
+    assert_eq!(listed(store, by_login).await.1.first().map(String::as_str), Some("root@example.com"));
+    let first = store.list_users(&UserQuery::default()).await.expect("read").results;
+    assert_eq!(first[0].groups, [ADMIN_USER_GROUP, REGULAR_USER_GROUP], "groups come with each user");
+}
+
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.expect("the store answers");
 }
@@ -607,6 +690,9 @@ macro_rules! store_contract_tests {
             the_outbox_leases_retries_and_forgets_sent_mail,
             the_claim_takes_at_most_the_batch,
             ping_answers,
+            grants_come_from_groups_and_the_superuser_flag,
+            the_two_built_in_groups_exist,
+            the_user_list_searches_filters_orders_and_pages,
             failed_logins_are_counted_per_key_within_the_window,
             an_email_change_link_moves_the_account_and_kills_other_links,
             an_email_change_to_an_address_taken_meanwhile_changes_nothing,

@@ -4,6 +4,7 @@
 //! Nothing here performs I/O or names a framework: adapters implement the
 //! ports, and the `api` crate wires them at start-up.
 
+pub mod admin;
 pub mod auth;
 pub mod email;
 pub mod error;

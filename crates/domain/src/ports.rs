@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 
+use crate::admin::{Grants, Group, UserPage, UserQuery};
 use crate::email::{Email, EmailKey};
 use crate::error::PortError;
 use crate::mail::OutgoingMail;
@@ -392,4 +393,20 @@ pub enum SendError {
 #[async_trait]
 pub trait MailSender: Send + Sync {
     async fn send(&self, mail: &OutgoingMail) -> Result<(), SendError>;
+}
+
+/// Reads for administration.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// The user's flags and the permissions of their groups, in one read.
+    async fn grants_of(&self, id: UserId) -> Result<Option<Grants>, PortError>;
+
+    /// One page of users, filtered, searched and ordered, with the total count.
+    async fn list_users(&self, query: &UserQuery) -> Result<UserPage, PortError>;
+
+    /// Every group by name.
+    async fn list_groups(&self) -> Result<Vec<Group>, PortError>;
+
+    async fn get_group(&self, id: i64) -> Result<Option<Group>, PortError>;
 }

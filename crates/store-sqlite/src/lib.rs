@@ -17,17 +17,21 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use gatehouse_domain::admin::{Grants, Group, Permission, UserOrderField, UserOrdering, UserPage, UserQuery};
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
-    AccountStore, CreateAccountError, Credentials, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount,
-    NewOneTimeToken, Outbox, QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
+    AccountStore, AdminStore, CreateAccountError, Credentials, EmailConfirmation, FailureWindow, LoginAttempts,
+    NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, Profile, SessionId, TokenHash, User, UserId};
 use time::{Duration as TimeDuration, OffsetDateTime};
 
-use schema::{groups, login_failures, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups, users};
+use schema::{
+    group_permissions, groups, login_failures, one_time_tokens, outbox, profiles, refresh_tokens, sessions,
+    user_groups, users,
+};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
@@ -191,35 +195,99 @@ struct ProfileRow {
     bio: String,
 }
 
+/// Users with their profiles and group names, in the order given: two reads whatever the count.
+fn assemble(conn: &mut SqliteConnection, rows: Vec<(UserRow, Option<ProfileRow>)>) -> Result<Vec<User>, StoreError> {
+    let ids: Vec<i64> = rows.iter().map(|(user, _)| user.id).collect();
+    let memberships = user_groups::table
+        .inner_join(groups::table)
+        .filter(user_groups::user_id.eq_any(&ids))
+        .select((user_groups::user_id, groups::name))
+        .order(groups::name)
+        .load::<(i64, String)>(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, profile)| {
+            let groups = memberships.iter().filter(|(id, _)| *id == user.id).map(|(_, name)| name.clone()).collect();
+            let profile =
+                profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
+            User {
+                id: UserId(user.id),
+                email: Email::from_trusted(user.email),
+                first_name: user.first_name,
+                last_name: user.last_name,
+                is_active: user.is_active,
+                is_staff: user.is_staff,
+                is_superuser: user.is_superuser,
+                is_verified: user.is_verified,
+                date_joined: user.date_joined,
+                last_login: user.last_login,
+                groups,
+                profile,
+            }
+        })
+        .collect())
+}
+
 fn load_user(conn: &mut SqliteConnection, id: i64) -> Result<Option<User>, StoreError> {
-    let row = users::table
+    let rows = users::table
         .left_join(profiles::table)
         .filter(users::id.eq(id))
         .select((UserRow::as_select(), Option::<ProfileRow>::as_select()))
-        .first::<(UserRow, Option<ProfileRow>)>(conn)
-        .optional()?;
-    let Some((user, profile)) = row else { return Ok(None) };
-    let group_names = user_groups::table
-        .inner_join(groups::table)
-        .filter(user_groups::user_id.eq(id))
-        .select(groups::name)
-        .order(groups::name)
-        .load::<String>(conn)?;
-    let profile = profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
-    Ok(Some(User {
-        id: UserId(user.id),
-        email: Email::from_trusted(user.email),
-        first_name: user.first_name,
-        last_name: user.last_name,
-        is_active: user.is_active,
-        is_staff: user.is_staff,
-        is_superuser: user.is_superuser,
-        is_verified: user.is_verified,
-        date_joined: user.date_joined,
-        last_login: user.last_login,
-        groups: group_names,
-        profile,
-    }))
+        .load::<(UserRow, Option<ProfileRow>)>(conn)?;
+    Ok(assemble(conn, rows)?.pop())
+}
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+/// `%` and `_` in a search are literal.
+fn like_pattern(search: &str) -> String {
+    let escaped = search.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// A list query's order, with the id as tie-breaker so pages are stable;
+/// users who never logged in come last either way.
+fn ordered(
+    selected: users::BoxedQuery<'static, diesel::sqlite::Sqlite>,
+    ordering: UserOrdering,
+) -> users::BoxedQuery<'static, diesel::sqlite::Sqlite> {
+    match (ordering.field, ordering.descending) {
+        (UserOrderField::Email, false) => selected.order((users::email_key.asc(), users::id.asc())),
+        (UserOrderField::Email, true) => selected.order((users::email_key.desc(), users::id.desc())),
+        (UserOrderField::DateJoined, false) => selected.order((users::date_joined.asc(), users::id.asc())),
+        (UserOrderField::DateJoined, true) => selected.order((users::date_joined.desc(), users::id.desc())),
+        (UserOrderField::LastLogin, false) => {
+            selected.order((users::last_login.is_null(), users::last_login.asc(), users::id.asc()))
+        }
+        (UserOrderField::LastLogin, true) => {
+            selected.order((users::last_login.is_null(), users::last_login.desc(), users::id.desc()))
+        }
+    }
+}
+
+/// The users a list query selects, before ordering and paging.
+fn filtered_users(query: &UserQuery) -> users::BoxedQuery<'static, diesel::sqlite::Sqlite> {
+    let mut selected = users::table.into_boxed();
+    if let Some(search) = &query.search {
+        let pattern = like_pattern(search);
+        selected = selected.filter(
+            users::email_key
+                .like(pattern.clone())
+                .escape('\\')
+                .or(lower(users::first_name).like(pattern.clone()).escape('\\'))
+                .or(lower(users::last_name).like(pattern).escape('\\')),
+        );
+    }
+    if let Some(is_active) = query.is_active {
+        selected = selected.filter(users::is_active.eq(is_active));
+    }
+    if let Some(is_verified) = query.is_verified {
+        selected = selected.filter(users::is_verified.eq(is_verified));
+    }
+    if let Some(is_staff) = query.is_staff {
+        selected = selected.filter(users::is_staff.eq(is_staff));
+    }
+    selected
 }
 
 fn require_user(conn: &mut SqliteConnection, id: i64) -> Result<User, StoreError> {
@@ -920,6 +988,87 @@ impl Outbox for SqliteStore {
             .await
             .map_err(Into::into)
     }
+}
+
+#[async_trait]
+impl AdminStore for SqliteStore {
+    async fn grants_of(&self, id: UserId) -> Result<Option<Grants>, PortError> {
+        self.run(move |conn| {
+            let flags = users::table
+                .find(id.0)
+                .select((users::is_active, users::is_superuser))
+                .first::<(bool, bool)>(conn)
+                .optional()?;
+            let Some((is_active, is_superuser)) = flags else { return Ok(None) };
+            let names = user_groups::table
+                .inner_join(group_permissions::table.on(group_permissions::group_id.eq(user_groups::group_id)))
+                .filter(user_groups::user_id.eq(id.0))
+                .select(group_permissions::permission)
+                .load::<String>(conn)?;
+            let permissions = names.iter().filter_map(|n| Permission::parse(n)).collect();
+            Ok(Some(Grants { is_active, is_superuser, permissions }))
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn list_users(&self, query: &UserQuery) -> Result<UserPage, PortError> {
+        let query = query.clone();
+        self.run(move |conn| {
+            let count = filtered_users(&query).count().get_result::<i64>(conn)?;
+            let ids = ordered(filtered_users(&query), query.ordering)
+                .select(users::id)
+                .limit(i64::from(query.page_size))
+                .offset(query.offset())
+                .load::<i64>(conn)?;
+            let rows = users::table
+                .left_join(profiles::table)
+                .filter(users::id.eq_any(&ids))
+                .select((UserRow::as_select(), Option::<ProfileRow>::as_select()))
+                .load::<(UserRow, Option<ProfileRow>)>(conn)?;
+            let mut users = assemble(conn, rows)?;
+            users.sort_by_key(|user| ids.iter().position(|id| *id == user.id.0));
+            Ok(UserPage { count, results: users })
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, PortError> {
+        self.run(|conn| {
+            let found = groups::table.order(groups::name).load::<(i64, String)>(conn)?;
+            with_permissions(conn, found)
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn get_group(&self, id: i64) -> Result<Option<Group>, PortError> {
+        self.run(move |conn| {
+            let found = groups::table.find(id).load::<(i64, String)>(conn)?;
+            Ok(with_permissions(conn, found)?.pop())
+        })
+        .await
+        .map_err(Into::into)
+    }
+}
+
+/// Groups with their permissions, in the order given.
+fn with_permissions(conn: &mut SqliteConnection, found: Vec<(i64, String)>) -> Result<Vec<Group>, StoreError> {
+    let ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
+    let granted = group_permissions::table
+        .filter(group_permissions::group_id.eq_any(&ids))
+        .select((group_permissions::group_id, group_permissions::permission))
+        .load::<(i64, String)>(conn)?;
+    Ok(found
+        .into_iter()
+        .map(|(id, name)| {
+            let mut permissions: Vec<Permission> =
+                granted.iter().filter(|(g, _)| *g == id).filter_map(|(_, p)| Permission::parse(p)).collect();
+            permissions.sort();
+            Group { id, name, permissions }
+        })
+        .collect())
 }
 
 #[async_trait]

@@ -1,6 +1,7 @@
 //! The routes of the HTTP contract, and JSON answers for unknown routes and methods.
 
 mod account;
+mod admin;
 mod credentials;
 mod health;
 mod sessions;
@@ -42,6 +43,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
     ("GET", "/.well-known/jwks.json"),
+    ("GET", "/api/v1/admin/users"),
+    ("GET", "/api/v1/admin/users/{id}"),
+    ("GET", "/api/v1/admin/groups"),
+    ("GET", "/api/v1/admin/groups/{id}"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -67,6 +72,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/logout/all").route(web::post().to(tokens::logout_all)))
             .service(resource("/sessions").route(web::get().to(sessions::list)))
             .service(resource("/sessions/{id}").route(web::delete().to(sessions::revoke))),
+    )
+    .service(
+        web::scope("/api/v1/admin")
+            .service(resource("/users").route(web::get().to(admin::list_users)))
+            .service(resource("/users/{id}").route(web::get().to(admin::get_user)))
+            .service(resource("/groups").route(web::get().to(admin::list_groups)))
+            .service(resource("/groups/{id}").route(web::get().to(admin::get_group))),
     )
     .service(resource("/health/live").route(web::get().to(health::live)))
     .service(resource("/health/ready").route(web::get().to(health::ready)))

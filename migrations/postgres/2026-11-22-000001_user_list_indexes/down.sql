@@ -1,0 +1,2 @@
+DROP INDEX users_last_login;
+DROP INDEX users_date_joined;
