@@ -198,6 +198,20 @@ impl Fields {
         }
     }
 
+    /// A list of strings that may be absent.
+    pub fn optional_str_list(&mut self, name: &str) -> Option<Vec<String>> {
+        match self.map.remove(name) {
+            None => None,
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                Some(items.into_iter().filter_map(|item| item.as_str().map(str::to_owned)).collect())
+            }
+            Some(_) => {
+                self.fail(name, "Expected a list of names.");
+                None
+            }
+        }
+    }
+
     /// A nested object, read with dotted error keys (`profile.phone`).
     pub fn optional_object(&mut self, name: &str) -> Option<Fields> {
         match self.map.remove(name) {

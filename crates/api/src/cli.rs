@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use gatehouse_domain::{Email, Password};
 
 use crate::config::Settings;
-use crate::startup::{auth_service, Application, StartupError, Stores};
+use crate::startup::{services, Application, StartupError, Stores};
 
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, about = "Authentication and user accounts over a JSON API")]
@@ -70,7 +70,8 @@ async fn create_superuser(settings: Settings, email: &str, password_stdin: bool)
         CommandError::Input(format!("password refused: {}", reasons.join(" ")))
     })?;
     let stores = Stores::open(&settings).await?;
-    let user = auth_service(&settings, &stores)?.create_superuser(email, password).await?;
+    let (auth, _) = services(&settings, &stores)?;
+    let user = auth.create_superuser(email, password).await?;
     println!("superuser {} (id {}) is ready", user.email, user.id);
     Ok(())
 }

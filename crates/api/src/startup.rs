@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
-use gatehouse_domain::admin::AdminService;
+use gatehouse_domain::admin::{AdminPorts, AdminService};
 use gatehouse_domain::auth::Ports;
 use gatehouse_domain::mail::Links;
 use gatehouse_domain::outbox::{DeliveryPolicy, MailDelivery};
-use gatehouse_domain::ports::{AccountStore, AdminStore, Clock, LoginAttempts, Outbox, SessionStore, StoreHealth};
+use gatehouse_domain::ports::{
+    AccountStore, AdminStore, AdminWrites, Clock, LoginAttempts, Outbox, PasswordHasher, SessionStore, StoreHealth,
+};
 use gatehouse_domain::{AuthPolicy, AuthService};
 use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
 use gatehouse_mail_smtp::{LettreMailer, MailerConfigError};
@@ -61,12 +63,15 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     pub attempts: Arc<dyn LoginAttempts>,
     pub admin: Arc<dyn AdminStore>,
+    pub admin_writes: Arc<dyn AdminWrites>,
     pub outbox: Arc<dyn Outbox>,
     pub health: Arc<dyn StoreHealth>,
 }
 
 impl Stores {
-    fn of<S: AccountStore + SessionStore + LoginAttempts + AdminStore + Outbox + StoreHealth + 'static>(
+    fn of<
+        S: AccountStore + SessionStore + LoginAttempts + AdminStore + AdminWrites + Outbox + StoreHealth + 'static,
+    >(
         store: S,
     ) -> Self {
         let store = Arc::new(store);
@@ -75,6 +80,7 @@ impl Stores {
             sessions: store.clone(),
             attempts: store.clone(),
             admin: store.clone(),
+            admin_writes: store.clone(),
             outbox: store.clone(),
             health: store,
         }
@@ -134,7 +140,8 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// The use cases over their adapters.
-pub fn auth_service(settings: &Settings, stores: &Stores) -> Result<AuthService, StartupError> {
+/// The use cases over their adapters: accounts, and administration.
+pub fn services(settings: &Settings, stores: &Stores) -> Result<(AuthService, AdminService), StartupError> {
     let hashing = &settings.hashing;
     let concurrency = if hashing.concurrency == 0 { cores() } else { hashing.concurrency };
     let params =
@@ -148,12 +155,22 @@ pub fn auth_service(settings: &Settings, stores: &Stores) -> Result<AuthService,
         ttl: time::Duration::seconds(settings.auth.access_ttl_seconds),
     })
     .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_JWT_SECRET", problem: e.to_string() })?;
+    let hasher: Arc<dyn PasswordHasher> = Arc::new(hasher);
     let ports = Ports {
         accounts: stores.accounts.clone(),
         sessions: stores.sessions.clone(),
         attempts: stores.attempts.clone(),
-        hasher: Arc::new(hasher),
+        hasher: hasher.clone(),
         tokens: Arc::new(tokens),
+        random: Arc::new(OsRandom),
+        clock: Arc::new(SystemClock),
+    };
+    let admin_ports = AdminPorts {
+        store: stores.admin.clone(),
+        writes: stores.admin_writes.clone(),
+        accounts: stores.accounts.clone(),
+        sessions: stores.sessions.clone(),
+        hasher,
         random: Arc::new(OsRandom),
         clock: Arc::new(SystemClock),
     };
@@ -174,7 +191,8 @@ pub fn auth_service(settings: &Settings, stores: &Stores) -> Result<AuthService,
         max_failures_per_email: 10,
         max_failures_per_ip: i64::from(settings.auth.login_ip_limit),
     };
-    Ok(AuthService::new(ports, links, policy))
+    let admin = AdminService::new(admin_ports, links.clone(), policy.verification_ttl);
+    Ok((AuthService::new(ports, links, policy), admin))
 }
 
 fn mailer(settings: &Settings) -> Result<LettreMailer, StartupError> {
@@ -242,7 +260,7 @@ impl Application {
             .bind_address()
             .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_BIND", problem: e.problem })?;
         let stores = Stores::open(&settings).await?;
-        let auth = auth_service(&settings, &stores)?;
+        let (auth, admin) = services(&settings, &stores)?;
         let mailer = mailer(&settings)?;
         tracing::info!(mail = mailer.describe(), "mail transport ready");
         let delivery = MailDelivery::new(
@@ -257,7 +275,6 @@ impl Application {
             TcpListener::bind(address).map_err(|source| StartupError::Bind { address: address.to_string(), source })?;
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: address.to_string(), source })?.port();
-        let admin = AdminService::new(stores.admin.clone(), stores.accounts.clone());
         let state = web::Data::new(AppState { auth, admin, health: stores.health.clone() });
         let limit = web::Data::new(BodyLimit(settings.server.body_limit_bytes));
         let workers = if settings.server.workers == 0 { cores() } else { settings.server.workers };

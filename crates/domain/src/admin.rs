@@ -4,10 +4,18 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use time::Duration;
+
 use crate::auth::Principal;
-use crate::error::{FieldErrors, PortError};
-use crate::ports::{AccountStore, AdminStore};
-use crate::user::{User, UserId};
+use crate::email::Email;
+use crate::error::{FieldErrors, PortError, NON_FIELD_ERRORS};
+use crate::mail::{self, Links};
+use crate::password::Password;
+use crate::ports::{
+    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, Clock, NewOneTimeToken,
+    PasswordHasher, Random, SessionStore, TokenPurpose,
+};
+use crate::user::{User, UserId, REGULAR_USER_GROUP};
 
 /// The code names of what administrators may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -226,7 +234,42 @@ pub enum AdminError {
 #[derive(Clone)]
 pub struct AdminService {
     store: Arc<dyn AdminStore>,
+    writes: Arc<dyn AdminWrites>,
     accounts: Arc<dyn AccountStore>,
+    sessions: Arc<dyn SessionStore>,
+    hasher: Arc<dyn PasswordHasher>,
+    random: Arc<dyn Random>,
+    clock: Arc<dyn Clock>,
+    links: Links,
+    /// How long an invitation link lives.
+    invitation_ttl: Duration,
+}
+
+/// The adapters administration runs on.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct AdminPorts {
+    pub store: Arc<dyn AdminStore>,
+    pub writes: Arc<dyn AdminWrites>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub hasher: Arc<dyn PasswordHasher>,
+    pub random: Arc<dyn Random>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// An account as an administrator asks for it, fields parsed.
+#[derive(Debug, Clone)]
+pub struct AdminCreateRequest {
+    pub email: Email,
+    /// Checked against the policy by the service, with the names.
+    pub password: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_active: bool,
+    pub is_staff: bool,
+    pub is_verified: bool,
+    pub groups: Vec<String>,
 }
 
 impl std::fmt::Debug for AdminService {
@@ -236,8 +279,158 @@ impl std::fmt::Debug for AdminService {
 }
 
 impl AdminService {
-    pub fn new(store: Arc<dyn AdminStore>, accounts: Arc<dyn AccountStore>) -> Self {
-        Self { store, accounts }
+    pub fn new(ports: AdminPorts, links: Links, invitation_ttl: Duration) -> Self {
+        Self {
+            store: ports.store,
+            writes: ports.writes,
+            accounts: ports.accounts,
+            sessions: ports.sessions,
+            hasher: ports.hasher,
+            random: ports.random,
+            clock: ports.clock,
+            links,
+            invitation_ttl,
+        }
+    }
+
+    /// Nobody grants what they do not hold: every permission of a group being
+    /// added must be the caller's, and unknown group names are refused.
+    async fn check_grantable(&self, grants: &Grants, current: &[String], wanted: &[String]) -> Result<(), AdminError> {
+        let added: Vec<String> = wanted.iter().filter(|name| !current.contains(name)).cloned().collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let found = self.writes.groups_named(&added).await?;
+        let mut errors = FieldErrors::new();
+        for name in &added {
+            if !found.iter().any(|group| &group.name == name) {
+                errors.add("groups", format!("There is no group named {name:?}."));
+            }
+        }
+        errors.finish(()).map_err(AdminError::Invalid)?;
+        let exceeds = found.iter().flat_map(|group| &group.permissions).any(|p| !grants.allows(*p));
+        if exceeds {
+            return Err(AdminError::PermissionDenied);
+        }
+        Ok(())
+    }
+
+    /// Creates an account; without a password, the user is invited by mail to
+    /// choose one through the reset flow.
+    #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
+    pub async fn create_user(&self, caller: Principal, request: AdminCreateRequest) -> Result<User, AdminError> {
+        let grants = self.require(caller, Permission::UsersAdd).await?;
+        let mut groups = request.groups.clone();
+        if !groups.iter().any(|g| g == REGULAR_USER_GROUP) {
+            groups.push(REGULAR_USER_GROUP.to_owned());
+        }
+        self.check_grantable(&grants, &[REGULAR_USER_GROUP.to_owned()], &groups).await?;
+        let password_hash = match &request.password {
+            Some(raw) => {
+                let personal =
+                    [request.email.as_ref(), request.email.local_part(), &request.first_name, &request.last_name];
+                let password = Password::parse(raw, &personal).map_err(|rules| {
+                    let mut errors = FieldErrors::new();
+                    rules.iter().for_each(|rule| errors.add("password", rule.to_string()));
+                    AdminError::Invalid(errors)
+                })?;
+                Some(self.hasher.hash(password.plain()).await?)
+            }
+            None => None,
+        };
+        let now = self.clock.now();
+        let invitation = password_hash.is_none().then(|| {
+            let token = self.random.token();
+            let record = NewOneTimeToken {
+                hash: token.hash(),
+                purpose: TokenPurpose::ResetPassword,
+                new_email: None,
+                created_at: now,
+                expires_at: now + self.invitation_ttl,
+            };
+            (record, mail::invitation(&request.email, &self.links, &token))
+        });
+        let user = AdminNewUser {
+            email: request.email,
+            password_hash,
+            first_name: request.first_name,
+            last_name: request.last_name,
+            is_active: request.is_active,
+            is_staff: request.is_staff,
+            is_verified: request.is_verified,
+            groups,
+            date_joined: now,
+        };
+        match self.writes.admin_create_user(user, invitation).await? {
+            AdminWrite::Done(Some(user)) => {
+                tracing::info!(user_id = %user.id, "user created by an administrator");
+                Ok(*user)
+            }
+            AdminWrite::EmailTaken => {
+                Err(AdminError::Invalid(FieldErrors::single("email", "A user with this email already exists.")))
+            }
+            other => Err(AdminError::Port(PortError::unexpected(format!("unexpected create outcome {other:?}")))),
+        }
+    }
+
+    /// Changes a user; making or unmaking a superuser takes a superuser.
+    #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
+    pub async fn update_user(
+        &self,
+        caller: Principal,
+        raw_id: &str,
+        changes: AdminUserChanges,
+    ) -> Result<User, AdminError> {
+        let grants = self.require(caller, Permission::UsersChange).await?;
+        let id = raw_id.parse().map(UserId).map_err(|_| AdminError::NotFound)?;
+        let current = self.accounts.get_user(id).await?.ok_or(AdminError::NotFound)?;
+        if changes.is_superuser.is_some_and(|wanted| wanted != current.is_superuser) && !grants.is_superuser {
+            return Err(AdminError::PermissionDenied);
+        }
+        if let Some(groups) = &changes.groups {
+            self.check_grantable(&grants, &current.groups, groups).await?;
+        }
+        match self.writes.admin_update_user(id, changes, self.clock.now()).await? {
+            AdminWrite::Done(Some(user)) => {
+                tracing::info!(user_id = %user.id, "user changed by an administrator");
+                Ok(*user)
+            }
+            AdminWrite::Done(None) | AdminWrite::NotFound => Err(AdminError::NotFound),
+            AdminWrite::EmailTaken => {
+                Err(AdminError::Invalid(FieldErrors::single("email", "A user with this email already exists.")))
+            }
+            AdminWrite::LastSuperuser => Err(AdminError::Invalid(FieldErrors::single(
+                NON_FIELD_ERRORS,
+                "This is the last active superuser; make another one first.",
+            ))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
+    pub async fn delete_user(&self, caller: Principal, raw_id: &str) -> Result<(), AdminError> {
+        self.require(caller, Permission::UsersDelete).await?;
+        let id = raw_id.parse().map(UserId).map_err(|_| AdminError::NotFound)?;
+        match self.writes.admin_delete_user(id).await? {
+            AdminWrite::Done(_) => {
+                tracing::info!(user_id = %id, "user deleted by an administrator");
+                Ok(())
+            }
+            AdminWrite::NotFound | AdminWrite::EmailTaken => Err(AdminError::NotFound),
+            AdminWrite::LastSuperuser => Err(AdminError::Invalid(FieldErrors::single(
+                NON_FIELD_ERRORS,
+                "This is the last active superuser; make another one first.",
+            ))),
+        }
+    }
+
+    /// Ends every session of a user at once.
+    #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
+    pub async fn revoke_sessions(&self, caller: Principal, raw_id: &str) -> Result<(), AdminError> {
+        self.require(caller, Permission::UsersChange).await?;
+        let id = raw_id.parse().map(UserId).map_err(|_| AdminError::NotFound)?;
+        self.accounts.get_user(id).await?.ok_or(AdminError::NotFound)?;
+        self.sessions.revoke_all_sessions(id, self.clock.now()).await?;
+        Ok(())
     }
 
     /// Fails unless the caller holds the permission now.
@@ -285,7 +478,35 @@ impl AdminService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{MockAccountStore, MockAdminStore};
+    use crate::ports::{
+        MockAccountStore, MockAdminStore, MockAdminWrites, MockClock, MockPasswordHasher, MockRandom, MockSessionStore,
+    };
+
+    fn service(store: MockAdminStore, accounts: MockAccountStore) -> AdminService {
+        service_with(store, accounts, MockAdminWrites::new(), MockSessionStore::new())
+    }
+
+    fn service_with(
+        store: MockAdminStore,
+        accounts: MockAccountStore,
+        writes: MockAdminWrites,
+        sessions: MockSessionStore,
+    ) -> AdminService {
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(|| time::macros::datetime!(2026-11-21 10:00 UTC));
+        let mut random = MockRandom::new();
+        random.expect_token().returning(|| crate::OpaqueToken::new("invite-token".into()));
+        let ports = AdminPorts {
+            store: Arc::new(store),
+            writes: Arc::new(writes),
+            accounts: Arc::new(accounts),
+            sessions: Arc::new(sessions),
+            hasher: Arc::new(MockPasswordHasher::new()),
+            random: Arc::new(random),
+            clock: Arc::new(clock),
+        };
+        AdminService::new(ports, Links::new("https://app.example.com"), Duration::hours(24))
+    }
     use crate::session::SessionId;
 
     fn caller() -> Principal {
@@ -353,7 +574,7 @@ mod tests {
             Ok(Some(if calls == 1 { grants(false, &[Permission::UsersView]) } else { grants(false, &[]) }))
         });
         store.expect_list_users().times(1).returning(|_| Ok(UserPage { count: 0, results: vec![] }));
-        let service = AdminService::new(Arc::new(store), Arc::new(MockAccountStore::new()));
+        let service = service(store, MockAccountStore::new());
         assert!(service.list_users(caller(), RawUserQuery::default()).await.is_ok());
         let revoked = service.list_users(caller(), RawUserQuery::default()).await;
         assert!(matches!(revoked, Err(AdminError::PermissionDenied)));
@@ -366,9 +587,119 @@ mod tests {
         store.expect_get_group().returning(|_| Ok(None));
         let mut accounts = MockAccountStore::new();
         accounts.expect_get_user().returning(|_| Ok(None));
-        let service = AdminService::new(Arc::new(store), Arc::new(accounts));
+        let service = service(store, accounts);
         assert!(matches!(service.get_user(caller(), "99").await, Err(AdminError::NotFound)));
         assert!(matches!(service.get_user(caller(), "abc").await, Err(AdminError::NotFound)));
         assert!(matches!(service.get_group(caller(), "99").await, Err(AdminError::NotFound)));
+    }
+
+    fn target() -> User {
+        User {
+            id: UserId(2),
+            email: Email::parse("ada@example.com").unwrap(),
+            first_name: String::new(),
+            last_name: String::new(),
+            is_active: true,
+            is_staff: false,
+            is_superuser: false,
+            is_verified: true,
+            date_joined: time::macros::datetime!(2026-11-21 10:00 UTC),
+            last_login: None,
+            groups: vec![REGULAR_USER_GROUP.into()],
+            profile: crate::Profile::default(),
+        }
+    }
+
+    fn admin_service(caller_grants: Grants, writes: MockAdminWrites) -> AdminService {
+        let mut store = MockAdminStore::new();
+        store.expect_grants_of().returning(move |_| Ok(Some(caller_grants.clone())));
+        let mut accounts = MockAccountStore::new();
+        accounts.expect_get_user().returning(|_| Ok(Some(target())));
+        service_with(store, accounts, writes, MockSessionStore::new())
+    }
+
+    fn auditors_group() -> Group {
+        Group { id: 3, name: "Auditors".into(), permissions: vec![Permission::UsersView, Permission::AuditView] }
+    }
+
+    #[tokio::test]
+    async fn nobody_grants_a_permission_they_do_not_hold() {
+        let mut writes = MockAdminWrites::new();
+        writes.expect_groups_named().returning(|_| Ok(vec![auditors_group()]));
+        writes.expect_admin_update_user().never();
+        let service = admin_service(grants(false, &[Permission::UsersChange, Permission::UsersView]), writes);
+        let changes = AdminUserChanges { groups: Some(vec!["Auditors".into()]), ..AdminUserChanges::default() };
+        assert!(matches!(service.update_user(caller(), "2", changes).await, Err(AdminError::PermissionDenied)));
+    }
+
+    #[tokio::test]
+    async fn a_group_within_the_callers_permissions_may_be_granted() {
+        let mut writes = MockAdminWrites::new();
+        writes.expect_groups_named().returning(|_| Ok(vec![auditors_group()]));
+        writes.expect_admin_update_user().times(1).returning(|_, _, _| Ok(AdminWrite::Done(Some(Box::new(target())))));
+        let held = [Permission::UsersChange, Permission::UsersView, Permission::AuditView];
+        let service = admin_service(grants(false, &held), writes);
+        let changes = AdminUserChanges { groups: Some(vec!["Auditors".into()]), ..AdminUserChanges::default() };
+        assert!(service.update_user(caller(), "2", changes).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unknown_groups_are_refused_by_name() {
+        let mut writes = MockAdminWrites::new();
+        writes.expect_groups_named().returning(|_| Ok(vec![]));
+        let service = admin_service(grants(true, &[]), writes);
+        let changes = AdminUserChanges { groups: Some(vec!["Wizards".into()]), ..AdminUserChanges::default() };
+        let Err(AdminError::Invalid(errors)) = service.update_user(caller(), "2", changes).await else {
+            panic!("expected a validation error");
+        };
+        assert!(errors.contains("groups"));
+    }
+
+    #[tokio::test]
+    async fn only_a_superuser_makes_a_superuser() {
+        let mut writes = MockAdminWrites::new();
+        writes.expect_admin_update_user().never();
+        let service = admin_service(grants(false, &Permission::ALL), writes);
+        let changes = AdminUserChanges { is_superuser: Some(true), ..AdminUserChanges::default() };
+        assert!(matches!(service.update_user(caller(), "2", changes).await, Err(AdminError::PermissionDenied)));
+    }
+
+    #[tokio::test]
+    async fn the_last_superuser_is_reported_as_a_validation_error() {
+        let mut writes = MockAdminWrites::new();
+        writes.expect_admin_delete_user().returning(|_| Ok(AdminWrite::LastSuperuser));
+        let service = admin_service(grants(true, &[]), writes);
+        assert!(matches!(service.delete_user(caller(), "2").await, Err(AdminError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn a_user_created_without_a_password_is_invited() {
+        let mut writes = MockAdminWrites::new();
+        writes.expect_groups_named().never();
+        writes
+            .expect_admin_create_user()
+            .withf(|user, invitation| {
+                user.password_hash.is_none()
+                    && user.groups == [REGULAR_USER_GROUP]
+                    && invitation.as_ref().is_some_and(|(token, mail)| {
+                        token.purpose == TokenPurpose::ResetPassword
+                            && token.expires_at - token.created_at == Duration::hours(24)
+                            && mail.text.contains("reset-password?token=invite-token")
+                    })
+            })
+            .times(1)
+            .returning(|_, _| Ok(AdminWrite::Done(Some(Box::new(target())))));
+        let service = admin_service(grants(false, &[Permission::UsersAdd]), writes);
+        let request = AdminCreateRequest {
+            email: Email::parse("ada@example.com").unwrap(),
+            password: None,
+            first_name: String::new(),
+            last_name: String::new(),
+            is_active: true,
+            is_staff: false,
+            is_verified: false,
+            groups: vec![],
+        };
+        assert!(service.create_user(caller(), request).await.is_ok());
     }
 }

@@ -134,6 +134,19 @@ pub fn password_reset(to: &Email, links: &Links, token: &OpaqueToken, minutes: i
     )
 }
 
+/// To an account an administrator created without a password.
+pub fn invitation(to: &Email, links: &Links, token: &OpaqueToken) -> OutgoingMail {
+    compose(
+        to,
+        "You are invited: choose your password",
+        &[
+            "An administrator created an account for you with this address.",
+            "Choose your password with the link below; it is valid for 24 hours and works once.",
+        ],
+        Some(("Choose your password", &links.reset_password(token))),
+    )
+}
+
 pub fn password_was_reset(to: &Email, links: &Links) -> OutgoingMail {
     compose(
         to,

@@ -410,3 +410,71 @@ pub trait AdminStore: Send + Sync {
 
     async fn get_group(&self, id: i64) -> Result<Option<Group>, PortError>;
 }
+
+/// An account made by an administrator.
+#[derive(Debug, Clone)]
+pub struct AdminNewUser {
+    pub email: Email,
+    /// `None` for an invitation: the user sets it through a reset link.
+    pub password_hash: Option<PasswordHash>,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_active: bool,
+    pub is_staff: bool,
+    pub is_verified: bool,
+    /// Group names; `Regular User` is always added.
+    pub groups: Vec<String>,
+    pub date_joined: OffsetDateTime,
+}
+
+/// The fields an administrator may change; `None` leaves one alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminUserChanges {
+    pub email: Option<Email>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub is_active: Option<bool>,
+    pub is_staff: Option<bool>,
+    pub is_superuser: Option<bool>,
+    pub is_verified: Option<bool>,
+    /// The complete new set of group names.
+    pub groups: Option<Vec<String>>,
+}
+
+/// What an administrative write found, decided inside its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminWrite {
+    Done(Option<Box<User>>),
+    NotFound,
+    EmailTaken,
+    /// It would leave no active superuser.
+    LastSuperuser,
+}
+
+/// Writes for administration; each is one transaction.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait AdminWrites: Send + Sync {
+    /// The groups with these names; unknown names are left out.
+    async fn groups_named(&self, names: &[String]) -> Result<Vec<Group>, PortError>;
+
+    /// Creates the user with profile and groups, and the invitation link and
+    /// mail when there is no password.
+    async fn admin_create_user(
+        &self,
+        user: AdminNewUser,
+        invitation: Option<(NewOneTimeToken, OutgoingMail)>,
+    ) -> Result<AdminWrite, PortError>;
+
+    /// Applies the changes; disabling revokes every session. MUST refuse
+    /// (`LastSuperuser`) to leave no active superuser.
+    async fn admin_update_user(
+        &self,
+        id: UserId,
+        changes: AdminUserChanges,
+        now: OffsetDateTime,
+    ) -> Result<AdminWrite, PortError>;
+
+    /// Deletes the user and everything they hold. MUST refuse to delete the last active superuser.
+    async fn admin_delete_user(&self, id: UserId) -> Result<AdminWrite, PortError>;
+}

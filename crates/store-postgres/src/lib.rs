@@ -20,8 +20,9 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use gatehouse_domain::admin::{Grants, Group, Permission, UserOrderField, UserOrdering, UserPage, UserQuery};
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
-    AccountStore, AdminStore, CreateAccountError, Credentials, EmailConfirmation, FailureWindow, LoginAttempts,
-    NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
+    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, CreateAccountError, Credentials,
+    EmailConfirmation, FailureWindow, LoginAttempts, NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore,
+    StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -1120,6 +1121,139 @@ async fn with_permissions(conn: &mut AsyncPgConnection, found: Vec<(i64, String)
             Group { id, name, permissions }
         })
         .collect())
+}
+
+#[async_trait]
+impl AdminWrites for PostgresStore {
+    async fn groups_named(&self, names: &[String]) -> Result<Vec<Group>, PortError> {
+        let mut conn = self.conn().await?;
+        let found = groups::table
+            .filter(groups::name.eq_any(names))
+            .order(groups::name)
+            .load::<(i64, String)>(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(with_permissions(&mut conn, found).await?)
+    }
+
+    async fn admin_create_user(
+        &self,
+        user: AdminNewUser,
+        invitation: Option<(NewOneTimeToken, OutgoingMail)>,
+    ) -> Result<AdminWrite, PortError> {
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                let id = diesel::insert_into(users::table)
+                    .values((
+                        users::email.eq(user.email.as_ref()),
+                        users::email_key.eq(user.email.key().as_str()),
+                        users::password_hash.eq(user.password_hash.as_ref().map(PasswordHash::expose)),
+                        users::first_name.eq(&user.first_name),
+                        users::last_name.eq(&user.last_name),
+                        users::is_active.eq(user.is_active),
+                        users::is_staff.eq(user.is_staff),
+                        users::is_verified.eq(user.is_verified),
+                        users::date_joined.eq(user.date_joined),
+                    ))
+                    .returning(users::id)
+                    .get_result::<i64>(conn)
+                    .await?;
+                diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(conn).await?;
+                for group in &user.groups {
+                    join_group(conn, id, group).await?;
+                }
+                if let Some((token, mail)) = &invitation {
+                    insert_token(conn, id, token).await?;
+                    insert_mail(conn, mail, user.date_joined).await?;
+                }
+                Ok(AdminWrite::Done(Some(Box::new(require_user(conn, id).await?))))
+            })
+            .await;
+        match outcome {
+            Err(StoreError::EmailTaken) => Ok(AdminWrite::EmailTaken),
+            other => other.map_err(Into::into),
+        }
+    }
+
+    async fn admin_update_user(
+        &self,
+        id: UserId,
+        changes: AdminUserChanges,
+        now: OffsetDateTime,
+    ) -> Result<AdminWrite, PortError> {
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                let demotes = changes.is_superuser == Some(false) || changes.is_active == Some(false);
+                if demotes && is_last_superuser(conn, id.0).await? {
+                    return Ok(AdminWrite::LastSuperuser);
+                }
+                let found = diesel::update(users::table.find(id.0))
+                    .set((
+                        users::id.eq(users::id),
+                        changes.email.as_ref().map(|e| users::email.eq(e.as_ref().to_owned())),
+                        changes.email.as_ref().map(|e| users::email_key.eq(e.key().as_str().to_owned())),
+                        changes.first_name.as_ref().map(|n| users::first_name.eq(n)),
+                        changes.last_name.as_ref().map(|n| users::last_name.eq(n)),
+                        changes.is_active.map(|v| users::is_active.eq(v)),
+                        changes.is_staff.map(|v| users::is_staff.eq(v)),
+                        changes.is_superuser.map(|v| users::is_superuser.eq(v)),
+                        changes.is_verified.map(|v| users::is_verified.eq(v)),
+                    ))
+                    .execute(conn)
+                    .await?;
+                if found == 0 {
+                    return Ok(AdminWrite::NotFound);
+                }
+                if let Some(groups) = &changes.groups {
+                    diesel::delete(user_groups::table.filter(user_groups::user_id.eq(id.0))).execute(conn).await?;
+                    for group in groups {
+                        join_group(conn, id.0, group).await?;
+                    }
+                }
+                if changes.is_active == Some(false) {
+                    diesel::update(sessions::table)
+                        .filter(sessions::user_id.eq(id.0))
+                        .filter(sessions::revoked_at.is_null())
+                        .set(sessions::revoked_at.eq(now))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(AdminWrite::Done(load_user(conn, id.0).await?.map(Box::new)))
+            })
+            .await;
+        match outcome {
+            Err(StoreError::EmailTaken) => Ok(AdminWrite::EmailTaken),
+            other => other.map_err(Into::into),
+        }
+    }
+
+    async fn admin_delete_user(&self, id: UserId) -> Result<AdminWrite, PortError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            if is_last_superuser(conn, id.0).await? {
+                return Ok(AdminWrite::LastSuperuser);
+            }
+            let deleted = diesel::delete(users::table.find(id.0)).execute(conn).await?;
+            Ok(if deleted == 0 { AdminWrite::NotFound } else { AdminWrite::Done(None) })
+        })
+        .await
+        .map_err(Into::into)
+    }
+}
+
+/// Whether the user is the only active superuser. Locks the superusers' rows
+/// so two demotions at once cannot both pass.
+async fn is_last_superuser(conn: &mut AsyncPgConnection, id: i64) -> Result<bool, StoreError> {
+    let superusers = users::table
+        .filter(users::is_superuser.eq(true))
+        .filter(users::is_active.eq(true))
+        .select(users::id)
+        .for_update()
+        .load::<i64>(conn)
+        .await?;
+    Ok(superusers == [id])
 }
 
 #[async_trait]

@@ -20,8 +20,9 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use gatehouse_domain::admin::{Grants, Group, Permission, UserOrderField, UserOrdering, UserPage, UserQuery};
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
-    AccountStore, AdminStore, CreateAccountError, Credentials, EmailConfirmation, FailureWindow, LoginAttempts,
-    NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
+    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, CreateAccountError, Credentials,
+    EmailConfirmation, FailureWindow, LoginAttempts, NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore,
+    StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -1069,6 +1070,126 @@ fn with_permissions(conn: &mut SqliteConnection, found: Vec<(i64, String)>) -> R
             Group { id, name, permissions }
         })
         .collect())
+}
+
+#[async_trait]
+impl AdminWrites for SqliteStore {
+    async fn groups_named(&self, names: &[String]) -> Result<Vec<Group>, PortError> {
+        let names = names.to_vec();
+        self.run(move |conn| {
+            let found =
+                groups::table.filter(groups::name.eq_any(&names)).order(groups::name).load::<(i64, String)>(conn)?;
+            with_permissions(conn, found)
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn admin_create_user(
+        &self,
+        user: AdminNewUser,
+        invitation: Option<(NewOneTimeToken, OutgoingMail)>,
+    ) -> Result<AdminWrite, PortError> {
+        let outcome = self
+            .write(move |conn| {
+                let id = diesel::insert_into(users::table)
+                    .values((
+                        users::email.eq(user.email.as_ref()),
+                        users::email_key.eq(user.email.key().as_str()),
+                        users::password_hash.eq(user.password_hash.as_ref().map(PasswordHash::expose)),
+                        users::first_name.eq(&user.first_name),
+                        users::last_name.eq(&user.last_name),
+                        users::is_active.eq(user.is_active),
+                        users::is_staff.eq(user.is_staff),
+                        users::is_verified.eq(user.is_verified),
+                        users::date_joined.eq(user.date_joined),
+                    ))
+                    .returning(users::id)
+                    .get_result::<i64>(conn)?;
+                diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(conn)?;
+                for group in &user.groups {
+                    join_group(conn, id, group)?;
+                }
+                if let Some((token, mail)) = &invitation {
+                    insert_token(conn, id, token)?;
+                    insert_mail(conn, mail, user.date_joined)?;
+                }
+                Ok(AdminWrite::Done(Some(Box::new(require_user(conn, id)?))))
+            })
+            .await;
+        match outcome {
+            Err(StoreError::EmailTaken) => Ok(AdminWrite::EmailTaken),
+            other => other.map_err(Into::into),
+        }
+    }
+
+    async fn admin_update_user(
+        &self,
+        id: UserId,
+        changes: AdminUserChanges,
+        now: OffsetDateTime,
+    ) -> Result<AdminWrite, PortError> {
+        let outcome = self
+            .write(move |conn| {
+                let demotes = changes.is_superuser == Some(false) || changes.is_active == Some(false);
+                if demotes && is_last_superuser(conn, id.0)? {
+                    return Ok(AdminWrite::LastSuperuser);
+                }
+                let found = diesel::update(users::table.find(id.0))
+                    .set((
+                        users::id.eq(users::id),
+                        changes.email.as_ref().map(|e| users::email.eq(e.as_ref().to_owned())),
+                        changes.email.as_ref().map(|e| users::email_key.eq(e.key().as_str().to_owned())),
+                        changes.first_name.as_ref().map(|n| users::first_name.eq(n)),
+                        changes.last_name.as_ref().map(|n| users::last_name.eq(n)),
+                        changes.is_active.map(|v| users::is_active.eq(v)),
+                        changes.is_staff.map(|v| users::is_staff.eq(v)),
+                        changes.is_superuser.map(|v| users::is_superuser.eq(v)),
+                        changes.is_verified.map(|v| users::is_verified.eq(v)),
+                    ))
+                    .execute(conn)?;
+                if found == 0 {
+                    return Ok(AdminWrite::NotFound);
+                }
+                if let Some(groups) = &changes.groups {
+                    diesel::delete(user_groups::table.filter(user_groups::user_id.eq(id.0))).execute(conn)?;
+                    for group in groups {
+                        join_group(conn, id.0, group)?;
+                    }
+                }
+                if changes.is_active == Some(false) {
+                    revoke_sessions(conn, sessions::table.filter(sessions::user_id.eq(id.0)), now)?;
+                }
+                Ok(AdminWrite::Done(load_user(conn, id.0)?.map(Box::new)))
+            })
+            .await;
+        match outcome {
+            Err(StoreError::EmailTaken) => Ok(AdminWrite::EmailTaken),
+            other => other.map_err(Into::into),
+        }
+    }
+
+    async fn admin_delete_user(&self, id: UserId) -> Result<AdminWrite, PortError> {
+        self.write(move |conn| {
+            if is_last_superuser(conn, id.0)? {
+                return Ok(AdminWrite::LastSuperuser);
+            }
+            let deleted = diesel::delete(users::table.find(id.0)).execute(conn)?;
+            Ok(if deleted == 0 { AdminWrite::NotFound } else { AdminWrite::Done(None) })
+        })
+        .await
+        .map_err(Into::into)
+    }
+}
+
+/// Whether the user is the only active superuser (the write lock is already held).
+fn is_last_superuser(conn: &mut SqliteConnection, id: i64) -> Result<bool, StoreError> {
+    let superusers = users::table
+        .filter(users::is_superuser.eq(true))
+        .filter(users::is_active.eq(true))
+        .select(users::id)
+        .load::<i64>(conn)?;
+    Ok(superusers == [id])
 }
 
 #[async_trait]

@@ -3,10 +3,14 @@
 use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use gatehouse_domain::admin::{Group, RawUserQuery};
-use gatehouse_domain::FieldErrors;
+use gatehouse_domain::admin::{AdminCreateRequest, Group, RawUserQuery};
+use gatehouse_domain::error::collect;
+use gatehouse_domain::ports::AdminUserChanges;
+use gatehouse_domain::user::parse_name;
+use gatehouse_domain::{Email, FieldErrors};
 use serde::Serialize;
 
+use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::extract::AuthUser;
 use crate::state::AppState;
@@ -85,4 +89,93 @@ pub async fn get_group(
 ) -> Result<HttpResponse, ApiError> {
     let group = state.admin.get_group(caller.0, &id).await?;
     Ok(HttpResponse::Ok().json(GroupView::from(group)))
+}
+
+/// Parses an address field, recording its error.
+fn parse_email(errors: &mut FieldErrors, raw: Option<String>) -> Option<Email> {
+    collect(errors, "email", Email::parse(raw.as_deref().unwrap_or_default()))
+}
+
+pub async fn create_user(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let email = fields.required_str("email");
+    let password = fields.optional_str("password");
+    let first_name = fields.optional_str("first_name");
+    let last_name = fields.optional_str("last_name");
+    let is_active = fields.optional_bool("is_active");
+    let is_staff = fields.optional_bool("is_staff");
+    let is_verified = fields.optional_bool("is_verified");
+    let groups = fields.optional_str_list("groups");
+    fields.finish()?;
+    let mut errors = FieldErrors::new();
+    let email = parse_email(&mut errors, Some(email));
+    let first_name = collect(&mut errors, "first_name", parse_name(first_name.as_deref().unwrap_or_default()));
+    let last_name = collect(&mut errors, "last_name", parse_name(last_name.as_deref().unwrap_or_default()));
+    let (Some(email), Some(first_name), Some(last_name)) = errors.finish((email, first_name, last_name))? else {
+        return Err(ApiError::internal("parsed fields missing"));
+    };
+    let request = AdminCreateRequest {
+        email,
+        password,
+        first_name,
+        last_name,
+        is_active: is_active.unwrap_or(true),
+        is_staff: is_staff.unwrap_or(false),
+        is_verified: is_verified.unwrap_or(false),
+        groups: groups.unwrap_or_default(),
+    };
+    let user = state.admin.create_user(caller.0, request).await?;
+    Ok(HttpResponse::Created().json(UserView::from(user)))
+}
+
+pub async fn update_user(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let email = fields.optional_str("email");
+    let first_name = fields.optional_str("first_name");
+    let last_name = fields.optional_str("last_name");
+    let is_active = fields.optional_bool("is_active");
+    let is_staff = fields.optional_bool("is_staff");
+    let is_superuser = fields.optional_bool("is_superuser");
+    let is_verified = fields.optional_bool("is_verified");
+    let groups = fields.optional_str_list("groups");
+    fields.finish()?;
+    let mut errors = FieldErrors::new();
+    let email = match email {
+        Some(raw) => parse_email(&mut errors, Some(raw)),
+        None => None,
+    };
+    let first_name = first_name.and_then(|n| collect(&mut errors, "first_name", parse_name(&n)));
+    let last_name = last_name.and_then(|n| collect(&mut errors, "last_name", parse_name(&n)));
+    errors.finish(())?;
+    let changes =
+        AdminUserChanges { email, first_name, last_name, is_active, is_staff, is_superuser, is_verified, groups };
+    let user = state.admin.update_user(caller.0, &id, changes).await?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+pub async fn delete_user(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.admin.delete_user(caller.0, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn revoke_sessions(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.admin.revoke_sessions(caller.0, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -44,7 +44,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health/ready"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/api/v1/admin/users"),
+    ("POST", "/api/v1/admin/users"),
     ("GET", "/api/v1/admin/users/{id}"),
+    ("PATCH", "/api/v1/admin/users/{id}"),
+    ("DELETE", "/api/v1/admin/users/{id}"),
+    ("POST", "/api/v1/admin/users/{id}/sessions/revoke"),
     ("GET", "/api/v1/admin/groups"),
     ("GET", "/api/v1/admin/groups/{id}"),
 ];
@@ -75,8 +79,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::scope("/api/v1/admin")
-            .service(resource("/users").route(web::get().to(admin::list_users)))
-            .service(resource("/users/{id}").route(web::get().to(admin::get_user)))
+            .service(
+                resource("/users").route(web::get().to(admin::list_users)).route(web::post().to(admin::create_user)),
+            )
+            .service(
+                resource("/users/{id}")
+                    .route(web::get().to(admin::get_user))
+                    .route(web::patch().to(admin::update_user))
+                    .route(web::delete().to(admin::delete_user)),
+            )
+            .service(resource("/users/{id}/sessions/revoke").route(web::post().to(admin::revoke_sessions)))
             .service(resource("/groups").route(web::get().to(admin::list_groups)))
             .service(resource("/groups/{id}").route(web::get().to(admin::get_group))),
     )
