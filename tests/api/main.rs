@@ -8,6 +8,7 @@ mod helpers;
 
 mod account_flow;
 mod admin;
+mod admin_groups;
 mod admin_users;
 mod bad_input;
 mod credentials;

@@ -12,10 +12,10 @@ use crate::error::{FieldErrors, PortError, NON_FIELD_ERRORS};
 use crate::mail::{self, Links};
 use crate::password::Password;
 use crate::ports::{
-    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, Clock, NewOneTimeToken,
-    PasswordHasher, Random, SessionStore, TokenPurpose,
+    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, Clock, GroupWrite,
+    NewOneTimeToken, PasswordHasher, Random, SessionStore, TokenPurpose,
 };
-use crate::user::{User, UserId, REGULAR_USER_GROUP};
+use crate::user::{User, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 
 /// The code names of what administrators may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -461,6 +461,107 @@ impl AdminService {
         self.require(caller, Permission::UsersView).await?;
         let id = raw_id.parse().map(UserId).map_err(|_| AdminError::NotFound)?;
         self.accounts.get_user(id).await?.ok_or(AdminError::NotFound)
+    }
+
+    /// Group names are 1 to 150 characters; permissions must be known code names.
+    fn parse_group(
+        name: Option<&str>,
+        permissions: Option<&[String]>,
+    ) -> Result<(Option<String>, Option<Vec<Permission>>), AdminError> {
+        let mut errors = FieldErrors::new();
+        let name = name.map(str::trim).map(str::to_owned);
+        if name.as_ref().is_some_and(|n| n.is_empty() || n.chars().count() > 150) {
+            errors.add("name", "A group name has 1 to 150 characters.");
+        }
+        let permissions = permissions.map(|codes| {
+            let mut parsed: Vec<Permission> = codes
+                .iter()
+                .filter_map(|code| {
+                    let permission = Permission::parse(code);
+                    if permission.is_none() {
+                        errors.add("permissions", format!("There is no permission named {code:?}."));
+                    }
+                    permission
+                })
+                .collect();
+            parsed.sort();
+            parsed.dedup();
+            parsed
+        });
+        errors.finish((name, permissions)).map_err(AdminError::Invalid)
+    }
+
+    /// Nobody hands out a permission they do not hold.
+    fn check_holds(grants: &Grants, permissions: Option<&[Permission]>) -> Result<(), AdminError> {
+        if permissions.unwrap_or_default().iter().all(|p| grants.allows(*p)) {
+            Ok(())
+        } else {
+            Err(AdminError::PermissionDenied)
+        }
+    }
+
+    fn built_in(group: &Group) -> bool {
+        group.name == REGULAR_USER_GROUP || group.name == ADMIN_USER_GROUP
+    }
+
+    fn name_taken() -> AdminError {
+        AdminError::Invalid(FieldErrors::single("name", "A group with this name already exists."))
+    }
+
+    fn built_in_refused() -> AdminError {
+        AdminError::Invalid(FieldErrors::single(NON_FIELD_ERRORS, "The built-in groups cannot be changed or deleted."))
+    }
+
+    #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
+    pub async fn create_group(
+        &self,
+        caller: Principal,
+        name: &str,
+        permissions: &[String],
+    ) -> Result<Group, AdminError> {
+        let grants = self.require(caller, Permission::GroupsChange).await?;
+        let (name, permissions) = Self::parse_group(Some(name), Some(permissions))?;
+        Self::check_holds(&grants, permissions.as_deref())?;
+        let (name, permissions) = (name.unwrap_or_default(), permissions.unwrap_or_default());
+        self.writes.create_group(&name, &permissions).await?.ok_or_else(Self::name_taken)
+    }
+
+    #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
+    pub async fn update_group(
+        &self,
+        caller: Principal,
+        raw_id: &str,
+        name: Option<&str>,
+        permissions: Option<&[String]>,
+    ) -> Result<Group, AdminError> {
+        let grants = self.require(caller, Permission::GroupsChange).await?;
+        let id = raw_id.parse().map_err(|_| AdminError::NotFound)?;
+        let (name, permissions) = Self::parse_group(name, permissions)?;
+        let current = self.store.get_group(id).await?.ok_or(AdminError::NotFound)?;
+        if Self::built_in(&current) {
+            return Err(Self::built_in_refused());
+        }
+        Self::check_holds(&grants, permissions.as_deref())?;
+        match self.writes.update_group(id, name, permissions).await? {
+            GroupWrite::Done(group) => Ok(group),
+            GroupWrite::NotFound => Err(AdminError::NotFound),
+            GroupWrite::NameTaken => Err(Self::name_taken()),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
+    pub async fn delete_group(&self, caller: Principal, raw_id: &str) -> Result<(), AdminError> {
+        self.require(caller, Permission::GroupsChange).await?;
+        let id = raw_id.parse().map_err(|_| AdminError::NotFound)?;
+        let current = self.store.get_group(id).await?.ok_or(AdminError::NotFound)?;
+        if Self::built_in(&current) {
+            return Err(Self::built_in_refused());
+        }
+        if self.writes.delete_group(id).await? {
+            Ok(())
+        } else {
+            Err(AdminError::NotFound)
+        }
     }
 
     pub async fn list_groups(&self, caller: Principal) -> Result<Vec<Group>, AdminError> {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 
-use crate::admin::{Grants, Group, UserPage, UserQuery};
+use crate::admin::{Grants, Group, Permission, UserPage, UserQuery};
 use crate::email::{Email, EmailKey};
 use crate::error::PortError;
 use crate::mail::OutgoingMail;
@@ -477,4 +477,25 @@ pub trait AdminWrites: Send + Sync {
 
     /// Deletes the user and everything they hold. MUST refuse to delete the last active superuser.
     async fn admin_delete_user(&self, id: UserId) -> Result<AdminWrite, PortError>;
+
+    /// `None` when the name is taken.
+    async fn create_group(&self, name: &str, permissions: &[Permission]) -> Result<Option<Group>, PortError>;
+
+    /// Renames and/or sets the permissions of a group.
+    async fn update_group(
+        &self,
+        id: i64,
+        name: Option<String>,
+        permissions: Option<Vec<Permission>>,
+    ) -> Result<GroupWrite, PortError>;
+
+    /// False when there is no such group. Memberships go with it.
+    async fn delete_group(&self, id: i64) -> Result<bool, PortError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupWrite {
+    Done(Group),
+    NotFound,
+    NameTaken,
 }

@@ -21,8 +21,8 @@ use gatehouse_domain::admin::{Grants, Group, Permission, UserOrderField, UserOrd
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
     AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, CreateAccountError, Credentials,
-    EmailConfirmation, FailureWindow, LoginAttempts, NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore,
-    StoreHealth, ThrottleKey, TokenPurpose,
+    EmailConfirmation, FailureWindow, GroupWrite, LoginAttempts, NewAccount, NewOneTimeToken, Outbox, QueuedMail,
+    SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -1241,6 +1241,73 @@ impl AdminWrites for PostgresStore {
         .await
         .map_err(Into::into)
     }
+    async fn create_group(&self, name: &str, permissions: &[Permission]) -> Result<Option<Group>, PortError> {
+        let (name, permissions) = (name.to_owned(), permissions.to_vec());
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            let id = diesel::insert_into(groups::table)
+                .values(groups::name.eq(&name))
+                .on_conflict(groups::name)
+                .do_nothing()
+                .returning(groups::id)
+                .get_result::<i64>(conn)
+                .await
+                .optional()?;
+            let Some(id) = id else { return Ok(None) };
+            set_permissions(conn, id, &permissions).await?;
+            Ok(with_permissions(conn, vec![(id, name)]).await?.pop())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn update_group(
+        &self,
+        id: i64,
+        name: Option<String>,
+        permissions: Option<Vec<Permission>>,
+    ) -> Result<GroupWrite, PortError> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, StoreError, _>(async move |conn| {
+            if let Some(name) = &name {
+                let taken = groups::table
+                    .filter(groups::name.eq(name))
+                    .filter(groups::id.ne(id))
+                    .select(groups::id)
+                    .first::<i64>(conn)
+                    .await
+                    .optional()?;
+                if taken.is_some() {
+                    return Ok(GroupWrite::NameTaken);
+                }
+                diesel::update(groups::table.find(id)).set(groups::name.eq(name)).execute(conn).await?;
+            }
+            if let Some(permissions) = &permissions {
+                set_permissions(conn, id, permissions).await?;
+            }
+            let found = groups::table.find(id).load::<(i64, String)>(conn).await?;
+            Ok(with_permissions(conn, found).await?.pop().map_or(GroupWrite::NotFound, GroupWrite::Done))
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn delete_group(&self, id: i64) -> Result<bool, PortError> {
+        let mut conn = self.conn().await?;
+        let deleted = diesel::delete(groups::table.find(id)).execute(&mut conn).await.map_err(StoreError::from)?;
+        Ok(deleted > 0)
+    }
+}
+
+/// Replaces a group's permissions.
+async fn set_permissions(conn: &mut AsyncPgConnection, id: i64, permissions: &[Permission]) -> Result<(), StoreError> {
+    diesel::delete(group_permissions::table.filter(group_permissions::group_id.eq(id))).execute(conn).await?;
+    let rows: Vec<_> = permissions
+        .iter()
+        .map(|p| (group_permissions::group_id.eq(id), group_permissions::permission.eq(p.as_str())))
+        .collect();
+    diesel::insert_into(group_permissions::table).values(rows).execute(conn).await?;
+    Ok(())
 }
 
 /// Whether the user is the only active superuser. Locks the superusers' rows

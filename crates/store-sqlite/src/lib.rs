@@ -21,8 +21,8 @@ use gatehouse_domain::admin::{Grants, Group, Permission, UserOrderField, UserOrd
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
     AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, CreateAccountError, Credentials,
-    EmailConfirmation, FailureWindow, LoginAttempts, NewAccount, NewOneTimeToken, Outbox, QueuedMail, SessionStore,
-    StoreHealth, ThrottleKey, TokenPurpose,
+    EmailConfirmation, FailureWindow, GroupWrite, LoginAttempts, NewAccount, NewOneTimeToken, Outbox, QueuedMail,
+    SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -1180,6 +1180,65 @@ impl AdminWrites for SqliteStore {
         .await
         .map_err(Into::into)
     }
+    async fn create_group(&self, name: &str, permissions: &[Permission]) -> Result<Option<Group>, PortError> {
+        let (name, permissions) = (name.to_owned(), permissions.to_vec());
+        self.write(move |conn| {
+            let id = diesel::insert_or_ignore_into(groups::table)
+                .values(groups::name.eq(&name))
+                .returning(groups::id)
+                .get_result::<i64>(conn)
+                .optional()?;
+            let Some(id) = id else { return Ok(None) };
+            set_permissions(conn, id, &permissions)?;
+            Ok(with_permissions(conn, vec![(id, name)])?.pop())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn update_group(
+        &self,
+        id: i64,
+        name: Option<String>,
+        permissions: Option<Vec<Permission>>,
+    ) -> Result<GroupWrite, PortError> {
+        self.write(move |conn| {
+            if let Some(name) = &name {
+                let taken = groups::table
+                    .filter(groups::name.eq(name))
+                    .filter(groups::id.ne(id))
+                    .select(groups::id)
+                    .first::<i64>(conn)
+                    .optional()?;
+                if taken.is_some() {
+                    return Ok(GroupWrite::NameTaken);
+                }
+                diesel::update(groups::table.find(id)).set(groups::name.eq(name)).execute(conn)?;
+            }
+            if let Some(permissions) = &permissions {
+                set_permissions(conn, id, permissions)?;
+            }
+            let found = groups::table.find(id).load::<(i64, String)>(conn)?;
+            Ok(with_permissions(conn, found)?.pop().map_or(GroupWrite::NotFound, GroupWrite::Done))
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn delete_group(&self, id: i64) -> Result<bool, PortError> {
+        self.write(move |conn| Ok(diesel::delete(groups::table.find(id)).execute(conn)? > 0)).await.map_err(Into::into)
+    }
+}
+
+/// Replaces a group's permissions.
+fn set_permissions(conn: &mut SqliteConnection, id: i64, permissions: &[Permission]) -> Result<(), StoreError> {
+    diesel::delete(group_permissions::table.filter(group_permissions::group_id.eq(id))).execute(conn)?;
+    for permission in permissions {
+        diesel::insert_into(group_permissions::table)
+            .values((group_permissions::group_id.eq(id), group_permissions::permission.eq(permission.as_str())))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Whether the user is the only active superuser (the write lock is already held).

@@ -179,3 +179,39 @@ pub async fn revoke_sessions(
     state.admin.revoke_sessions(caller.0, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+pub async fn create_group(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let name = fields.required_str("name");
+    let permissions = fields.optional_str_list("permissions");
+    fields.finish()?;
+    let group = state.admin.create_group(caller.0, &name, &permissions.unwrap_or_default()).await?;
+    Ok(HttpResponse::Created().json(GroupView::from(group)))
+}
+
+pub async fn update_group(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = body.fields();
+    let name = fields.optional_str("name");
+    let permissions = fields.optional_str_list("permissions");
+    fields.finish()?;
+    let group = state.admin.update_group(caller.0, &id, name.as_deref(), permissions.as_deref()).await?;
+    Ok(HttpResponse::Ok().json(GroupView::from(group)))
+}
+
+pub async fn delete_group(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.admin.delete_group(caller.0, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -50,7 +50,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/admin/users/{id}"),
     ("POST", "/api/v1/admin/users/{id}/sessions/revoke"),
     ("GET", "/api/v1/admin/groups"),
+    ("POST", "/api/v1/admin/groups"),
     ("GET", "/api/v1/admin/groups/{id}"),
+    ("PATCH", "/api/v1/admin/groups/{id}"),
+    ("DELETE", "/api/v1/admin/groups/{id}"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -89,8 +92,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(admin::delete_user)),
             )
             .service(resource("/users/{id}/sessions/revoke").route(web::post().to(admin::revoke_sessions)))
-            .service(resource("/groups").route(web::get().to(admin::list_groups)))
-            .service(resource("/groups/{id}").route(web::get().to(admin::get_group))),
+            .service(
+                resource("/groups").route(web::get().to(admin::list_groups)).route(web::post().to(admin::create_group)),
+            )
+            .service(
+                resource("/groups/{id}")
+                    .route(web::get().to(admin::get_group))
+                    .route(web::patch().to(admin::update_group))
+                    .route(web::delete().to(admin::delete_group)),
+            ),
     )
     .service(resource("/health/live").route(web::get().to(health::live)))
     .service(resource("/health/ready").route(web::get().to(health::ready)))
