@@ -10,6 +10,7 @@ mod account_flow;
 mod admin;
 mod admin_groups;
 mod admin_users;
+mod audit;
 mod bad_input;
 mod credentials;
 mod database_outage;

@@ -13,7 +13,8 @@ use gatehouse_domain::auth::Ports;
 use gatehouse_domain::mail::Links;
 use gatehouse_domain::outbox::{DeliveryPolicy, MailDelivery};
 use gatehouse_domain::ports::{
-    AccountStore, AdminStore, AdminWrites, Clock, LoginAttempts, Outbox, PasswordHasher, SessionStore, StoreHealth,
+    AccountStore, AdminStore, AdminWrites, AuditLog, Clock, LoginAttempts, Outbox, PasswordHasher, SessionStore,
+    StoreHealth,
 };
 use gatehouse_domain::{AuthPolicy, AuthService};
 use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
@@ -64,13 +65,22 @@ pub struct Stores {
     pub attempts: Arc<dyn LoginAttempts>,
     pub admin: Arc<dyn AdminStore>,
     pub admin_writes: Arc<dyn AdminWrites>,
+    pub audit: Arc<dyn AuditLog>,
     pub outbox: Arc<dyn Outbox>,
     pub health: Arc<dyn StoreHealth>,
 }
 
 impl Stores {
     fn of<
-        S: AccountStore + SessionStore + LoginAttempts + AdminStore + AdminWrites + Outbox + StoreHealth + 'static,
+        S: AccountStore
+            + SessionStore
+            + LoginAttempts
+            + AdminStore
+            + AdminWrites
+            + AuditLog
+            + Outbox
+            + StoreHealth
+            + 'static,
     >(
         store: S,
     ) -> Self {
@@ -81,6 +91,7 @@ impl Stores {
             attempts: store.clone(),
             admin: store.clone(),
             admin_writes: store.clone(),
+            audit: store.clone(),
             outbox: store.clone(),
             health: store,
         }
@@ -160,6 +171,7 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<(AuthService, Ad
         accounts: stores.accounts.clone(),
         sessions: stores.sessions.clone(),
         attempts: stores.attempts.clone(),
+        audit: stores.audit.clone(),
         hasher: hasher.clone(),
         tokens: Arc::new(tokens),
         random: Arc::new(OsRandom),
@@ -170,6 +182,7 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<(AuthService, Ad
         writes: stores.admin_writes.clone(),
         accounts: stores.accounts.clone(),
         sessions: stores.sessions.clone(),
+        audit: stores.audit.clone(),
         hasher,
         random: Arc::new(OsRandom),
         clock: Arc::new(SystemClock),

@@ -4,17 +4,20 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use serde_json::{json, Value};
 use time::Duration;
 
+use crate::audit::{AuditEvent, AuditKind, AuditPage, AuditQuery};
 use crate::auth::Principal;
 use crate::email::Email;
 use crate::error::{FieldErrors, PortError, NON_FIELD_ERRORS};
 use crate::mail::{self, Links};
 use crate::password::Password;
 use crate::ports::{
-    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, Clock, GroupWrite,
+    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, AuditLog, Clock, GroupWrite,
     NewOneTimeToken, PasswordHasher, Random, SessionStore, TokenPurpose,
 };
+use crate::session::ClientInfo;
 use crate::user::{User, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 
 /// The code names of what administrators may do.
@@ -237,6 +240,7 @@ pub struct AdminService {
     writes: Arc<dyn AdminWrites>,
     accounts: Arc<dyn AccountStore>,
     sessions: Arc<dyn SessionStore>,
+    audit: Arc<dyn AuditLog>,
     hasher: Arc<dyn PasswordHasher>,
     random: Arc<dyn Random>,
     clock: Arc<dyn Clock>,
@@ -253,6 +257,7 @@ pub struct AdminPorts {
     pub writes: Arc<dyn AdminWrites>,
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub audit: Arc<dyn AuditLog>,
     pub hasher: Arc<dyn PasswordHasher>,
     pub random: Arc<dyn Random>,
     pub clock: Arc<dyn Clock>,
@@ -285,12 +290,36 @@ impl AdminService {
             writes: ports.writes,
             accounts: ports.accounts,
             sessions: ports.sessions,
+            audit: ports.audit,
             hasher: ports.hasher,
             random: ports.random,
             clock: ports.clock,
             links,
             invitation_ttl,
         }
+    }
+
+    /// Records what an administrator did; a trail that cannot be written is logged, not fatal.
+    async fn audit(&self, caller: Principal, target: Option<UserId>, client: &ClientInfo, detail: Value) {
+        let event = AuditEvent::new(AuditKind::AdminAction, target, client).by(caller.user_id).with_detail(detail);
+        if let Err(error) = self.audit.record(event, self.clock.now()).await {
+            tracing::warn!(error = &error as &dyn std::error::Error, "an audit event could not be recorded");
+        }
+    }
+
+    /// The audit trail, newest first.
+    pub async fn list_audit(
+        &self,
+        caller: Principal,
+        user: Option<&str>,
+        event: Option<&str>,
+        page: Option<&str>,
+        page_size: Option<&str>,
+    ) -> Result<(AuditQuery, AuditPage), AdminError> {
+        self.require(caller, Permission::AuditView).await?;
+        let query = AuditQuery::parse(user, event, page, page_size).map_err(AdminError::Invalid)?;
+        let page = self.audit.list_events(&query).await?;
+        Ok((query, page))
     }
 
     /// Nobody grants what they do not hold: every permission of a group being
@@ -318,7 +347,12 @@ impl AdminService {
     /// Creates an account; without a password, the user is invited by mail to
     /// choose one through the reset flow.
     #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
-    pub async fn create_user(&self, caller: Principal, request: AdminCreateRequest) -> Result<User, AdminError> {
+    pub async fn create_user(
+        &self,
+        caller: Principal,
+        request: AdminCreateRequest,
+        client: &ClientInfo,
+    ) -> Result<User, AdminError> {
         let grants = self.require(caller, Permission::UsersAdd).await?;
         let mut groups = request.groups.clone();
         if !groups.iter().any(|g| g == REGULAR_USER_GROUP) {
@@ -339,7 +373,8 @@ impl AdminService {
             None => None,
         };
         let now = self.clock.now();
-        let invitation = password_hash.is_none().then(|| {
+        let invited = password_hash.is_none();
+        let invitation = invited.then(|| {
             let token = self.random.token();
             let record = NewOneTimeToken {
                 hash: token.hash(),
@@ -364,6 +399,10 @@ impl AdminService {
         match self.writes.admin_create_user(user, invitation).await? {
             AdminWrite::Done(Some(user)) => {
                 tracing::info!(user_id = %user.id, "user created by an administrator");
+                let detail = json!({
+                    "action": "user.create", "email": user.email.as_ref(), "groups": user.groups, "invited": invited
+                });
+                self.audit(caller, Some(user.id), client, detail).await;
                 Ok(*user)
             }
             AdminWrite::EmailTaken => {
@@ -380,6 +419,7 @@ impl AdminService {
         caller: Principal,
         raw_id: &str,
         changes: AdminUserChanges,
+        client: &ClientInfo,
     ) -> Result<User, AdminError> {
         let grants = self.require(caller, Permission::UsersChange).await?;
         let id = raw_id.parse().map(UserId).map_err(|_| AdminError::NotFound)?;
@@ -390,9 +430,11 @@ impl AdminService {
         if let Some(groups) = &changes.groups {
             self.check_grantable(&grants, &current.groups, groups).await?;
         }
+        let detail = json!({ "action": "user.update", "changes": describe(&changes) });
         match self.writes.admin_update_user(id, changes, self.clock.now()).await? {
             AdminWrite::Done(Some(user)) => {
                 tracing::info!(user_id = %user.id, "user changed by an administrator");
+                self.audit(caller, Some(user.id), client, detail).await;
                 Ok(*user)
             }
             AdminWrite::Done(None) | AdminWrite::NotFound => Err(AdminError::NotFound),
@@ -407,12 +449,13 @@ impl AdminService {
     }
 
     #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
-    pub async fn delete_user(&self, caller: Principal, raw_id: &str) -> Result<(), AdminError> {
+    pub async fn delete_user(&self, caller: Principal, raw_id: &str, client: &ClientInfo) -> Result<(), AdminError> {
         self.require(caller, Permission::UsersDelete).await?;
         let id = raw_id.parse().map(UserId).map_err(|_| AdminError::NotFound)?;
         match self.writes.admin_delete_user(id).await? {
             AdminWrite::Done(_) => {
                 tracing::info!(user_id = %id, "user deleted by an administrator");
+                self.audit(caller, Some(id), client, json!({ "action": "user.delete" })).await;
                 Ok(())
             }
             AdminWrite::NotFound | AdminWrite::EmailTaken => Err(AdminError::NotFound),
@@ -425,11 +468,17 @@ impl AdminService {
 
     /// Ends every session of a user at once.
     #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
-    pub async fn revoke_sessions(&self, caller: Principal, raw_id: &str) -> Result<(), AdminError> {
+    pub async fn revoke_sessions(
+        &self,
+        caller: Principal,
+        raw_id: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AdminError> {
         self.require(caller, Permission::UsersChange).await?;
         let id = raw_id.parse().map(UserId).map_err(|_| AdminError::NotFound)?;
         self.accounts.get_user(id).await?.ok_or(AdminError::NotFound)?;
         self.sessions.revoke_all_sessions(id, self.clock.now()).await?;
+        self.audit(caller, Some(id), client, json!({ "action": "user.sessions_revoke" })).await;
         Ok(())
     }
 
@@ -518,12 +567,15 @@ impl AdminService {
         caller: Principal,
         name: &str,
         permissions: &[String],
+        client: &ClientInfo,
     ) -> Result<Group, AdminError> {
         let grants = self.require(caller, Permission::GroupsChange).await?;
         let (name, permissions) = Self::parse_group(Some(name), Some(permissions))?;
         Self::check_holds(&grants, permissions.as_deref())?;
         let (name, permissions) = (name.unwrap_or_default(), permissions.unwrap_or_default());
-        self.writes.create_group(&name, &permissions).await?.ok_or_else(Self::name_taken)
+        let group = self.writes.create_group(&name, &permissions).await?.ok_or_else(Self::name_taken)?;
+        self.audit(caller, None, client, group_detail("group.create", &group)).await;
+        Ok(group)
     }
 
     #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
@@ -533,6 +585,7 @@ impl AdminService {
         raw_id: &str,
         name: Option<&str>,
         permissions: Option<&[String]>,
+        client: &ClientInfo,
     ) -> Result<Group, AdminError> {
         let grants = self.require(caller, Permission::GroupsChange).await?;
         let id = raw_id.parse().map_err(|_| AdminError::NotFound)?;
@@ -543,14 +596,17 @@ impl AdminService {
         }
         Self::check_holds(&grants, permissions.as_deref())?;
         match self.writes.update_group(id, name, permissions).await? {
-            GroupWrite::Done(group) => Ok(group),
+            GroupWrite::Done(group) => {
+                self.audit(caller, None, client, group_detail("group.update", &group)).await;
+                Ok(group)
+            }
             GroupWrite::NotFound => Err(AdminError::NotFound),
             GroupWrite::NameTaken => Err(Self::name_taken()),
         }
     }
 
     #[tracing::instrument(skip_all, fields(actor = %caller.user_id))]
-    pub async fn delete_group(&self, caller: Principal, raw_id: &str) -> Result<(), AdminError> {
+    pub async fn delete_group(&self, caller: Principal, raw_id: &str, client: &ClientInfo) -> Result<(), AdminError> {
         self.require(caller, Permission::GroupsChange).await?;
         let id = raw_id.parse().map_err(|_| AdminError::NotFound)?;
         let current = self.store.get_group(id).await?.ok_or(AdminError::NotFound)?;
@@ -558,6 +614,7 @@ impl AdminService {
             return Err(Self::built_in_refused());
         }
         if self.writes.delete_group(id).await? {
+            self.audit(caller, None, client, group_detail("group.delete", &current)).await;
             Ok(())
         } else {
             Err(AdminError::NotFound)
@@ -576,11 +633,45 @@ impl AdminService {
     }
 }
 
+/// What an administrator changed, for the trail: values, never secrets.
+fn describe(changes: &AdminUserChanges) -> Value {
+    let mut described = serde_json::Map::new();
+    if let Some(email) = &changes.email {
+        described.insert("email".into(), json!(email.as_ref()));
+    }
+    if let Some(name) = &changes.first_name {
+        described.insert("first_name".into(), json!(name));
+    }
+    if let Some(name) = &changes.last_name {
+        described.insert("last_name".into(), json!(name));
+    }
+    for (field, flag) in [
+        ("is_active", changes.is_active),
+        ("is_staff", changes.is_staff),
+        ("is_superuser", changes.is_superuser),
+        ("is_verified", changes.is_verified),
+    ] {
+        if let Some(flag) = flag {
+            described.insert(field.into(), json!(flag));
+        }
+    }
+    if let Some(groups) = &changes.groups {
+        described.insert("groups".into(), json!(groups));
+    }
+    Value::Object(described)
+}
+
+fn group_detail(action: &str, group: &Group) -> Value {
+    let permissions: Vec<&str> = group.permissions.iter().map(|p| p.as_str()).collect();
+    json!({ "action": action, "group_id": group.id, "name": group.name, "permissions": permissions })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ports::{
-        MockAccountStore, MockAdminStore, MockAdminWrites, MockClock, MockPasswordHasher, MockRandom, MockSessionStore,
+        MockAccountStore, MockAdminStore, MockAdminWrites, MockAuditLog, MockClock, MockPasswordHasher, MockRandom,
+        MockSessionStore,
     };
 
     fn service(store: MockAdminStore, accounts: MockAccountStore) -> AdminService {
@@ -597,11 +688,14 @@ mod tests {
         clock.expect_now().returning(|| time::macros::datetime!(2026-11-21 10:00 UTC));
         let mut random = MockRandom::new();
         random.expect_token().returning(|| crate::OpaqueToken::new("invite-token".into()));
+        let mut audit = MockAuditLog::new();
+        audit.expect_record().returning(|_, _| Ok(()));
         let ports = AdminPorts {
             store: Arc::new(store),
             writes: Arc::new(writes),
             accounts: Arc::new(accounts),
             sessions: Arc::new(sessions),
+            audit: Arc::new(audit),
             hasher: Arc::new(MockPasswordHasher::new()),
             random: Arc::new(random),
             clock: Arc::new(clock),
@@ -730,7 +824,10 @@ mod tests {
         writes.expect_admin_update_user().never();
         let service = admin_service(grants(false, &[Permission::UsersChange, Permission::UsersView]), writes);
         let changes = AdminUserChanges { groups: Some(vec!["Auditors".into()]), ..AdminUserChanges::default() };
-        assert!(matches!(service.update_user(caller(), "2", changes).await, Err(AdminError::PermissionDenied)));
+        assert!(matches!(
+            service.update_user(caller(), "2", changes, &ClientInfo::default()).await,
+            Err(AdminError::PermissionDenied)
+        ));
     }
 
     #[tokio::test]
@@ -741,7 +838,7 @@ mod tests {
         let held = [Permission::UsersChange, Permission::UsersView, Permission::AuditView];
         let service = admin_service(grants(false, &held), writes);
         let changes = AdminUserChanges { groups: Some(vec!["Auditors".into()]), ..AdminUserChanges::default() };
-        assert!(service.update_user(caller(), "2", changes).await.is_ok());
+        assert!(service.update_user(caller(), "2", changes, &ClientInfo::default()).await.is_ok());
     }
 
     #[tokio::test]
@@ -750,7 +847,9 @@ mod tests {
         writes.expect_groups_named().returning(|_| Ok(vec![]));
         let service = admin_service(grants(true, &[]), writes);
         let changes = AdminUserChanges { groups: Some(vec!["Wizards".into()]), ..AdminUserChanges::default() };
-        let Err(AdminError::Invalid(errors)) = service.update_user(caller(), "2", changes).await else {
+        let Err(AdminError::Invalid(errors)) =
+            service.update_user(caller(), "2", changes, &ClientInfo::default()).await
+        else {
             panic!("expected a validation error");
         };
         assert!(errors.contains("groups"));
@@ -762,7 +861,10 @@ mod tests {
         writes.expect_admin_update_user().never();
         let service = admin_service(grants(false, &Permission::ALL), writes);
         let changes = AdminUserChanges { is_superuser: Some(true), ..AdminUserChanges::default() };
-        assert!(matches!(service.update_user(caller(), "2", changes).await, Err(AdminError::PermissionDenied)));
+        assert!(matches!(
+            service.update_user(caller(), "2", changes, &ClientInfo::default()).await,
+            Err(AdminError::PermissionDenied)
+        ));
     }
 
     #[tokio::test]
@@ -770,7 +872,10 @@ mod tests {
         let mut writes = MockAdminWrites::new();
         writes.expect_admin_delete_user().returning(|_| Ok(AdminWrite::LastSuperuser));
         let service = admin_service(grants(true, &[]), writes);
-        assert!(matches!(service.delete_user(caller(), "2").await, Err(AdminError::Invalid(_))));
+        assert!(matches!(
+            service.delete_user(caller(), "2", &ClientInfo::default()).await,
+            Err(AdminError::Invalid(_))
+        ));
     }
 
     #[tokio::test]
@@ -801,6 +906,6 @@ mod tests {
             is_verified: false,
             groups: vec![],
         };
-        assert!(service.create_user(caller(), request).await.is_ok());
+        assert!(service.create_user(caller(), request, &ClientInfo::default()).await.is_ok());
     }
 }

@@ -2,14 +2,17 @@
 //! and the caller's own profile.
 
 use std::sync::Arc;
+
+use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::email::Email;
 use crate::error::{collect, FieldErrors, PortError, NON_FIELD_ERRORS};
 use crate::mail::{self, Links};
 use crate::password::{Password, PlainPassword};
 use crate::ports::{
-    AccessClaims, AccessTokenError, AccessTokens, AccountStore, Clock, CreateAccountError, EmailConfirmation,
+    AccessClaims, AccessTokenError, AccessTokens, AccountStore, AuditLog, Clock, CreateAccountError, EmailConfirmation,
     LoginAttempts, NewAccount, NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, ThrottleKey,
     TokenPurpose,
 };
@@ -63,6 +66,7 @@ pub struct Ports {
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub attempts: Arc<dyn LoginAttempts>,
+    pub audit: Arc<dyn AuditLog>,
     pub hasher: Arc<dyn PasswordHasher>,
     pub tokens: Arc<dyn AccessTokens>,
     pub random: Arc<dyn Random>,
@@ -347,6 +351,7 @@ impl AuthService {
         match self.ports.accounts.create_account(account, verification, mail).await {
             Ok(user) => {
                 tracing::info!(user_id = %user.id, "account created");
+                self.audit(AuditEvent::new(AuditKind::Signup, Some(user.id), &client)).await;
                 let login = if self.policy.require_verified_email {
                     None
                 } else {
@@ -371,19 +376,27 @@ impl AuthService {
     pub async fn login(&self, request: LoginRequest, client: ClientInfo) -> Result<LoginOutcome, LoginError> {
         let now = self.ports.clock.now();
         let keys = self.throttle_keys(&request.email, &client);
-        self.check_throttle(&keys, now).await?;
+        if let Err(error) = self.check_throttle(&keys, now).await {
+            self.audit_login_failure(None, &error, &client).await;
+            return Err(error);
+        }
         match self.check_credentials(&request).await {
-            Err(LoginError::InvalidCredentials) => {
+            Err((LoginError::InvalidCredentials, user_id)) => {
                 let forget_before = now - self.policy.throttle_window;
                 self.ports.attempts.record_failure(&keys, now, forget_before).await?;
                 tracing::info!("login failed");
+                self.audit_login_failure(user_id, &LoginError::InvalidCredentials, &client).await;
                 Err(LoginError::InvalidCredentials)
             }
-            Err(error) => Err(error),
+            Err((error, user_id)) => {
+                self.audit_login_failure(user_id, &error, &client).await;
+                Err(error)
+            }
             Ok(user) => {
                 self.ports.attempts.clear_failures(&keys[0]).await?;
-                let outcome = self.open_session(user, client, self.ports.clock.now()).await?;
+                let outcome = self.open_session(user, client.clone(), self.ports.clock.now()).await?;
                 tracing::info!(user_id = %outcome.user.id, "login succeeded");
+                self.audit(AuditEvent::new(AuditKind::LoginSucceeded, Some(outcome.user.id), &client)).await;
                 Ok(outcome)
             }
         }
@@ -416,27 +429,51 @@ impl AuthService {
         Ok(())
     }
 
-    /// The user behind the credentials, if they may log in.
-    async fn check_credentials(&self, request: &LoginRequest) -> Result<User, LoginError> {
-        let credentials = self.ports.accounts.find_credentials(&request.email.key()).await?;
+    /// The user behind the credentials, if they may log in; on failure, the
+    /// account concerned when there is one (for the audit trail only).
+    async fn check_credentials(&self, request: &LoginRequest) -> Result<User, (LoginError, Option<UserId>)> {
+        let credentials =
+            self.ports.accounts.find_credentials(&request.email.key()).await.map_err(|e| (e.into(), None))?;
         let Some((credentials, hash)) = credentials.and_then(|c| c.password_hash.clone().map(|h| (c, h))) else {
-            self.ports.hasher.verify_dummy(&request.password).await?;
-            return Err(LoginError::InvalidCredentials);
+            self.ports.hasher.verify_dummy(&request.password).await.map_err(|e| (e.into(), None))?;
+            return Err((LoginError::InvalidCredentials, None));
         };
-        let needs_rehash = match self.ports.hasher.verify(&request.password, &hash).await? {
-            PasswordCheck::Mismatch => return Err(LoginError::InvalidCredentials),
-            PasswordCheck::Match { needs_rehash } => needs_rehash,
-        };
+        let known = Some(credentials.user_id);
+        let needs_rehash =
+            match self.ports.hasher.verify(&request.password, &hash).await.map_err(|e| (e.into(), known))? {
+                PasswordCheck::Mismatch => return Err((LoginError::InvalidCredentials, known)),
+                PasswordCheck::Match { needs_rehash } => needs_rehash,
+            };
         if !credentials.is_active {
-            return Err(LoginError::AccountDisabled);
+            return Err((LoginError::AccountDisabled, known));
         }
         if self.policy.require_verified_email && !credentials.is_verified {
-            return Err(LoginError::EmailNotVerified);
+            return Err((LoginError::EmailNotVerified, known));
         }
         if needs_rehash {
             self.upgrade_hash(credentials.user_id, &request.password).await;
         }
-        self.ports.accounts.get_user(credentials.user_id).await?.ok_or(LoginError::InvalidCredentials)
+        let user = self.ports.accounts.get_user(credentials.user_id).await.map_err(|e| (e.into(), known))?;
+        user.ok_or((LoginError::InvalidCredentials, known))
+    }
+
+    async fn audit_login_failure(&self, user_id: Option<UserId>, error: &LoginError, client: &ClientInfo) {
+        let reason = match error {
+            LoginError::InvalidCredentials => "invalid_credentials",
+            LoginError::Throttled { .. } => "throttled",
+            LoginError::EmailNotVerified => "email_not_verified",
+            LoginError::AccountDisabled => "account_disabled",
+            LoginError::Port(_) => return,
+        };
+        let event = AuditEvent::new(AuditKind::LoginFailed, user_id, client).with_detail(json!({ "reason": reason }));
+        self.audit(event).await;
+    }
+
+    /// Records an event; a trail that cannot be written is logged, not fatal.
+    async fn audit(&self, event: AuditEvent) {
+        if let Err(error) = self.ports.audit.record(event, self.ports.clock.now()).await {
+            tracing::warn!(error = &error as &dyn std::error::Error, "an audit event could not be recorded");
+        }
     }
 
     /// A failed upgrade only delays it to the next login.
@@ -475,7 +512,7 @@ impl AuthService {
 
     /// Spends a refresh token and returns a new pair for the same session.
     #[tracing::instrument(skip_all)]
-    pub async fn refresh(&self, presented: &str) -> Result<TokenPair, RefreshError> {
+    pub async fn refresh(&self, presented: &str, client: &ClientInfo) -> Result<TokenPair, RefreshError> {
         if presented.is_empty() || presented.len() > MAX_PRESENTED_TOKEN_LEN {
             return Err(RefreshError::Invalid);
         }
@@ -500,6 +537,8 @@ impl AuthService {
             Rotation::Expired => Err(RefreshError::Expired),
             Rotation::Reused { user_id, session_id } => {
                 tracing::warn!(%user_id, %session_id, "refresh token reused; session revoked");
+                let detail = json!({ "session_id": session_id.to_string() });
+                self.audit(AuditEvent::new(AuditKind::RefreshReused, Some(user_id), client).with_detail(detail)).await;
                 Err(RefreshError::Reused)
             }
         }
@@ -523,17 +562,26 @@ impl AuthService {
 
     /// Spends a verification link token and marks the address verified.
     #[tracing::instrument(skip_all)]
-    pub async fn verify_email(&self, presented: &str) -> Result<User, VerifyEmailError> {
+    pub async fn verify_email(&self, presented: &str, client: &ClientInfo) -> Result<User, VerifyEmailError> {
         if presented.is_empty() || presented.len() > MAX_PRESENTED_TOKEN_LEN {
             return Err(VerifyEmailError::InvalidToken);
         }
         let now = self.ports.clock.now();
-        let user = match self.ports.accounts.confirm_email(&TokenHash::of(presented), now).await? {
-            EmailConfirmation::Verified(user) | EmailConfirmation::Changed(user) => user,
+        let (user, event) = match self.ports.accounts.confirm_email(&TokenHash::of(presented), now).await? {
+            EmailConfirmation::Verified(user) => {
+                let event = AuditEvent::new(AuditKind::EmailVerified, Some(user.id), client);
+                (user, event)
+            }
+            EmailConfirmation::Changed(user) => {
+                let event = AuditEvent::new(AuditKind::EmailChanged, Some(user.id), client)
+                    .with_detail(json!({ "email": user.email.as_ref() }));
+                (user, event)
+            }
             EmailConfirmation::AddressTaken => return Err(VerifyEmailError::AddressTaken),
             EmailConfirmation::NotLive => return Err(VerifyEmailError::InvalidToken),
         };
         tracing::info!(user_id = %user.id, "email verified");
+        self.audit(event).await;
         Ok(user)
     }
 
@@ -568,9 +616,11 @@ impl AuthService {
 
     /// Revokes the caller's session: its access tokens fail from the next request.
     #[tracing::instrument(skip_all, fields(user_id = %principal.user_id))]
-    pub async fn logout(&self, principal: Principal) -> Result<(), PortError> {
+    pub async fn logout(&self, principal: Principal, client: &ClientInfo) -> Result<(), PortError> {
         let now = self.ports.clock.now();
         self.ports.sessions.revoke_session(principal.user_id, principal.session_id, now).await?;
+        let detail = json!({ "scope": "session", "session_id": principal.session_id.to_string() });
+        self.audit(AuditEvent::new(AuditKind::Logout, Some(principal.user_id), client).with_detail(detail)).await;
         Ok(())
     }
 
@@ -613,6 +663,7 @@ impl AuthService {
         principal: Principal,
         old_password: &PlainPassword,
         new_password: &str,
+        client: &ClientInfo,
     ) -> Result<(), ChangePasswordError> {
         self.check_own_password(principal.user_id, old_password).await?;
         let user = self.me(principal.user_id).await.map_err(|_| ChangePasswordError::WrongPassword)?;
@@ -626,6 +677,7 @@ impl AuthService {
         let now = self.ports.clock.now();
         self.ports.accounts.change_password(user.id, hash, Some(principal.session_id), now, notice).await?;
         tracing::info!(user_id = %user.id, "password changed");
+        self.audit(AuditEvent::new(AuditKind::PasswordChanged, Some(user.id), client)).await;
         Ok(())
     }
 
@@ -654,6 +706,7 @@ impl AuthService {
         &self,
         presented: &str,
         new_password: &str,
+        client: &ClientInfo,
     ) -> Result<User, ResetPasswordError> {
         if presented.is_empty() || presented.len() > MAX_PRESENTED_TOKEN_LEN {
             return Err(ResetPasswordError::InvalidToken);
@@ -680,6 +733,7 @@ impl AuthService {
             .await?
             .ok_or(ResetPasswordError::InvalidToken)?;
         tracing::info!(user_id = %user.id, "password reset");
+        self.audit(AuditEvent::new(AuditKind::PasswordReset, Some(user.id), client)).await;
         Ok(user)
     }
 
@@ -722,17 +776,27 @@ impl AuthService {
 
     /// Deletes the caller's account after checking their password.
     #[tracing::instrument(skip_all, fields(user_id = %principal.user_id))]
-    pub async fn delete_me(&self, principal: Principal, password: &PlainPassword) -> Result<(), OwnPasswordError> {
+    pub async fn delete_me(
+        &self,
+        principal: Principal,
+        password: &PlainPassword,
+        client: &ClientInfo,
+    ) -> Result<(), OwnPasswordError> {
         self.check_own_password(principal.user_id, password).await?;
         let user = self.me(principal.user_id).await.map_err(|_| OwnPasswordError::WrongPassword)?;
         self.ports.accounts.delete_account(user.id, mail::goodbye(&user.email)).await?;
         tracing::info!(user_id = %user.id, "account deleted");
+        let detail = json!({ "email": user.email.as_ref() });
+        self.audit(AuditEvent::new(AuditKind::AccountDeleted, Some(user.id), client).with_detail(detail)).await;
         Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(%user_id))]
-    pub async fn logout_all(&self, user_id: UserId) -> Result<(), PortError> {
-        self.ports.sessions.revoke_all_sessions(user_id, self.ports.clock.now()).await
+    pub async fn logout_all(&self, user_id: UserId, client: &ClientInfo) -> Result<(), PortError> {
+        self.ports.sessions.revoke_all_sessions(user_id, self.ports.clock.now()).await?;
+        let detail = json!({ "scope": "all" });
+        self.audit(AuditEvent::new(AuditKind::Logout, Some(user_id), client).with_detail(detail)).await;
+        Ok(())
     }
 
     /// Makes (or promotes) a verified superuser: the operator's bootstrap.

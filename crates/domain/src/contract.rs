@@ -10,19 +10,34 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use crate::admin::{Permission, UserOrdering, UserQuery};
+use crate::audit::{AuditEvent, AuditKind, AuditQuery};
 use crate::mail::OutgoingMail;
-use crate::ports::AdminStore;
 use crate::ports::{
     AccountStore, CreateAccountError, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount, NewOneTimeToken,
     Outbox, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
+use crate::ports::{AdminStore, AdminWrites, AuditLog};
 use crate::session::{ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, TokenHash};
 use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use crate::{Email, PasswordHash};
 
 /// Everything a store adapter implements.
-pub trait Store: AccountStore + SessionStore + LoginAttempts + AdminStore + Outbox + StoreHealth + 'static {}
-impl<T: AccountStore + SessionStore + LoginAttempts + AdminStore + Outbox + StoreHealth + 'static> Store for T {}
+pub trait Store:
+    AccountStore + SessionStore + LoginAttempts + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + 'static
+{
+}
+impl<T> Store for T where
+    T: AccountStore
+        + SessionStore
+        + LoginAttempts
+        + AdminStore
+        + AdminWrites
+        + AuditLog
+        + Outbox
+        + StoreHealth
+        + 'static
+{
+}
 
 const T0: OffsetDateTime = datetime!(2030-01-01 10:00 UTC);
 
@@ -662,6 +677,32 @@ pub async fn the_user_list_searches_filters_orders_and_pages<S: Store>(store: &S
     assert_eq!(first[0].groups, [ADMIN_USER_GROUP, REGULAR_USER_GROUP], "groups come with each user");
 }
 
+pub async fn the_audit_trail_keeps_events_newest_first_and_filters<S: Store>(store: &S) {
+    let client = ClientInfo::new(Some("203.0.113.7".into()), Some("audit-test"));
+    for (n, kind) in [AuditKind::Signup, AuditKind::LoginFailed, AuditKind::LoginSucceeded].into_iter().enumerate() {
+        let event = AuditEvent::new(kind, Some(UserId(1)), &client).with_detail(serde_json::json!({ "n": n }));
+        store.record(event, T0 + Duration::seconds(i64::try_from(n).expect("small"))).await.expect("write");
+    }
+    let admin = AuditEvent::new(AuditKind::AdminAction, Some(UserId(2)), &client).by(UserId(1));
+    store.record(admin, T0 + Duration::minutes(1)).await.expect("write");
+    let all = store.list_events(&AuditQuery { user: None, event: None, page: 1, page_size: 20 }).await.expect("read");
+    assert_eq!(all.count, 4);
+    let names: Vec<&str> = all.results.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["admin_action", "login_succeeded", "login_failed", "signup"]);
+    assert_eq!(all.results[0].actor_id, Some(1));
+    assert_eq!(all.results[0].user_id, Some(2));
+    assert_eq!(all.results[1].detail, serde_json::json!({ "n": 2 }));
+    assert_eq!(all.results[1].ip.as_deref(), Some("203.0.113.7"));
+    assert_eq!(all.results[1].user_agent.as_deref(), Some("audit-test"));
+    assert_eq!(all.results[3].at, T0);
+    let by_user = store.list_events(&AuditQuery { user: Some(UserId(1)), event: None, page: 1, page_size: 20 }).await;
+    assert_eq!(by_user.expect("read").count, 3);
+    let by_kind = AuditQuery { user: Some(UserId(1)), event: Some(AuditKind::LoginFailed), page: 1, page_size: 20 };
+    assert_eq!(store.list_events(&by_kind).await.expect("read").count, 1);
+    let paged = store.list_events(&AuditQuery { user: None, event: None, page: 2, page_size: 3 }).await.expect("read");
+    assert_eq!((paged.count, paged.results.len()), (4, 1));
+}
+
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.expect("the store answers");
 }
@@ -690,6 +731,7 @@ macro_rules! store_contract_tests {
             the_outbox_leases_retries_and_forgets_sent_mail,
             the_claim_takes_at_most_the_batch,
             ping_answers,
+            the_audit_trail_keeps_events_newest_first_and_filters,
             grants_come_from_groups_and_the_superuser_flag,
             the_two_built_in_groups_exist,
             the_user_list_searches_filters_orders_and_pages,

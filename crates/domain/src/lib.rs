@@ -5,6 +5,7 @@
 //! ports, and the `api` crate wires them at start-up.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod email;
 pub mod error;

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 
 use crate::admin::{Grants, Group, Permission, UserPage, UserQuery};
+use crate::audit::{AuditEvent, AuditPage, AuditQuery};
 use crate::email::{Email, EmailKey};
 use crate::error::PortError;
 use crate::mail::OutgoingMail;
@@ -498,4 +499,14 @@ pub enum GroupWrite {
     Done(Group),
     NotFound,
     NameTaken,
+}
+
+/// The append-only audit trail.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn record(&self, event: AuditEvent, at: OffsetDateTime) -> Result<(), PortError>;
+
+    /// A page of events, newest first, with the total count.
+    async fn list_events(&self, query: &AuditQuery) -> Result<AuditPage, PortError>;
 }

@@ -18,11 +18,12 @@ use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use gatehouse_domain::admin::{Grants, Group, Permission, UserOrderField, UserOrdering, UserPage, UserQuery};
+use gatehouse_domain::audit::{AuditEvent, AuditPage, AuditQuery, AuditRecord};
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
-    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, CreateAccountError, Credentials,
-    EmailConfirmation, FailureWindow, GroupWrite, LoginAttempts, NewAccount, NewOneTimeToken, Outbox, QueuedMail,
-    SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
+    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, AuditLog, CreateAccountError,
+    Credentials, EmailConfirmation, FailureWindow, GroupWrite, LoginAttempts, NewAccount, NewOneTimeToken, Outbox,
+    QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -31,8 +32,8 @@ use time::{Duration as TimeDuration, OffsetDateTime};
 use uuid::Uuid;
 
 use schema::{
-    group_permissions, groups, login_failures, one_time_tokens, outbox, profiles, refresh_tokens, sessions,
-    user_groups, users,
+    audit_events, group_permissions, groups, login_failures, one_time_tokens, outbox, profiles, refresh_tokens,
+    sessions, user_groups, users,
 };
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
@@ -1321,6 +1322,59 @@ async fn is_last_superuser(conn: &mut AsyncPgConnection, id: i64) -> Result<bool
         .load::<i64>(conn)
         .await?;
     Ok(superusers == [id])
+}
+
+type AuditRow = (i64, OffsetDateTime, String, Option<i64>, Option<i64>, Option<String>, Option<String>, String);
+
+/// The events a trail query selects, before ordering and paging.
+fn filtered_events(query: &AuditQuery) -> audit_events::BoxedQuery<'static, diesel::pg::Pg> {
+    let mut selected = audit_events::table.into_boxed();
+    if let Some(user) = query.user {
+        selected = selected.filter(audit_events::user_id.eq(user.0));
+    }
+    if let Some(kind) = query.event {
+        selected = selected.filter(audit_events::event.eq(kind.as_str()));
+    }
+    selected
+}
+
+fn audit_record((id, at, event, user_id, actor_id, ip, user_agent, detail): AuditRow) -> AuditRecord {
+    let detail = serde_json::from_str(&detail).unwrap_or_default();
+    AuditRecord { id, at, event, user_id, actor_id, ip, user_agent, detail }
+}
+
+#[async_trait]
+impl AuditLog for PostgresStore {
+    async fn record(&self, event: AuditEvent, at: OffsetDateTime) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        diesel::insert_into(audit_events::table)
+            .values((
+                audit_events::at.eq(at),
+                audit_events::event.eq(event.kind.as_str()),
+                audit_events::user_id.eq(event.user_id.map(|u| u.0)),
+                audit_events::actor_id.eq(event.actor_id.map(|u| u.0)),
+                audit_events::ip.eq(&event.client.ip),
+                audit_events::user_agent.eq(&event.client.user_agent),
+                audit_events::detail.eq(event.detail.to_string()),
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn list_events(&self, query: &AuditQuery) -> Result<AuditPage, PortError> {
+        let mut conn = self.conn().await?;
+        let count = filtered_events(query).count().get_result::<i64>(&mut conn).await.map_err(StoreError::from)?;
+        let rows = filtered_events(query)
+            .order(audit_events::id.desc())
+            .limit(i64::from(query.page_size))
+            .offset(query.offset())
+            .load::<AuditRow>(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(AuditPage { count, results: rows.into_iter().map(audit_record).collect() })
+    }
 }
 
 #[async_trait]

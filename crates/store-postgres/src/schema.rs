@@ -105,6 +105,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        at -> Timestamptz,
+        event -> Text,
+        user_id -> Nullable<BigInt>,
+        actor_id -> Nullable<BigInt>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        detail -> Text,
+    }
+}
+
 diesel::joinable!(profiles -> users (user_id));
 diesel::joinable!(user_groups -> users (user_id));
 diesel::joinable!(user_groups -> groups (group_id));
@@ -124,4 +137,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     one_time_tokens,
     outbox,
     login_failures,
+    audit_events,
 );

@@ -40,11 +40,15 @@ pub async fn signup(state: web::Data<AppState>, client: Client, body: JsonBody) 
     Ok(if logged_in { no_store(response) } else { response })
 }
 
-pub async fn verify_email(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
+pub async fn verify_email(
+    state: web::Data<AppState>,
+    client: Client,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let token = fields.required_str("token");
     fields.finish()?;
-    let user = state.auth.verify_email(&token).await?;
+    let user = state.auth.verify_email(&token, &client.0).await?;
     Ok(HttpResponse::Ok().json(VerifiedView { user: user.into() }))
 }
 
@@ -93,12 +97,17 @@ pub async fn update_me(state: web::Data<AppState>, caller: AuthUser, body: JsonB
 }
 
 /// 204 once the account and everything it held are gone.
-pub async fn delete_me(state: web::Data<AppState>, caller: AuthUser, body: JsonBody) -> Result<HttpResponse, ApiError> {
+pub async fn delete_me(
+    state: web::Data<AppState>,
+    client: Client,
+    caller: AuthUser,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let password = fields.required_str("password");
     fields.finish()?;
     let password = PlainPassword::parse(&password).map_err(|rule| FieldErrors::single("password", rule.to_string()))?;
-    match state.auth.delete_me(caller.0, &password).await {
+    match state.auth.delete_me(caller.0, &password, &client.0).await {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
         Err(OwnPasswordError::WrongPassword) => Err(ApiError::wrong_password("password")),
         Err(OwnPasswordError::Port(error)) => Err(error.into()),

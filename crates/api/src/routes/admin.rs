@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::extract::AuthUser;
+use crate::extract::{AuthUser, Client};
 use crate::state::AppState;
-use crate::views::UserView;
+use crate::views::{timestamp, UserView};
 
 #[derive(Debug, Serialize)]
 struct GroupView {
@@ -98,6 +98,7 @@ fn parse_email(errors: &mut FieldErrors, raw: Option<String>) -> Option<Email> {
 
 pub async fn create_user(
     state: web::Data<AppState>,
+    client: Client,
     caller: AuthUser,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
@@ -128,12 +129,13 @@ pub async fn create_user(
         is_verified: is_verified.unwrap_or(false),
         groups: groups.unwrap_or_default(),
     };
-    let user = state.admin.create_user(caller.0, request).await?;
+    let user = state.admin.create_user(caller.0, request, &client.0).await?;
     Ok(HttpResponse::Created().json(UserView::from(user)))
 }
 
 pub async fn update_user(
     state: web::Data<AppState>,
+    client: Client,
     caller: AuthUser,
     id: web::Path<String>,
     body: JsonBody,
@@ -158,30 +160,33 @@ pub async fn update_user(
     errors.finish(())?;
     let changes =
         AdminUserChanges { email, first_name, last_name, is_active, is_staff, is_superuser, is_verified, groups };
-    let user = state.admin.update_user(caller.0, &id, changes).await?;
+    let user = state.admin.update_user(caller.0, &id, changes, &client.0).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
 pub async fn delete_user(
     state: web::Data<AppState>,
+    client: Client,
     caller: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admin.delete_user(caller.0, &id).await?;
+    state.admin.delete_user(caller.0, &id, &client.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn revoke_sessions(
     state: web::Data<AppState>,
+    client: Client,
     caller: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admin.revoke_sessions(caller.0, &id).await?;
+    state.admin.revoke_sessions(caller.0, &id, &client.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn create_group(
     state: web::Data<AppState>,
+    client: Client,
     caller: AuthUser,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
@@ -189,12 +194,13 @@ pub async fn create_group(
     let name = fields.required_str("name");
     let permissions = fields.optional_str_list("permissions");
     fields.finish()?;
-    let group = state.admin.create_group(caller.0, &name, &permissions.unwrap_or_default()).await?;
+    let group = state.admin.create_group(caller.0, &name, &permissions.unwrap_or_default(), &client.0).await?;
     Ok(HttpResponse::Created().json(GroupView::from(group)))
 }
 
 pub async fn update_group(
     state: web::Data<AppState>,
+    client: Client,
     caller: AuthUser,
     id: web::Path<String>,
     body: JsonBody,
@@ -203,15 +209,68 @@ pub async fn update_group(
     let name = fields.optional_str("name");
     let permissions = fields.optional_str_list("permissions");
     fields.finish()?;
-    let group = state.admin.update_group(caller.0, &id, name.as_deref(), permissions.as_deref()).await?;
+    let group = state.admin.update_group(caller.0, &id, name.as_deref(), permissions.as_deref(), &client.0).await?;
     Ok(HttpResponse::Ok().json(GroupView::from(group)))
 }
 
 pub async fn delete_group(
     state: web::Data<AppState>,
+    client: Client,
     caller: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admin.delete_group(caller.0, &id).await?;
+    state.admin.delete_group(caller.0, &id, &client.0).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Serialize)]
+struct AuditEventView {
+    id: i64,
+    at: String,
+    event: String,
+    user_id: Option<i64>,
+    actor_id: Option<i64>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    detail: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+struct AuditPageView {
+    count: i64,
+    page: u32,
+    page_size: u32,
+    results: Vec<AuditEventView>,
+}
+
+/// The audit trail, newest first, filtered by `user` (an id) and `event`.
+pub async fn list_audit(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let params = query_params(&req)?;
+    let param = |name: &str| params.get(name).map(String::as_str);
+    let (query, page) =
+        state.admin.list_audit(caller.0, param("user"), param("event"), param("page"), param("page_size")).await?;
+    let results = page
+        .results
+        .into_iter()
+        .map(|record| AuditEventView {
+            id: record.id,
+            at: timestamp(record.at),
+            event: record.event,
+            user_id: record.user_id,
+            actor_id: record.actor_id,
+            ip: record.ip,
+            user_agent: record.user_agent,
+            detail: record.detail,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(AuditPageView {
+        count: page.count,
+        page: query.page,
+        page_size: query.page_size,
+        results,
+    }))
 }

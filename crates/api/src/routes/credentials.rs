@@ -9,7 +9,7 @@ use serde_json::json;
 use super::after_answering;
 use crate::body::{Fields, JsonBody};
 use crate::error::ApiError;
-use crate::extract::AuthUser;
+use crate::extract::{AuthUser, Client};
 use crate::state::AppState;
 
 /// `new_password` and the optional `new_password2`, which must match when sent.
@@ -24,6 +24,7 @@ fn new_password(fields: &mut Fields) -> String {
 
 pub async fn change_password(
     state: web::Data<AppState>,
+    client: Client,
     caller: AuthUser,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
@@ -33,7 +34,7 @@ pub async fn change_password(
     fields.finish()?;
     let old_password =
         PlainPassword::parse(&old_password).map_err(|rule| FieldErrors::single("old_password", rule.to_string()))?;
-    state.auth.change_password(caller.0, &old_password, &new_password).await?;
+    state.auth.change_password(caller.0, &old_password, &new_password, &client.0).await?;
     Ok(HttpResponse::Ok().json(json!({ "detail": "Your password was changed; your other sessions were logged out." })))
 }
 
@@ -50,12 +51,16 @@ pub async fn request_reset(state: web::Data<AppState>, body: JsonBody) -> Result
     })))
 }
 
-pub async fn confirm_reset(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
+pub async fn confirm_reset(
+    state: web::Data<AppState>,
+    client: Client,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let token = fields.required_str("token");
     let new_password = new_password(&mut fields);
     fields.finish()?;
-    match state.auth.confirm_password_reset(&token, &new_password).await {
+    match state.auth.confirm_password_reset(&token, &new_password, &client.0).await {
         Ok(_) => Ok(HttpResponse::Ok().json(json!({ "detail": "Your password was reset; log in with the new one." }))),
         Err(ResetPasswordError::InvalidToken) => Err(ApiError::link_token_invalid()),
         Err(ResetPasswordError::Invalid(errors)) => Err(ApiError::validation(errors)),

@@ -54,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/admin/groups/{id}"),
     ("PATCH", "/api/v1/admin/groups/{id}"),
     ("DELETE", "/api/v1/admin/groups/{id}"),
+    ("GET", "/api/v1/admin/audit"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -100,7 +101,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(admin::get_group))
                     .route(web::patch().to(admin::update_group))
                     .route(web::delete().to(admin::delete_group)),
-            ),
+            )
+            .service(resource("/audit").route(web::get().to(admin::list_audit))),
     )
     .service(resource("/health/live").route(web::get().to(health::live)))
     .service(resource("/health/ready").route(web::get().to(health::ready)))

@@ -21,11 +21,11 @@ pub async fn login(state: web::Data<AppState>, client: Client, body: JsonBody) -
     Ok(no_store(HttpResponse::Ok().json(LoginView::from(outcome))))
 }
 
-pub async fn refresh(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
+pub async fn refresh(state: web::Data<AppState>, client: Client, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let token = fields.required_str("refresh");
     fields.finish()?;
-    let pair = state.auth.refresh(&token).await?;
+    let pair = state.auth.refresh(&token, &client.0).await?;
     Ok(no_store(HttpResponse::Ok().json(TokensView::from(pair))))
 }
 
@@ -42,12 +42,16 @@ pub async fn verify(state: web::Data<AppState>, body: JsonBody) -> Result<HttpRe
     }
 }
 
-pub async fn logout(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
-    state.auth.logout(caller.0).await?;
+pub async fn logout(state: web::Data<AppState>, client: Client, caller: AuthUser) -> Result<HttpResponse, ApiError> {
+    state.auth.logout(caller.0, &client.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn logout_all(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
-    state.auth.logout_all(caller.0.user_id).await?;
+pub async fn logout_all(
+    state: web::Data<AppState>,
+    client: Client,
+    caller: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.logout_all(caller.0.user_id, &client.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }

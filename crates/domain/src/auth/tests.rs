@@ -4,8 +4,8 @@ use super::*;
 use crate::password::PasswordHash;
 use crate::ports::ThrottleKey;
 use crate::ports::{
-    Credentials, FailureWindow, MockAccessTokens, MockAccountStore, MockClock, MockLoginAttempts, MockPasswordHasher,
-    MockRandom, MockSessionStore, SignedAccessToken,
+    Credentials, FailureWindow, MockAccessTokens, MockAccountStore, MockAuditLog, MockClock, MockLoginAttempts,
+    MockPasswordHasher, MockRandom, MockSessionStore, SignedAccessToken,
 };
 use crate::session::SessionInfo;
 use crate::user::Profile;
@@ -49,6 +49,7 @@ struct Mocks {
     accounts: MockAccountStore,
     sessions: MockSessionStore,
     attempts: MockLoginAttempts,
+    audit: MockAuditLog,
     hasher: MockPasswordHasher,
     tokens: MockAccessTokens,
     policy: AuthPolicy,
@@ -60,6 +61,7 @@ impl Mocks {
             accounts: MockAccountStore::new(),
             sessions: MockSessionStore::new(),
             attempts: MockLoginAttempts::new(),
+            audit: MockAuditLog::new(),
             hasher: MockPasswordHasher::new(),
             tokens: MockAccessTokens::new(),
             policy: AuthPolicy::default(),
@@ -79,6 +81,7 @@ impl Mocks {
         self.attempts.expect_failures_since().returning(|keys, _| Ok(vec![FailureWindow::default(); keys.len()]));
         self.attempts.expect_record_failure().returning(|_, _, _| Ok(()));
         self.attempts.expect_clear_failures().returning(|_| Ok(()));
+        self.audit.expect_record().returning(|_, _| Ok(()));
         let mut random = MockRandom::new();
         random.expect_token().returning(|| OpaqueToken::new("random-token".into()));
         random.expect_session_id().returning(sid);
@@ -88,6 +91,7 @@ impl Mocks {
             accounts: Arc::new(self.accounts),
             sessions: Arc::new(self.sessions),
             attempts: Arc::new(self.attempts),
+            audit: Arc::new(self.audit),
             hasher: Arc::new(self.hasher),
             tokens: Arc::new(self.tokens),
             random: Arc::new(random),
@@ -382,7 +386,7 @@ async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
     m.tokens
         .expect_issue()
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
-    m.service().refresh("old-token").await
+    m.service().refresh("old-token", &ClientInfo::default()).await
 }
 
 #[tokio::test]
@@ -404,8 +408,8 @@ async fn refresh_maps_every_rotation_outcome() {
 #[tokio::test]
 async fn refresh_refuses_empty_or_huge_tokens_without_a_lookup() {
     let service = Mocks::new().service();
-    assert!(matches!(service.refresh("").await, Err(RefreshError::Invalid)));
-    assert!(matches!(service.refresh(&"x".repeat(600)).await, Err(RefreshError::Invalid)));
+    assert!(matches!(service.refresh("", &ClientInfo::default()).await, Err(RefreshError::Invalid)));
+    assert!(matches!(service.refresh(&"x".repeat(600), &ClientInfo::default()).await, Err(RefreshError::Invalid)));
 }
 
 // --- authenticate --------------------------------------------------------
@@ -458,7 +462,7 @@ async fn verify_email_spends_the_token() {
         .expect_confirm_email()
         .withf(|hash, now| *hash == TokenHash::of("link-token") && *now == NOW)
         .returning(|_, _| Ok(EmailConfirmation::Verified(user(1, true))));
-    let user = m.service().verify_email("link-token").await.unwrap();
+    let user = m.service().verify_email("link-token", &ClientInfo::default()).await.unwrap();
     assert!(user.is_verified);
 }
 
@@ -467,8 +471,8 @@ async fn verify_email_refuses_a_dead_token() {
     let mut m = Mocks::new();
     m.accounts.expect_confirm_email().returning(|_, _| Ok(EmailConfirmation::NotLive));
     let service = m.service();
-    assert!(matches!(service.verify_email("used").await, Err(VerifyEmailError::InvalidToken)));
-    assert!(matches!(service.verify_email("").await, Err(VerifyEmailError::InvalidToken)));
+    assert!(matches!(service.verify_email("used", &ClientInfo::default()).await, Err(VerifyEmailError::InvalidToken)));
+    assert!(matches!(service.verify_email("", &ClientInfo::default()).await, Err(VerifyEmailError::InvalidToken)));
 }
 
 #[tokio::test]
@@ -530,14 +534,14 @@ async fn an_empty_patch_reads_without_writing() {
 async fn logout_revokes_the_callers_session_only() {
     let mut m = Mocks::new();
     m.sessions.expect_revoke_session().with(eq(UserId(1)), eq(sid()), eq(NOW)).times(1).returning(|_, _, _| Ok(true));
-    m.service().logout(Principal { user_id: UserId(1), session_id: sid() }).await.unwrap();
+    m.service().logout(Principal { user_id: UserId(1), session_id: sid() }, &ClientInfo::default()).await.unwrap();
 }
 
 #[tokio::test]
 async fn logout_all_revokes_every_session() {
     let mut m = Mocks::new();
     m.sessions.expect_revoke_all_sessions().with(eq(UserId(1)), eq(NOW)).times(1).returning(|_, _| Ok(()));
-    m.service().logout_all(UserId(1)).await.unwrap();
+    m.service().logout_all(UserId(1), &ClientInfo::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -613,7 +617,10 @@ async fn change_password_keeps_the_calling_session_and_mails_a_notice() {
         })
         .times(1)
         .returning(|_, _, _, _, _| Ok(()));
-    m.service().change_password(principal(), &plain("old one"), "a brand new passphrase").await.unwrap();
+    m.service()
+        .change_password(principal(), &plain("old one"), "a brand new passphrase", &ClientInfo::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -622,7 +629,11 @@ async fn change_password_refuses_a_wrong_current_password() {
     m.accounts.expect_find_credentials_by_id().returning(|_| Ok(Some(credentials(true, true))));
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Mismatch));
     m.accounts.expect_change_password().never();
-    let error = m.service().change_password(principal(), &plain("wrong"), "a brand new passphrase").await.unwrap_err();
+    let error = m
+        .service()
+        .change_password(principal(), &plain("wrong"), "a brand new passphrase", &ClientInfo::default())
+        .await
+        .unwrap_err();
     assert!(matches!(error, ChangePasswordError::WrongPassword));
 }
 
@@ -633,7 +644,11 @@ async fn change_password_applies_the_policy_to_the_new_one() {
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
     m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
     m.accounts.expect_change_password().never();
-    let error = m.service().change_password(principal(), &plain("old one"), "password").await.unwrap_err();
+    let error = m
+        .service()
+        .change_password(principal(), &plain("old one"), "password", &ClientInfo::default())
+        .await
+        .unwrap_err();
     let ChangePasswordError::Invalid(errors) = error else { panic!("expected a policy error") };
     assert!(errors.contains("new_password"));
 }
@@ -652,7 +667,7 @@ async fn delete_me_needs_the_password_and_queues_goodbye() {
         .withf(|id, mail| *id == UserId(1) && mail.subject.contains("deleted"))
         .times(1)
         .returning(|_, _| Ok(true));
-    m.service().delete_me(principal(), &plain("right")).await.unwrap();
+    m.service().delete_me(principal(), &plain("right"), &ClientInfo::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -661,7 +676,10 @@ async fn delete_me_with_a_wrong_password_deletes_nothing() {
     m.accounts.expect_find_credentials_by_id().returning(|_| Ok(Some(credentials(true, true))));
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Mismatch));
     m.accounts.expect_delete_account().never();
-    assert!(matches!(m.service().delete_me(principal(), &plain("wrong")).await, Err(OwnPasswordError::WrongPassword)));
+    assert!(matches!(
+        m.service().delete_me(principal(), &plain("wrong"), &ClientInfo::default()).await,
+        Err(OwnPasswordError::WrongPassword)
+    ));
 }
 
 // --- password reset ------------------------------------------------------
@@ -695,7 +713,8 @@ async fn a_reset_confirm_checks_the_policy_against_the_tokens_user() {
         .withf(|hash, purpose, _| *hash == TokenHash::of("link") && *purpose == TokenPurpose::ResetPassword)
         .returning(|_, _, _| Ok(Some(user(1, false))));
     m.accounts.expect_reset_password().never();
-    let error = m.service().confirm_password_reset("link", "ada@example.com").await.unwrap_err();
+    let error =
+        m.service().confirm_password_reset("link", "ada@example.com", &ClientInfo::default()).await.unwrap_err();
     let ResetPasswordError::Invalid(errors) = error else { panic!("expected a policy error") };
     assert!(errors.contains("new_password"));
 }
@@ -715,7 +734,13 @@ async fn a_reset_confirm_spends_the_token() {
         })
         .times(1)
         .returning(|_, _, _, _| Ok(Some(user(1, true))));
-    assert!(m.service().confirm_password_reset("link", "a brand new passphrase").await.unwrap().is_verified);
+    assert!(
+        m.service()
+            .confirm_password_reset("link", "a brand new passphrase", &ClientInfo::default())
+            .await
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[tokio::test]
@@ -730,7 +755,8 @@ async fn a_dead_or_raced_reset_token_is_invalid() {
     m.accounts.expect_reset_password().returning(|_, _, _, _| Ok(None));
     let service = m.service();
     for token in ["dead", "raced", ""] {
-        let error = service.confirm_password_reset(token, "a brand new passphrase").await.unwrap_err();
+        let error =
+            service.confirm_password_reset(token, "a brand new passphrase", &ClientInfo::default()).await.unwrap_err();
         assert!(matches!(error, ResetPasswordError::InvalidToken), "{token}");
     }
 }
@@ -802,7 +828,10 @@ async fn an_email_change_needs_the_password_and_a_different_address() {
 async fn confirming_a_change_to_a_taken_address_is_refused() {
     let mut m = Mocks::new();
     m.accounts.expect_confirm_email().returning(|_, _| Ok(EmailConfirmation::AddressTaken));
-    assert!(matches!(m.service().verify_email("link").await, Err(VerifyEmailError::AddressTaken)));
+    assert!(matches!(
+        m.service().verify_email("link", &ClientInfo::default()).await,
+        Err(VerifyEmailError::AddressTaken)
+    ));
 }
 
 // --- throttling ----------------------------------------------------------
