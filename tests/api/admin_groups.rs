@@ -2,24 +2,10 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, spawn_app, Backend, TestApp};
+use crate::helpers::{assert_error, send, spawn_app, Backend};
 use crate::on_both_stores;
 
 on_both_stores!(a_group_grants_exactly_its_permissions_and_loses_them_at_once, groups_are_managed_with_their_rules,);
-
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    access: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(access);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
 
 async fn a_group_grants_exactly_its_permissions_and_loses_them_at_once(backend: Backend) {
     let app = spawn_app(backend).await;

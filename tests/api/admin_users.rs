@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, spawn_app, Backend, TestApp, PASSWORD};
+use crate::helpers::{assert_error, send, spawn_app, Backend, PASSWORD};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -10,20 +10,6 @@ on_both_stores!(
     admins_change_disable_revoke_and_delete_users,
     the_last_superuser_cannot_be_removed_and_only_superusers_make_superusers,
 );
-
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    access: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(access);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
 
 async fn admins_create_users_with_a_password_or_an_invitation(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -328,6 +328,22 @@ fn live_token(
         .into_boxed()
 }
 
+/// Revokes the user's live sessions, all or all but `keep`.
+async fn revoke_user_sessions(
+    conn: &mut AsyncPgConnection,
+    user_id: i64,
+    keep: Option<SessionId>,
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    Ok(diesel::update(sessions::table)
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::id.ne(keep.map_or(Uuid::nil(), |k| k.0)))
+        .filter(sessions::revoked_at.is_null())
+        .set(sessions::revoked_at.eq(now))
+        .execute(conn)
+        .await?)
+}
+
 /// Spends every unused token of the purpose that the user holds.
 async fn kill_tokens(
     conn: &mut AsyncPgConnection,
@@ -637,13 +653,7 @@ impl AccountStore for PostgresStore {
         let mut conn = self.conn().await?;
         conn.transaction::<_, StoreError, _>(async move |conn| {
             diesel::update(users::table.find(id.0)).set(users::password_hash.eq(hash.expose())).execute(conn).await?;
-            diesel::update(sessions::table)
-                .filter(sessions::user_id.eq(id.0))
-                .filter(sessions::id.ne(keep.map_or(Uuid::nil(), |k| k.0)))
-                .filter(sessions::revoked_at.is_null())
-                .set(sessions::revoked_at.eq(now))
-                .execute(conn)
-                .await?;
+            revoke_user_sessions(conn, id.0, keep, now).await?;
             kill_tokens(conn, id.0, TokenPurpose::ResetPassword, now).await?;
             insert_mail(conn, &notice, now).await
         })
@@ -679,12 +689,7 @@ impl AccountStore for PostgresStore {
                 .set((users::password_hash.eq(hash.expose()), users::is_verified.eq(true)))
                 .execute(conn)
                 .await?;
-            diesel::update(sessions::table)
-                .filter(sessions::user_id.eq(user_id))
-                .filter(sessions::revoked_at.is_null())
-                .set(sessions::revoked_at.eq(now))
-                .execute(conn)
-                .await?;
+            revoke_user_sessions(conn, user_id, None, now).await?;
             insert_mail(conn, &notice, now).await?;
             load_user(conn, user_id).await
         })
@@ -889,13 +894,7 @@ impl SessionStore for PostgresStore {
 
     async fn revoke_all_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<(), PortError> {
         let mut conn = self.conn().await?;
-        diesel::update(sessions::table)
-            .filter(sessions::user_id.eq(user_id.0))
-            .filter(sessions::revoked_at.is_null())
-            .set(sessions::revoked_at.eq(now))
-            .execute(&mut conn)
-            .await
-            .map_err(StoreError::from)?;
+        revoke_user_sessions(&mut conn, user_id.0, None, now).await?;
         Ok(())
     }
 }
@@ -1214,12 +1213,7 @@ impl AdminWrites for PostgresStore {
                     }
                 }
                 if changes.is_active == Some(false) {
-                    diesel::update(sessions::table)
-                        .filter(sessions::user_id.eq(id.0))
-                        .filter(sessions::revoked_at.is_null())
-                        .set(sessions::revoked_at.eq(now))
-                        .execute(conn)
-                        .await?;
+                    revoke_user_sessions(conn, id.0, None, now).await?;
                 }
                 Ok(AdminWrite::Done(load_user(conn, id.0).await?.map(Box::new)))
             })
