@@ -12,6 +12,7 @@ mod admin_groups;
 mod admin_users;
 mod audit;
 mod bad_input;
+mod browser;
 mod credentials;
 mod database_outage;
 mod email_change;

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_cors::Cors;
 use actix_web::dev::Server;
+use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 use gatehouse_domain::admin::{AdminPorts, AdminService};
 use gatehouse_domain::auth::Ports;
@@ -252,6 +254,28 @@ impl MailWorker {
     }
 }
 
+/// Browsers may call from the configured origins only, credentials included;
+/// other origins get no CORS headers (and their preflights are refused).
+fn cors(origins: &[String]) -> Cors {
+    let cors = origins.iter().fold(Cors::default(), |cors, origin| cors.allowed_origin(origin));
+    cors.allowed_methods(["GET", "POST", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([request_id::HEADER, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .supports_credentials()
+        .block_on_origin_mismatch(false)
+        .max_age(3600)
+}
+
+/// Set on every response unless a handler chose otherwise: responses carry
+/// personal data and tokens, so nothing is cached, sniffed or framed.
+fn security_headers() -> middleware::DefaultHeaders {
+    middleware::DefaultHeaders::new()
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::CACHE_CONTROL, "no-store"))
+}
+
 /// A bound, ready-to-run service.
 pub struct Application {
     port: u16,
@@ -291,10 +315,13 @@ impl Application {
         let state = web::Data::new(AppState { auth, admin, health: stores.health.clone() });
         let limit = web::Data::new(BodyLimit(settings.server.body_limit_bytes));
         let workers = if settings.server.workers == 0 { cores() } else { settings.server.workers };
+        let origins = settings.cors.origins.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(limit.clone())
+                .wrap(cors(&origins))
+                .wrap(security_headers())
                 .wrap(middleware::from_fn(request_id::middleware))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
