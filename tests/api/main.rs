@@ -15,6 +15,7 @@ mod bad_input;
 mod browser;
 mod credentials;
 mod database_outage;
+mod docs;
 mod email_change;
 mod reset;
 mod sessions;

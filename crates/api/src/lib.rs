@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

@@ -5,13 +5,14 @@ use gatehouse_domain::User;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 /// RFC 3339 in UTC.
 pub fn timestamp(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub email: String,
@@ -27,7 +28,7 @@ pub struct UserView {
     pub profile: ProfileView,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProfileView {
     pub phone: Option<String>,
     pub gender: Option<String>,
@@ -53,7 +54,7 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokensView {
     pub access: String,
     pub refresh: String,
@@ -73,7 +74,7 @@ impl From<TokenPair> for TokensView {
 }
 
 /// Token fields and the user, as login answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginView {
     #[serde(flatten)]
     pub tokens: TokensView,
@@ -86,7 +87,7 @@ impl From<LoginOutcome> for LoginView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SignupView {
     pub email: String,
     pub is_verified: bool,
@@ -94,12 +95,12 @@ pub struct SignupView {
     pub login: Option<LoginView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VerifiedView {
     pub user: UserView,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
     pub id: String,
     pub created_at: String,

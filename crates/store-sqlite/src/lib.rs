@@ -48,19 +48,20 @@ pub enum SqliteSetupError {
     Directory(#[from] std::io::Error),
     #[error("cannot open the database: {0}")]
     Pool(#[from] diesel::r2d2::PoolError),
+    #[error("cannot open the database: {0}")]
+    Open(String),
     #[error("migrations failed: {0}")]
     Migrations(String),
 }
 
-/// WAL lets readers run beside the writer; foreign keys are off by default in SQLite.
+/// Per connection: wait for the writer instead of failing; foreign keys are off by default in SQLite.
 #[derive(Debug)]
 struct Pragmas;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+            "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
         ))
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -87,6 +88,11 @@ impl SqliteStore {
         if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
+        // WAL is a property of the file: set it once, before connections race for the lock.
+        let mut first = SqliteConnection::establish(path).map_err(|e| SqliteSetupError::Open(e.to_string()))?;
+        first
+            .batch_execute(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL;"))
+            .map_err(|e| SqliteSetupError::Open(e.to_string()))?;
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(Duration::from_secs(5))

@@ -9,12 +9,23 @@ use gatehouse_domain::{Email, FieldErrors, PlainPassword};
 use serde_json::json;
 
 use super::{after_answering, no_store};
+// The schemas named in the OpenAPI attributes of the handlers below.
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::extract::{AuthUser, Client};
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 use crate::views::{SignupView, UserView, VerifiedView};
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/signup",
+    tag = "auth",
+    summary = "Create an account (known addresses get the same answer)",
+    request_body = SignupBody,
+    responses((status = 201, description = "Created; with tokens and user when verification is not required", body = SignupView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 409, description = "Address taken (only when verification is not required)", body = ErrorResponse), (status = 415, description = "Not JSON", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+)]
 pub async fn signup(state: web::Data<AppState>, client: Client, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let email = fields.required_str("email");
@@ -40,6 +51,14 @@ pub async fn signup(state: web::Data<AppState>, client: Client, body: JsonBody) 
     Ok(if logged_in { no_store(response) } else { response })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/email/verify",
+    tag = "auth",
+    summary = "Spend an emailed link: confirms a signup or an email change",
+    request_body = TokenBody,
+    responses((status = 200, description = "Verified", body = VerifiedView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 409, description = "The new address was taken meanwhile", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+)]
 pub async fn verify_email(
     state: web::Data<AppState>,
     client: Client,
@@ -54,6 +73,14 @@ pub async fn verify_email(
 
 /// Always the same 202, known address or not. The work happens after the
 /// answer, so its duration cannot tell either.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/email/verify/resend",
+    tag = "auth",
+    summary = "Mail a new verification link (same answer for any address)",
+    request_body = EmailBody,
+    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+)]
 pub async fn resend_verification(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let email = fields.required_str("email");
@@ -68,11 +95,28 @@ pub async fn resend_verification(state: web::Data<AppState>, body: JsonBody) -> 
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "me",
+    summary = "The caller",
+    responses((status = 200, description = "The user", body = UserView), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
     let user = state.auth.me(caller.0.user_id).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/auth/me",
+    tag = "me",
+    summary = "Edit names and profile",
+    request_body = ProfilePatchBody,
+    responses((status = 200, description = "The user", body = UserView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn update_me(state: web::Data<AppState>, caller: AuthUser, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let first_name = fields.optional_str("first_name");
@@ -97,6 +141,15 @@ pub async fn update_me(state: web::Data<AppState>, caller: AuthUser, body: JsonB
 }
 
 /// 204 once the account and everything it held are gone.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/auth/me",
+    tag = "me",
+    summary = "Delete the caller's account",
+    request_body = PasswordBody,
+    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn delete_me(
     state: web::Data<AppState>,
     client: Client,
@@ -115,6 +168,15 @@ pub async fn delete_me(
 }
 
 /// 202: the address changes when the link mailed to it is used.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/email/change",
+    tag = "me",
+    summary = "Start an email change (a link goes to the new address)",
+    request_body = EmailChangeBody,
+    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn change_email(
     state: web::Data<AppState>,
     caller: AuthUser,

@@ -9,15 +9,19 @@ use gatehouse_domain::ports::AdminUserChanges;
 use gatehouse_domain::user::parse_name;
 use gatehouse_domain::{Email, FieldErrors};
 use serde::Serialize;
+use utoipa::ToSchema;
 
+// The schemas named in the OpenAPI attributes of the handlers below.
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::extract::{AuthUser, Client};
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 use crate::views::{timestamp, UserView};
 
-#[derive(Debug, Serialize)]
-struct GroupView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupView {
     id: i64,
     name: String,
     permissions: Vec<&'static str>,
@@ -29,8 +33,8 @@ impl From<Group> for GroupView {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct PageView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageView {
     count: i64,
     page: u32,
     page_size: u32,
@@ -43,6 +47,15 @@ fn query_params(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> 
         .map_err(|_| ApiError::validation(FieldErrors::single("non_field_errors", "The query string is malformed.")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/users",
+    tag = "admin",
+    summary = "List users (users.view)",
+    params(UserListParams),
+    responses((status = 200, description = "A page of users", body = PageView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn list_users(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -68,6 +81,15 @@ pub async fn list_users(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/users/{id}",
+    tag = "admin",
+    summary = "Retrieve a user (users.view)",
+    params(("id" = String, Path, description = "The numeric id")),
+    responses((status = 200, description = "The user", body = UserView), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn get_user(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -77,11 +99,28 @@ pub async fn get_user(
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/groups",
+    tag = "admin",
+    summary = "List groups (groups.view)",
+    responses((status = 200, description = "Every group", body = Vec<GroupView>), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn list_groups(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
     let groups = state.admin.list_groups(caller.0).await?;
     Ok(HttpResponse::Ok().json(groups.into_iter().map(GroupView::from).collect::<Vec<_>>()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/groups/{id}",
+    tag = "admin",
+    summary = "Retrieve a group (groups.view)",
+    params(("id" = String, Path, description = "The numeric id")),
+    responses((status = 200, description = "The group", body = GroupView), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn get_group(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -96,6 +135,15 @@ fn parse_email(errors: &mut FieldErrors, raw: Option<String>) -> Option<Email> {
     collect(errors, "email", Email::parse(raw.as_deref().unwrap_or_default()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/users",
+    tag = "admin",
+    summary = "Create a user (users.add); without a password, an invitation is mailed",
+    request_body = AdminCreateBody,
+    responses((status = 201, description = "Created", body = UserView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn create_user(
     state: web::Data<AppState>,
     client: Client,
@@ -133,6 +181,16 @@ pub async fn create_user(
     Ok(HttpResponse::Created().json(UserView::from(user)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/users/{id}",
+    tag = "admin",
+    summary = "Change a user (users.change); disabling ends their sessions",
+    request_body = AdminUpdateBody,
+    params(("id" = String, Path, description = "The numeric id")),
+    responses((status = 200, description = "The user", body = UserView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn update_user(
     state: web::Data<AppState>,
     client: Client,
@@ -164,6 +222,15 @@ pub async fn update_user(
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/users/{id}",
+    tag = "admin",
+    summary = "Delete a user (users.delete)",
+    params(("id" = String, Path, description = "The numeric id")),
+    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn delete_user(
     state: web::Data<AppState>,
     client: Client,
@@ -174,6 +241,15 @@ pub async fn delete_user(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/users/{id}/sessions/revoke",
+    tag = "admin",
+    summary = "End every session of a user (users.change)",
+    params(("id" = String, Path, description = "The numeric id")),
+    responses((status = 204, description = "Revoked"), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn revoke_sessions(
     state: web::Data<AppState>,
     client: Client,
@@ -184,6 +260,15 @@ pub async fn revoke_sessions(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/groups",
+    tag = "admin",
+    summary = "Create a group (groups.change)",
+    request_body = GroupBody,
+    responses((status = 201, description = "Created", body = GroupView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn create_group(
     state: web::Data<AppState>,
     client: Client,
@@ -198,6 +283,16 @@ pub async fn create_group(
     Ok(HttpResponse::Created().json(GroupView::from(group)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/groups/{id}",
+    tag = "admin",
+    summary = "Rename a group or set its permissions (groups.change)",
+    request_body = GroupPatchBody,
+    params(("id" = String, Path, description = "The numeric id")),
+    responses((status = 200, description = "The group", body = GroupView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn update_group(
     state: web::Data<AppState>,
     client: Client,
@@ -213,6 +308,15 @@ pub async fn update_group(
     Ok(HttpResponse::Ok().json(GroupView::from(group)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/groups/{id}",
+    tag = "admin",
+    summary = "Delete a group (groups.change; not the built-in ones)",
+    params(("id" = String, Path, description = "The numeric id")),
+    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn delete_group(
     state: web::Data<AppState>,
     client: Client,
@@ -223,8 +327,8 @@ pub async fn delete_group(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Serialize)]
-struct AuditEventView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventView {
     id: i64,
     at: String,
     event: String,
@@ -232,11 +336,12 @@ struct AuditEventView {
     actor_id: Option<i64>,
     ip: Option<String>,
     user_agent: Option<String>,
+    #[schema(value_type = Object)]
     detail: serde_json::Value,
 }
 
-#[derive(Debug, Serialize)]
-struct AuditPageView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPageView {
     count: i64,
     page: u32,
     page_size: u32,
@@ -244,6 +349,15 @@ struct AuditPageView {
 }
 
 /// The audit trail, newest first, filtered by `user` (an id) and `event`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/audit",
+    tag = "admin",
+    summary = "The audit trail, newest first (audit.view)",
+    params(AuditParams),
+    responses((status = 200, description = "A page of events", body = AuditPageView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn list_audit(
     state: web::Data<AppState>,
     caller: AuthUser,

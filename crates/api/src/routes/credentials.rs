@@ -7,9 +7,12 @@ use gatehouse_domain::{Email, FieldErrors, PlainPassword};
 use serde_json::json;
 
 use super::after_answering;
+// The schemas named in the OpenAPI attributes of the handlers below.
 use crate::body::{Fields, JsonBody};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, Client};
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 
 /// `new_password` and the optional `new_password2`, which must match when sent.
@@ -22,6 +25,15 @@ fn new_password(fields: &mut Fields) -> String {
     new_password
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password/change",
+    tag = "me",
+    summary = "Change the password (other sessions end)",
+    request_body = PasswordChangeBody,
+    responses((status = 200, description = "Changed", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn change_password(
     state: web::Data<AppState>,
     client: Client,
@@ -39,6 +51,14 @@ pub async fn change_password(
 }
 
 /// Always the same 202, known address or not; the work happens after the answer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password/reset",
+    tag = "auth",
+    summary = "Mail a reset link (same answer for any address)",
+    request_body = EmailBody,
+    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+)]
 pub async fn request_reset(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let email = fields.required_str("email");
@@ -51,6 +71,14 @@ pub async fn request_reset(state: web::Data<AppState>, body: JsonBody) -> Result
     })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password/reset/confirm",
+    tag = "auth",
+    summary = "Set a new password with a reset link (every session ends)",
+    request_body = ResetConfirmBody,
+    responses((status = 200, description = "Reset", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+)]
 pub async fn confirm_reset(
     state: web::Data<AppState>,
     client: Client,

@@ -1,11 +1,11 @@
 //! The routes of the HTTP contract, and JSON answers for unknown routes and methods.
 
-mod account;
-mod admin;
-mod credentials;
-mod health;
-mod sessions;
-mod tokens;
+pub(crate) mod account;
+pub(crate) mod admin;
+pub(crate) mod credentials;
+pub(crate) mod health;
+pub(crate) mod sessions;
+pub(crate) mod tokens;
 
 use std::future::Future;
 
@@ -55,6 +55,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/admin/groups/{id}"),
     ("DELETE", "/api/v1/admin/groups/{id}"),
     ("GET", "/api/v1/admin/audit"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/docs"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -104,6 +106,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/audit").route(web::get().to(admin::list_audit))),
     )
+    .service(resource("/api/openapi.json").route(web::get().to(crate::openapi::openapi_json)))
+    .service(resource("/docs").route(web::get().to(crate::openapi::docs)))
     .service(resource("/health/live").route(web::get().to(health::live)))
     .service(resource("/health/ready").route(web::get().to(health::ready)))
     .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)));

@@ -4,11 +4,22 @@ use actix_web::{web, HttpResponse};
 use gatehouse_domain::auth::RevokeSessionError;
 use gatehouse_domain::SessionId;
 
+// The schemas named in the OpenAPI attributes of the handlers below.
 use crate::error::ApiError;
 use crate::extract::AuthUser;
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 use crate::views::SessionView;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/sessions",
+    tag = "sessions",
+    summary = "The caller's live sessions",
+    responses((status = 200, description = "Sessions", body = Vec<SessionView>), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn list(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
     let sessions = state.auth.sessions(caller.0).await?;
     let views: Vec<SessionView> =
@@ -17,6 +28,15 @@ pub async fn list(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpRe
 }
 
 /// 204; an id that is not one of the caller's live sessions is 404, never 403.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/auth/sessions/{id}",
+    tag = "sessions",
+    summary = "Revoke one of the caller's sessions",
+    params(("id" = String, Path, description = "The session id (a UUID)")),
+    responses((status = 204, description = "Revoked"), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn revoke(
     state: web::Data<AppState>,
     caller: AuthUser,

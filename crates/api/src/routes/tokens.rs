@@ -5,12 +5,23 @@ use gatehouse_domain::auth::{AuthenticateError, LoginRequest};
 use serde_json::json;
 
 use super::no_store;
+// The schemas named in the OpenAPI attributes of the handlers below.
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::extract::{AuthUser, Client};
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 use crate::views::{LoginView, TokensView};
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    summary = "Log in",
+    request_body = LoginBody,
+    responses((status = 200, description = "Tokens and the user", body = LoginView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Unknown email or wrong password", body = ErrorResponse), (status = 403, description = "Not verified, or disabled", body = ErrorResponse), (status = 429, description = "Too many failures; see Retry-After", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+)]
 pub async fn login(state: web::Data<AppState>, client: Client, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let email = fields.required_str("email");
@@ -21,6 +32,14 @@ pub async fn login(state: web::Data<AppState>, client: Client, body: JsonBody) -
     Ok(no_store(HttpResponse::Ok().json(LoginView::from(outcome))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/token/refresh",
+    tag = "auth",
+    summary = "Spend a refresh token for a new pair",
+    request_body = RefreshBody,
+    responses((status = 200, description = "A new pair", body = TokensView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "token_invalid, token_expired or token_reused", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+)]
 pub async fn refresh(state: web::Data<AppState>, client: Client, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let token = fields.required_str("refresh");
@@ -30,6 +49,14 @@ pub async fn refresh(state: web::Data<AppState>, client: Client, body: JsonBody)
 }
 
 /// 200 `{}` for a live access token; the reason otherwise.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/token/verify",
+    tag = "auth",
+    summary = "Check an access token",
+    request_body = TokenBody,
+    responses((status = 200, description = "Live", body = EmptyResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+)]
 pub async fn verify(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let mut fields = body.fields();
     let token = fields.required_str("token");
@@ -42,11 +69,27 @@ pub async fn verify(state: web::Data<AppState>, body: JsonBody) -> Result<HttpRe
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "sessions",
+    summary = "Revoke the calling session",
+    responses((status = 204, description = "Logged out"), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn logout(state: web::Data<AppState>, client: Client, caller: AuthUser) -> Result<HttpResponse, ApiError> {
     state.auth.logout(caller.0, &client.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout/all",
+    tag = "sessions",
+    summary = "Revoke every session of the caller",
+    responses((status = 204, description = "Logged out everywhere"), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
 pub async fn logout_all(
     state: web::Data<AppState>,
     client: Client,
