@@ -70,7 +70,7 @@ async fn create_superuser(settings: Settings, email: &str, password_stdin: bool)
         CommandError::Input(format!("password refused: {}", reasons.join(" ")))
     })?;
     let stores = Stores::open(&settings).await?;
-    let (auth, _) = services(&settings, &stores)?;
+    let (auth, _, _) = services(&settings, &stores)?;
     let user = auth.create_superuser(email, password).await?;
     println!("superuser {} (id {}) is ready", user.email, user.id);
     Ok(())

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;

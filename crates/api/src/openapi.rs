@@ -260,6 +260,7 @@ granting beyond one's permissions is 403; the user list caps `page_size` at 100.
         crate::routes::health::jwks,
         openapi_json,
         docs,
+        crate::metrics::scrape,
     ),
     modifiers(&BearerAuth)
 )]

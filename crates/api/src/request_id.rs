@@ -8,6 +8,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
 
+use crate::metrics::METRICS;
+
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
@@ -28,7 +30,11 @@ pub async fn middleware(
     let started = std::time::Instant::now();
     let mut response = REQUEST_ID.scope(id.clone(), next.call(req)).instrument(span.clone()).await?;
     let status = response.status().as_u16();
-    span.in_scope(|| tracing::info!(status, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request finished"));
+    let elapsed = started.elapsed();
+    // The route template, never the raw path: ids stay out of the label set.
+    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+    METRICS.observe_request(&route, response.request().method().as_str(), status, elapsed);
+    span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request finished"));
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }

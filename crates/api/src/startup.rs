@@ -70,6 +70,38 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
     pub outbox: Arc<dyn Outbox>,
     pub health: Arc<dyn StoreHealth>,
+    pub pool: PoolGauge,
+}
+
+/// The connection pool of whichever store runs, for metrics.
+#[derive(Clone, Debug)]
+pub enum PoolGauge {
+    Postgres(PostgresStore),
+    Sqlite(SqliteStore),
+}
+
+/// Connections open, idle, and allowed.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolStats {
+    pub size: i64,
+    pub idle: i64,
+    pub max: i64,
+}
+
+impl PoolGauge {
+    pub fn usage(&self) -> PoolStats {
+        let wide = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        match self {
+            Self::Postgres(store) => {
+                let usage = store.pool_usage();
+                PoolStats { size: wide(usage.size), idle: wide(usage.available), max: wide(usage.max_size) }
+            }
+            Self::Sqlite(store) => {
+                let (size, idle, max) = store.pool_usage();
+                PoolStats { size: i64::from(size), idle: i64::from(idle), max: i64::from(max) }
+            }
+        }
+    }
 }
 
 impl Stores {
@@ -85,6 +117,7 @@ impl Stores {
             + 'static,
     >(
         store: S,
+        pool: PoolGauge,
     ) -> Self {
         let store = Arc::new(store);
         Self {
@@ -96,6 +129,7 @@ impl Stores {
             audit: store.clone(),
             outbox: store.clone(),
             health: store,
+            pool,
         }
     }
 
@@ -106,11 +140,12 @@ impl Stores {
         if url.starts_with("sqlite://") {
             let store = SqliteStore::open(url, settings.database.pool_size).map_err(|e| database(&e))?;
             store.migrate().await.map_err(|e| database(&e))?;
-            Ok(Self::of(store))
+            Ok(Self::of(store.clone(), PoolGauge::Sqlite(store)))
         } else {
             PostgresStore::migrate(url).await.map_err(|e| database(&e))?;
             let pool_size = usize::try_from(settings.database.pool_size).unwrap_or(16);
-            Ok(Self::of(PostgresStore::connect(url, pool_size).map_err(|e| database(&e))?))
+            let store = PostgresStore::connect(url, pool_size).map_err(|e| database(&e))?;
+            Ok(Self::of(store.clone(), PoolGauge::Postgres(store)))
         }
     }
 }
@@ -154,7 +189,10 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// The use cases over their adapters.
 /// The use cases over their adapters: accounts, and administration.
-pub fn services(settings: &Settings, stores: &Stores) -> Result<(AuthService, AdminService), StartupError> {
+pub fn services(
+    settings: &Settings,
+    stores: &Stores,
+) -> Result<(AuthService, AdminService, Arc<Argon2Hasher>), StartupError> {
     let hashing = &settings.hashing;
     let concurrency = if hashing.concurrency == 0 { cores() } else { hashing.concurrency };
     let params =
@@ -168,7 +206,8 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<(AuthService, Ad
         ttl: time::Duration::seconds(settings.auth.access_ttl_seconds),
     })
     .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_JWT_SECRET", problem: e.to_string() })?;
-    let hasher: Arc<dyn PasswordHasher> = Arc::new(hasher);
+    let argon2 = Arc::new(hasher);
+    let hasher: Arc<dyn PasswordHasher> = argon2.clone();
     let ports = Ports {
         accounts: stores.accounts.clone(),
         sessions: stores.sessions.clone(),
@@ -207,7 +246,7 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<(AuthService, Ad
         max_failures_per_ip: i64::from(settings.auth.login_ip_limit),
     };
     let admin = AdminService::new(admin_ports, links.clone(), policy.verification_ttl);
-    Ok((AuthService::new(ports, links, policy), admin))
+    Ok((AuthService::new(ports, links, policy), admin, argon2))
 }
 
 fn mailer(settings: &Settings) -> Result<LettreMailer, StartupError> {
@@ -297,7 +336,7 @@ impl Application {
             .bind_address()
             .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_BIND", problem: e.problem })?;
         let stores = Stores::open(&settings).await?;
-        let (auth, admin) = services(&settings, &stores)?;
+        let (auth, admin, hasher) = services(&settings, &stores)?;
         let mailer = mailer(&settings)?;
         tracing::info!(mail = mailer.describe(), "mail transport ready");
         let delivery = MailDelivery::new(
@@ -312,7 +351,14 @@ impl Application {
             TcpListener::bind(address).map_err(|source| StartupError::Bind { address: address.to_string(), source })?;
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: address.to_string(), source })?.port();
-        let state = web::Data::new(AppState { auth, admin, health: stores.health.clone() });
+        let state = web::Data::new(AppState {
+            auth,
+            admin,
+            health: stores.health.clone(),
+            outbox: stores.outbox.clone(),
+            hash_queue: hasher,
+            pool: stores.pool.clone(),
+        });
         let limit = web::Data::new(BodyLimit(settings.server.body_limit_bytes));
         let workers = if settings.server.workers == 0 { cores() } else { settings.server.workers };
         let origins = settings.cors.origins.clone();

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use gatehouse_domain::admin::AdminService;
-use gatehouse_domain::ports::StoreHealth;
+use gatehouse_domain::ports::{Outbox, StoreHealth};
+use gatehouse_hash_argon2::Argon2Hasher;
+
+use crate::startup::PoolGauge;
 use gatehouse_domain::AuthService;
 
 /// Shared by all workers; cheap to clone.
@@ -12,6 +15,10 @@ pub struct AppState {
     pub auth: AuthService,
     pub admin: AdminService,
     pub health: Arc<dyn StoreHealth>,
+    pub outbox: Arc<dyn Outbox>,
+    /// The hash pool, for its queue length.
+    pub hash_queue: Arc<Argon2Hasher>,
+    pub pool: PoolGauge,
 }
 
 impl std::fmt::Debug for AppState {

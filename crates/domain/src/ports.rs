@@ -280,6 +280,12 @@ pub struct QueuedMail {
     pub attempts: i32,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: i64,
+    pub oldest_age_seconds: i64,
+}
+
 /// The durable mail queue, from the delivery side.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
@@ -301,6 +307,9 @@ pub trait Outbox: Send + Sync {
 
     /// Messages still waiting for delivery.
     async fn pending_count(&self) -> Result<i64, PortError>;
+
+    /// Messages waiting, and the age of the oldest, for monitoring.
+    async fn backlog(&self, now: OffsetDateTime) -> Result<Backlog, PortError>;
 }
 
 /// Liveness of the store, for readiness checks.

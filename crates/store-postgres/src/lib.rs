@@ -21,9 +21,9 @@ use gatehouse_domain::admin::{Grants, Group, Permission, UserOrderField, UserOrd
 use gatehouse_domain::audit::{AuditEvent, AuditPage, AuditQuery, AuditRecord};
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
-    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, AuditLog, CreateAccountError,
-    Credentials, EmailConfirmation, FailureWindow, GroupWrite, LoginAttempts, NewAccount, NewOneTimeToken, Outbox,
-    QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
+    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, AuditLog, Backlog,
+    CreateAccountError, Credentials, EmailConfirmation, FailureWindow, GroupWrite, LoginAttempts, NewAccount,
+    NewOneTimeToken, Outbox, QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -1029,6 +1029,20 @@ impl Outbox for PostgresStore {
             .await
             .map_err(StoreError::from)?;
         Ok(())
+    }
+
+    async fn backlog(&self, now: OffsetDateTime) -> Result<Backlog, PortError> {
+        let pending = self.pending_count().await?;
+        let mut conn = self.conn().await?;
+        let oldest = outbox::table
+            .filter(outbox::next_attempt_at.is_not_null())
+            .select(outbox::created_at)
+            .order(outbox::id)
+            .first::<OffsetDateTime>(&mut conn)
+            .await
+            .optional()
+            .map_err(StoreError::from)?;
+        Ok(Backlog { pending, oldest_age_seconds: oldest.map_or(0, |at| (now - at).whole_seconds().max(0)) })
     }
 
     async fn pending_count(&self) -> Result<i64, PortError> {

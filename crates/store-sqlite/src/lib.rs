@@ -21,9 +21,9 @@ use gatehouse_domain::admin::{Grants, Group, Permission, UserOrderField, UserOrd
 use gatehouse_domain::audit::{AuditEvent, AuditPage, AuditQuery, AuditRecord};
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{
-    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, AuditLog, CreateAccountError,
-    Credentials, EmailConfirmation, FailureWindow, GroupWrite, LoginAttempts, NewAccount, NewOneTimeToken, Outbox,
-    QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
+    AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, AuditLog, Backlog,
+    CreateAccountError, Credentials, EmailConfirmation, FailureWindow, GroupWrite, LoginAttempts, NewAccount,
+    NewOneTimeToken, Outbox, QueuedMail, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
@@ -111,6 +111,12 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| SqliteSetupError::Migrations(e.to_string()))?
+    }
+
+    /// Pool figures for metrics: open connections, idle ones, and the maximum.
+    pub fn pool_usage(&self) -> (u32, u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections, self.pool.max_size())
     }
 
     /// Runs `work` on a pooled connection on the blocking pool.
@@ -986,6 +992,21 @@ impl Outbox for SqliteStore {
                 ))
                 .execute(conn)?;
             Ok(())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn backlog(&self, now: OffsetDateTime) -> Result<Backlog, PortError> {
+        self.run(move |conn| {
+            let pending = outbox::table.filter(outbox::next_attempt_at.is_not_null()).count().get_result(conn)?;
+            let oldest = outbox::table
+                .filter(outbox::next_attempt_at.is_not_null())
+                .select(outbox::created_at)
+                .order(outbox::id)
+                .first::<OffsetDateTime>(conn)
+                .optional()?;
+            Ok(Backlog { pending, oldest_age_seconds: oldest.map_or(0, |at| (now - at).whole_seconds().max(0)) })
         })
         .await
         .map_err(Into::into)

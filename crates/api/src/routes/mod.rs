@@ -57,6 +57,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/admin/audit"),
     ("GET", "/api/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/metrics"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -108,6 +109,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/api/openapi.json").route(web::get().to(crate::openapi::openapi_json)))
     .service(resource("/docs").route(web::get().to(crate::openapi::docs)))
+    .service(resource("/metrics").route(web::get().to(crate::metrics::scrape)))
     .service(resource("/health/live").route(web::get().to(health::live)))
     .service(resource("/health/ready").route(web::get().to(health::ready)))
     .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)));

@@ -1,7 +1,7 @@
 //! Login, token refresh and verification, logout.
 
 use actix_web::{web, HttpResponse};
-use gatehouse_domain::auth::{AuthenticateError, LoginRequest};
+use gatehouse_domain::auth::{AuthenticateError, LoginError, LoginRequest, RefreshError};
 use serde_json::json;
 
 use super::no_store;
@@ -9,6 +9,7 @@ use super::no_store;
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::extract::{AuthUser, Client};
+use crate::metrics::METRICS;
 #[allow(unused_imports)]
 use crate::openapi::*;
 use crate::state::AppState;
@@ -28,7 +29,16 @@ pub async fn login(state: web::Data<AppState>, client: Client, body: JsonBody) -
     let password = fields.required_str("password");
     fields.finish()?;
     let request = LoginRequest::parse(&email, &password)?;
-    let outcome = state.auth.login(request, client.0).await?;
+    let outcome = state.auth.login(request, client.0).await;
+    METRICS.login(match &outcome {
+        Ok(_) => "success",
+        Err(LoginError::InvalidCredentials) => "invalid_credentials",
+        Err(LoginError::Throttled { .. }) => "throttled",
+        Err(LoginError::EmailNotVerified) => "email_not_verified",
+        Err(LoginError::AccountDisabled) => "account_disabled",
+        Err(LoginError::Port(_)) => "error",
+    });
+    let outcome = outcome?;
     Ok(no_store(HttpResponse::Ok().json(LoginView::from(outcome))))
 }
 
@@ -44,7 +54,15 @@ pub async fn refresh(state: web::Data<AppState>, client: Client, body: JsonBody)
     let mut fields = body.fields();
     let token = fields.required_str("refresh");
     fields.finish()?;
-    let pair = state.auth.refresh(&token, &client.0).await?;
+    let pair = state.auth.refresh(&token, &client.0).await;
+    METRICS.refresh(match &pair {
+        Ok(_) => "rotated",
+        Err(RefreshError::Invalid) => "invalid",
+        Err(RefreshError::Expired) => "expired",
+        Err(RefreshError::Reused) => "reused",
+        Err(RefreshError::Port(_)) => "error",
+    });
+    let pair = pair?;
     Ok(no_store(HttpResponse::Ok().json(TokensView::from(pair))))
 }
 

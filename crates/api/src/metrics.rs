@@ -1,0 +1,103 @@
+//! Prometheus metrics: requests by route template and status, latency,
+//! logins and refreshes by outcome, and gauges read at scrape time.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::state::AppState;
+
+/// The service's series, registered once per process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    logins: IntCounterVec,
+    refreshes: IntCounterVec,
+    gauges: IntGaugeVec,
+}
+
+/// Registration can only fail on duplicate names, which are fixed here.
+#[allow(clippy::expect_used)]
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let registry = Registry::new_custom(Some("gatehouse".into()), None).expect("a valid prefix");
+    let requests = IntCounterVec::new(
+        Opts::new("http_requests_total", "HTTP requests by route template, method and status"),
+        &["route", "method", "status"],
+    )
+    .expect("valid metric");
+    let latency = HistogramVec::new(
+        HistogramOpts::new("http_request_duration_seconds", "HTTP latency by route template and method")
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+        &["route", "method"],
+    )
+    .expect("valid metric");
+    let logins =
+        IntCounterVec::new(Opts::new("logins_total", "Login attempts by outcome"), &["outcome"]).expect("valid metric");
+    let refreshes = IntCounterVec::new(
+        Opts::new("refreshes_total", "Refresh attempts by outcome (reused = reuse detected)"),
+        &["outcome"],
+    )
+    .expect("valid metric");
+    let gauges = IntGaugeVec::new(
+        Opts::new("state", "Outbox depth and oldest pending age (s), hash queue length, database pool connections"),
+        &["gauge"],
+    )
+    .expect("valid metric");
+    for collector in [
+        Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(latency.clone()),
+        Box::new(logins.clone()),
+        Box::new(refreshes.clone()),
+        Box::new(gauges.clone()),
+    ] {
+        registry.register(collector).expect("unique metric names");
+    }
+    Metrics { registry, requests, latency, logins, refreshes, gauges }
+});
+
+impl Metrics {
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests.with_label_values(&[route, method, &status.to_string()]).inc();
+        self.latency.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn login(&self, outcome: &str) {
+        self.logins.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn refresh(&self, outcome: &str) {
+        self.refreshes.with_label_values(&[outcome]).inc();
+    }
+
+    fn set(&self, gauge: &str, value: i64) {
+        self.gauges.with_label_values(&[gauge]).set(value);
+    }
+}
+
+/// Prometheus text. The gauges are read now, from the store and the hash pool.
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format")))]
+pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
+    let metrics = &*METRICS;
+    match state.outbox.backlog(time::OffsetDateTime::now_utc()).await {
+        Ok(backlog) => {
+            metrics.set("outbox_pending", backlog.pending);
+            metrics.set("outbox_oldest_pending_seconds", backlog.oldest_age_seconds);
+        }
+        Err(error) => tracing::warn!(error = &error as &dyn std::error::Error, "the outbox depth is unknown"),
+    }
+    metrics.set("hash_queue_length", i64::try_from(state.hash_queue.queue_len()).unwrap_or(i64::MAX));
+    let pool = state.pool.usage();
+    metrics.set("db_pool_connections", pool.size);
+    metrics.set("db_pool_idle", pool.idle);
+    metrics.set("db_pool_max", pool.max);
+    let mut body = Vec::new();
+    if let Err(error) = TextEncoder::new().encode(&metrics.registry.gather(), &mut body) {
+        tracing::error!(%error, "metrics could not be encoded");
+        return HttpResponse::InternalServerError().finish();
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body)
+}

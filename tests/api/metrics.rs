@@ -1,0 +1,37 @@
+//! /metrics shows the series an operator watches, after a real flow.
+
+use serde_json::json;
+
+use crate::helpers::{spawn_app, Backend};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_requests_logins_refreshes_and_gauges() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let login = app.verified_login("ada@example.com").await;
+    assert_eq!(app.login("ada@example.com", "not the password at all").await.status(), 401);
+    let refresh = json!({ "refresh": login["refresh"] });
+    assert_eq!(app.post("/api/v1/auth/token/refresh", &refresh).await.status(), 200);
+    let user = format!("/api/v1/admin/users/{}", login["user"]["id"]);
+    assert_eq!(app.get_auth(&user, login["access"].as_str().unwrap()).await.status(), 403);
+
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    for series in [
+        r#"gatehouse_http_requests_total{method="POST",route="/api/v1/auth/login",status="200"} 1"#,
+        r#"gatehouse_http_requests_total{method="POST",route="/api/v1/auth/login",status="401"} 1"#,
+        r#"gatehouse_http_requests_total{method="GET",route="/api/v1/admin/users/{id}",status="403"} 1"#,
+        r#"gatehouse_http_request_duration_seconds_bucket{method="POST",route="/api/v1/auth/signup",le="0.5"}"#,
+        r#"gatehouse_logins_total{outcome="success"} 1"#,
+        r#"gatehouse_logins_total{outcome="invalid_credentials"} 1"#,
+        r#"gatehouse_refreshes_total{outcome="rotated"} 1"#,
+        r#"gatehouse_state{gauge="outbox_pending"}"#,
+        r#"gatehouse_state{gauge="outbox_oldest_pending_seconds"}"#,
+        r#"gatehouse_state{gauge="hash_queue_length"} 0"#,
+        r#"gatehouse_state{gauge="db_pool_connections"}"#,
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    assert!(!text.contains(&format!("/api/v1/admin/users/{}", login["user"]["id"])), "raw paths never become labels");
+}
