@@ -21,4 +21,5 @@ mod logs;
 mod metrics;
 mod reset;
 mod sessions;
+mod shutdown;
 mod throttling;
