@@ -1,19 +1,22 @@
 //! The password-hasher port on argon2id.
 //!
-//! Hashing costs tens of milliseconds of CPU and memory, so it runs on tokio's
-//! blocking pool behind a semaphore sized to the cores: async workers never
-//! hash, at most `concurrency` hashes are in flight, and a bounded queue turns
-//! overload into a quick "unavailable" instead of unbounded memory.
+//! Hashing costs tens of milliseconds of CPU and megabytes of memory, so it
+//! runs on a few dedicated threads (one per core by default), never on the
+//! async workers. Long-lived threads keep the allocator reusing the same
+//! blocks instead of growing a new arena per short-lived thread. A bounded
+//! queue in front of them turns overload into a quick "unavailable" instead
+//! of unbounded memory.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::phc::PasswordHash as PhcHash;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 use async_trait::async_trait;
 use gatehouse_domain::ports::{PasswordCheck, PasswordHasher};
 use gatehouse_domain::{PasswordHash, PlainPassword, PortError};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// argon2id cost parameters; the defaults are OWASP's (m=19456 KiB, t=2, p=1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,19 +44,25 @@ pub struct InvalidParams(String);
 #[error("too many password hashes queued")]
 struct QueueFull;
 
-/// The argon2id hasher with its bounded pool.
+#[derive(Debug, thiserror::Error)]
+#[error("the hashing threads are gone")]
+struct PoolGone;
+
+type Job = Box<dyn FnOnce(&Params) + Send>;
+
+/// The argon2id hasher with its dedicated threads.
 #[derive(Debug, Clone)]
 pub struct Argon2Hasher {
-    params: Params,
-    permits: Arc<Semaphore>,
-    queued: Arc<AtomicUsize>,
-    queue_limit: usize,
+    jobs: SyncSender<Job>,
+    /// Jobs accepted and not yet finished (queued or running).
+    in_flight: Arc<AtomicUsize>,
+    concurrency: usize,
     dummy: Arc<String>,
 }
 
 impl Argon2Hasher {
-    /// `concurrency` hashes run at once (use the core count); up to
-    /// `queue_limit` more wait, and beyond that callers get `Unavailable`.
+    /// `concurrency` threads hash at once (use the core count); up to
+    /// `queue_limit` more jobs wait, and beyond that callers get `Unavailable`.
     pub fn new(params: HashParams, concurrency: usize, queue_limit: usize) -> Result<Self, InvalidParams> {
         let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
             .map_err(|e| InvalidParams(e.to_string()))?;
@@ -61,36 +70,51 @@ impl Argon2Hasher {
             .hash_password(b"gatehouse dummy password")
             .map_err(|e| InvalidParams(e.to_string()))?
             .to_string();
-        Ok(Self {
-            params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            queued: Arc::new(AtomicUsize::new(0)),
-            queue_limit,
-            dummy: Arc::new(dummy),
-        })
-    }
-
-    /// Hashes waiting for a free core right now (for metrics).
-    pub fn queue_len(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
-    }
-
-    /// Runs `work` on the blocking pool once a permit is free.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Params) -> T + Send + 'static) -> Result<T, PortError> {
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_limit + self.permits.available_permits() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(PortError::unavailable(QueueFull));
+        let concurrency = concurrency.max(1);
+        let (jobs, queue) = sync_channel::<Job>(queue_limit.max(1));
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..concurrency {
+            let (queue, params) = (queue.clone(), params.clone());
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || loop {
+                    // The lock is held only while taking a job, not while hashing.
+                    let job = match queue.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(&params),
+                        Err(_) => return,
+                    }
+                })
+                .map_err(|e| InvalidParams(format!("cannot start a hashing thread: {e}")))?;
         }
-        let permit = self.permits.clone().acquire_owned().await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        let permit = permit.map_err(PortError::unexpected)?;
-        let params = self.params.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work(&params)
-        })
-        .await
-        .map_err(PortError::unexpected)
+        Ok(Self { jobs, in_flight: Arc::new(AtomicUsize::new(0)), concurrency, dummy: Arc::new(dummy) })
+    }
+
+    /// Hashes waiting for a free thread right now (for metrics).
+    pub fn queue_len(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed).saturating_sub(self.concurrency)
+    }
+
+    /// Runs `work` on a hashing thread and waits for its result.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Params) -> T + Send + 'static) -> Result<T, PortError> {
+        let (done, result) = oneshot::channel();
+        let in_flight = self.in_flight.clone();
+        let job: Job = Box::new(move |params| {
+            let _ = done.send(work(params));
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        });
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Err(error) = self.jobs.try_send(job) {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(match error {
+                TrySendError::Full(_) => PortError::unavailable(QueueFull),
+                TrySendError::Disconnected(_) => PortError::unexpected(PoolGone),
+            });
+        }
+        result.await.map_err(|_| PortError::unexpected(PoolGone))
     }
 }
 
@@ -197,16 +221,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_answers_unavailable() {
-        let hasher = Argon2Hasher::new(HashParams::default(), 1, 0).unwrap();
-        let slow = hasher.clone();
-        let first = tokio::spawn(async move { slow.hash(&plain("correct horse")).await });
-        tokio::task::yield_now().await;
-        // Let the first hash take the only permit before the second arrives.
-        while hasher.permits.available_permits() > 0 {
-            tokio::task::yield_now().await;
+        // One thread and room for one waiting job: of three at once, at least one is turned away.
+        let hasher = Argon2Hasher::new(HashParams::default(), 1, 1).unwrap();
+        let attempts: Vec<_> = (0..3)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash(&plain("correct horse")).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for attempt in attempts {
+            outcomes.push(attempt.await.unwrap());
         }
-        let second = hasher.hash(&plain("correct horse")).await;
-        assert!(matches!(second, Err(PortError::Unavailable(_))));
-        assert!(first.await.unwrap().is_ok());
+        assert!(outcomes.iter().any(|o| matches!(o, Err(PortError::Unavailable(_)))));
+        assert!(outcomes.iter().any(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn concurrent_hashes_all_complete() {
+        let hasher = hasher();
+        let hashes: Vec<_> = (0..16)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash(&plain("correct horse")).await })
+            })
+            .collect();
+        for hash in hashes {
+            assert!(hash.await.unwrap().is_ok());
+        }
+        assert_eq!(hasher.queue_len(), 0);
     }
 }

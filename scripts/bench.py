@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""`make bench`: load the release build on PostgreSQL from a separate process
+(wrk) and report throughput, latency, CPU and memory against the ceilings
+measured in the same run (argon2 hash time, pgbench -S).
+
+Writes bench/out/report.json and bench/out/report.md and prints the latter.
+BENCH_SECONDS sets each scenario's duration (default 10)."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CORES = os.cpu_count() or 2
+PASSWORD = "a benchmark passphrase that is long"
+SECRET = "benchmark-signing-secret-of-at-least-32-bytes"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run(*args, **kwargs):
+    return subprocess.run(args, check=True, text=True, capture_output=True, **kwargs).stdout
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing wrk from the OS packages")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, env=env, capture_output=True)
+        if not shutil.which("wrk"):
+            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, capture_output=True)
+    if not shutil.which("wrk"):
+        sys.exit("bench: wrk is needed (apt-get install wrk)")
+
+
+def with_database(url, name):
+    base, _, query = url.partition("?")
+    scheme, _, rest = base.partition("://")
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
+
+
+def psql(url, sql):
+    return run("psql", url, "-Atqc", sql)
+
+
+def request(base, method, path, body=None, token=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def cpu_ticks(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def memory_kib(pid, key):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def to_ms(value):
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def parse_wrk(output):
+    result = {"requests": 0, "rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0}
+    for line in output.splitlines():
+        line = line.strip()
+        if m := re.match(r"(50|99)(?:\.0+)?%\s+(\S+)", line):
+            result[f"p{m.group(1)}_ms"] = round(to_ms(m.group(2)), 3)
+        elif m := re.match(r"(\d+) requests in", line):
+            result["requests"] = int(m.group(1))
+        elif m := re.match(r"Requests/sec:\s+([\d.]+)", line):
+            result["rps"] = float(m.group(1))
+        elif m := re.match(r"Non-2xx or 3xx responses:\s+(\d+)", line):
+            result["errors"] += int(m.group(1))
+        elif m := re.match(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", line):
+            result["errors"] += sum(int(g) for g in m.groups())
+    return result
+
+
+def wrk(base, script, threads, connections, seconds, env):
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+            "-s", str(ROOT / "bench" / script), base]
+    return subprocess.run(args, check=True, text=True, capture_output=True, env=env).stdout
+
+
+def scenario(name, pid, base, script, threads, connections, env):
+    before = cpu_ticks(pid)
+    result = parse_wrk(wrk(base, script, threads, connections, SECONDS, env))
+    used_ms = (cpu_ticks(pid) - before) * 1000 / TICKS
+    result.update(name=name, connections=connections, cpu_ms_per_request=round(used_ms / max(result["requests"], 1), 3),
+                  rss_mib=round(memory_kib(pid, "VmRSS") / 1024, 1))
+    log(f"{name}: {result['rps']:.0f} req/s, p99 {result['p99_ms']} ms, {result['errors']} errors")
+    return result
+
+
+def main():
+    ensure_wrk()
+    log("building the release binary and the hash_cost example")
+    subprocess.run(["cargo", "build", "--release", "--bin", "gatehouse"], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "-p", "gatehouse-hash-argon2", "--example", "hash_cost"], check=True, cwd=ROOT)
+    admin_url = run(str(ROOT / "scripts" / "postgres.sh")).strip()
+    run_id = uuid.uuid4().hex[:8]
+    database = f"gatehouse_bench_{run_id}"
+    psql(admin_url, f"CREATE DATABASE {database}")
+    database_url = with_database(admin_url, database)
+    OUT.mkdir(parents=True, exist_ok=True)
+    work = OUT / f"run-{run_id}"
+    work.mkdir()
+    port = 18900 + int(run_id[:2], 16) % 90
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, DATABASE_URL=database_url, GATEHOUSE_BIND=f"127.0.0.1:{port}",
+               GATEHOUSE_REQUIRE_VERIFIED_EMAIL="false", GATEHOUSE_LOGIN_IP_LIMIT="0", GATEHOUSE_JWT_SECRET=SECRET,
+               GATEHOUSE_MAILER=f"file://{work}/mail", GATEHOUSE__DATABASE__POOL_SIZE="32",
+               GATEHOUSE__HASHING__QUEUE_LIMIT="100000", GATEHOUSE__MAIL__POLL_INTERVAL_MS="200", RUST_LOG="warn")
+    server = subprocess.Popen([str(ROOT / "target" / "release" / "gatehouse"), "serve"], env=env, cwd=work,
+                              stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))
+    try:
+        for _ in range(200):
+            try:
+                request(base, "GET", "/health/ready")
+                break
+            except OSError:
+                time.sleep(0.1)
+        signup = request(base, "POST", "/api/v1/auth/signup", {"email": "bench@example.com", "password": PASSWORD})
+        refresh_tokens = [request(base, "POST", "/api/v1/auth/login", {"email": "bench@example.com", "password": PASSWORD})["refresh"]
+                          for _ in range(4)]
+        load_env = dict(os.environ, GATEHOUSE_BENCH_ACCESS=signup["access"], GATEHOUSE_BENCH_EMAIL="bench@example.com",
+                        GATEHOUSE_BENCH_PASSWORD=PASSWORD, GATEHOUSE_BENCH_REFRESH=" ".join(refresh_tokens),
+                        GATEHOUSE_BENCH_RUN=run_id)
+        # Access tokens live 5 minutes; the bench stays well inside that.
+        results = [
+            scenario("me", server.pid, base, "me.lua", 2, 32, load_env),
+            scenario("login", server.pid, base, "login.lua", 2, 32, load_env),
+            scenario("refresh", server.pid, base, "refresh.lua", 4, 4, load_env),
+            scenario("signup", server.pid, base, "signup.lua", 2, 32, load_env),
+        ]
+        log("me latency while 32 connections log in")
+        storm = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{SECONDS + 4}s", "--timeout", "10s", "-s",
+                                  str(ROOT / "bench" / "login.lua"), base], env=load_env, stdout=subprocess.DEVNULL)
+        time.sleep(2)
+        results.append(scenario("me_during_login_storm", server.pid, base, "me.lua", 1, 8, load_env))
+        storm.wait()
+        log("peak memory under a 64-connection login storm")
+        results.append(scenario("login_storm_64", server.pid, base, "login.lua", 2, 64, load_env))
+        peak_rss_mib = round(memory_kib(server.pid, "VmHWM") / 1024, 1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+    hash_ms = float(re.search(r"([\d.]+) ms per hash", run(str(ROOT / "target" / "release" / "examples" / "hash_cost"))).group(1))
+    login_ceiling = CORES * 1000 / hash_ms
+    pgbench_db = with_database(admin_url, f"gatehouse_pgbench_{run_id}")
+    psql(admin_url, f"CREATE DATABASE gatehouse_pgbench_{run_id}")
+    run("pgbench", "-i", "-q", "-s", "1", pgbench_db)
+    pgbench = run("pgbench", "-S", "-n", "-c", "32", "-j", "2", "-T", str(SECONDS), pgbench_db)
+    select_ceiling = float(re.search(r"tps = ([\d.]+)", pgbench).group(1))
+    for db in (database, f"gatehouse_pgbench_{run_id}"):
+        psql(admin_url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+    by_name = {r["name"]: r for r in results}
+    ceilings = {"login_per_s": round(login_ceiling, 1), "argon2_ms_per_hash": hash_ms, "pgbench_select_tps_32": select_ceiling}
+    for name, ceiling in [("login", login_ceiling), ("login_storm_64", login_ceiling), ("me", select_ceiling)]:
+        by_name[name]["ratio_to_ceiling"] = round(by_name[name]["rps"] / ceiling, 3)
+    targets = {
+        "login >= 95% of the argon2 ceiling": by_name["login"]["ratio_to_ceiling"] >= 0.95,
+        "/me >= 60% of pgbench -S at 32 connections": by_name["me"]["ratio_to_ceiling"] >= 0.60,
+        "/me p99 <= 10 ms during a 32-connection login storm": (by_name["me_during_login_storm"]["p99_ms"] or 1e9) <= 10,
+        "peak RSS <= 150 MiB under a 64-connection login storm": peak_rss_mib <= 150,
+    }
+    report = {"seconds_per_scenario": SECONDS, "cores": CORES, "ceilings": ceilings, "scenarios": results,
+              "peak_rss_mib": peak_rss_mib, "targets": targets}
+    (OUT / "report.json").write_text(json.dumps(report, indent=2))
+    lines = [f"# Gatehouse bench ({SECONDS} s per scenario, {CORES} cores, PostgreSQL)", "",
+             f"Ceilings: argon2 {hash_ms} ms per hash, so {login_ceiling:.0f} logins/s; pgbench -S at 32 connections {select_ceiling:.0f} tps.", "",
+             "| scenario | conns | req/s | p50 ms | p99 ms | errors | server CPU ms/req | RSS MiB | of ceiling |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['name']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | "
+                     f"{r['cpu_ms_per_request']} | {r['rss_mib']} | {r.get('ratio_to_ceiling', '')} |")
+    lines += ["", f"Peak RSS over the run: {peak_rss_mib} MiB.", "", "| target | met |", "|---|---|"]
+    lines += [f"| {name} | {'yes' if met else 'no'} |" for name, met in targets.items()]
+    (OUT / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
