@@ -85,9 +85,7 @@ pub async fn resend_verification(state: web::Data<AppState>, body: JsonBody) -> 
     let mut fields = body.fields();
     let email = fields.required_str("email");
     fields.finish()?;
-    let mut errors = FieldErrors::new();
-    let email = collect(&mut errors, "email", Email::parse(&email));
-    let email = errors.finish(email)?.ok_or_else(|| ApiError::internal("parsed email missing"))?;
+    let email = Email::parse(&email).map_err(|e| FieldErrors::single("email", e.to_string()))?;
     let auth = state.auth.clone();
     after_answering(async move { auth.resend_verification(&email).await }, "resending a verification mail");
     Ok(HttpResponse::Accepted().json(json!({
