@@ -28,13 +28,27 @@ impl FromRequest for AuthUser {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = bearer_token(req);
+        let token = Bearer::extract(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
-            let token = token.ok_or_else(ApiError::not_authenticated)?;
+            let Bearer(token) = token.into_inner()?;
             let state = state.ok_or_else(|| ApiError::internal("application state is missing"))?;
             Ok(AuthUser(state.auth.authenticate(&token).await?))
         })
+    }
+}
+
+/// The access token of the request, not yet checked: for handlers that
+/// check it together with what they read (`GET /me`).
+#[derive(Debug, Clone)]
+pub struct Bearer(pub String);
+
+impl FromRequest for Bearer {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(bearer_token(req).map(Bearer).ok_or_else(ApiError::not_authenticated))
     }
 }
 

@@ -2,6 +2,9 @@
 //! `X-Request-Id`, attached to the request's log span, and reachable from the
 //! error mapping so a 500's body can carry it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -16,6 +19,17 @@ tokio::task_local! {
     static REQUEST_ID: String;
 }
 
+/// Request ids are a random per-process base plus a counter: unique, and
+/// with no call into the OS random source on every request. They only
+/// correlate log lines, so they need not be unpredictable.
+static ID_BASE: LazyLock<u128> = LazyLock::new(|| uuid::Uuid::new_v4().as_u128());
+static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn next_id() -> String {
+    let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed);
+    uuid::Uuid::from_u128(ID_BASE.wrapping_add(u128::from(n))).simple().to_string()
+}
+
 /// The id of the request being handled, if any.
 pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
@@ -25,7 +39,7 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = next_id();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
     let mut response = REQUEST_ID.scope(id.clone(), next.call(req)).instrument(span.clone()).await?;
@@ -39,4 +53,17 @@ pub async fn middleware(
         response.headers_mut().insert(HEADER, value);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_32_hex_digits() {
+        let ids: Vec<String> = (0..1000).map(|_| next_id()).collect();
+        assert!(ids.iter().all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
 }

@@ -89,6 +89,14 @@ pub struct PoolStats {
 }
 
 impl PoolGauge {
+    /// Gives the calling request worker connections of its own (see
+    /// `PostgresStore::connect_per_thread`); SQLite needs nothing.
+    pub fn bind_current_thread(&self) {
+        if let Self::Postgres(store) = self {
+            store.bind_current_thread();
+        }
+    }
+
     pub fn usage(&self) -> PoolStats {
         let wide = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         match self {
@@ -144,7 +152,8 @@ impl Stores {
         } else {
             PostgresStore::migrate(url).await.map_err(|e| database(&e))?;
             let pool_size = usize::try_from(settings.database.pool_size).unwrap_or(16);
-            let store = PostgresStore::connect(url, pool_size).map_err(|e| database(&e))?;
+            let store = PostgresStore::connect_per_thread(url, pool_size, request_workers(settings))
+                .map_err(|e| database(&e))?;
             Ok(Self::of(store.clone(), PoolGauge::Postgres(store)))
         }
     }
@@ -152,6 +161,15 @@ impl Stores {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The HTTP worker threads: configured, or one per core.
+fn request_workers(settings: &Settings) -> usize {
+    if settings.server.workers == 0 {
+        cores()
+    } else {
+        settings.server.workers
+    }
 }
 
 /// The HS256 key: configured, or (development only) generated once and kept in a file.
@@ -360,9 +378,12 @@ impl Application {
             pool: stores.pool.clone(),
         });
         let limit = web::Data::new(BodyLimit(settings.server.body_limit_bytes));
-        let workers = if settings.server.workers == 0 { cores() } else { settings.server.workers };
+        let workers = request_workers(&settings);
         let origins = settings.cors.origins.clone();
+        let pool = stores.pool.clone();
         let server = HttpServer::new(move || {
+            // The factory runs once on each worker thread.
+            pool.bind_current_thread();
             App::new()
                 .app_data(state.clone())
                 .app_data(limit.clone())

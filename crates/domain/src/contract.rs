@@ -13,8 +13,8 @@ use crate::admin::{Permission, UserOrdering, UserQuery};
 use crate::audit::{AuditEvent, AuditKind, AuditQuery};
 use crate::mail::OutgoingMail;
 use crate::ports::{
-    AccountStore, CreateAccountError, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount, NewOneTimeToken,
-    Outbox, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
+    AccountStore, AdminUserChanges, CreateAccountError, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount,
+    NewOneTimeToken, Outbox, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
 use crate::ports::{AdminStore, AdminWrites, AuditLog};
 use crate::session::{ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, TokenHash};
@@ -204,6 +204,26 @@ pub async fn a_session_starts_live_and_sets_last_login<S: Store>(store: &S) {
     assert_eq!(store.get_user(id).await.expect("read").expect("found").last_login, Some(T0));
     assert_eq!(store.session_state(session_id(99), T0).await.expect("read"), SessionState::Dead);
     assert_eq!(store.session_state(session_id(1), T0 + Duration::days(2)).await.expect("read"), SessionState::Dead);
+}
+
+pub async fn a_live_sessions_user_is_read_with_it<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    let groups = vec![ADMIN_USER_GROUP.to_owned(), REGULAR_USER_GROUP.to_owned()];
+    let changes = AdminUserChanges { groups: Some(groups.clone()), ..AdminUserChanges::default() };
+    store.admin_update_user(id, changes, T0).await.expect("write");
+    login(store, id, session_id(1), "r1").await;
+    login(store, id, session_id(2), "r2").await;
+    let user = store.session_user(session_id(1), T0).await.expect("read").expect("live");
+    assert_eq!(user.groups, groups, "one user however many groups");
+    assert_eq!(Some(user), store.get_user(id).await.expect("read"));
+    assert!(store.session_user(session_id(99), T0).await.expect("read").is_none());
+    assert!(store.session_user(session_id(1), T0 + Duration::days(2)).await.expect("read").is_none());
+    store.revoke_session(id, session_id(1), T0).await.expect("write");
+    assert!(store.session_user(session_id(1), T0).await.expect("read").is_none());
+    assert!(store.session_user(session_id(2), T0).await.expect("read").is_some());
+    let disabled = AdminUserChanges { is_active: Some(false), ..AdminUserChanges::default() };
+    store.admin_update_user(id, disabled, T0).await.expect("write");
+    assert!(store.session_user(session_id(2), T0).await.expect("read").is_none());
 }
 
 pub async fn refresh_rotation_spends_the_token_and_detects_reuse<S: Store>(store: &S) {
@@ -721,6 +741,7 @@ macro_rules! store_contract_tests {
             an_expired_or_unknown_verification_token_does_nothing,
             a_reissued_verification_token_also_works,
             a_session_starts_live_and_sets_last_login,
+            a_live_sessions_user_is_read_with_it,
             refresh_rotation_spends_the_token_and_detects_reuse,
             an_expired_refresh_token_is_expired,
             a_retry_within_the_grace_window_rotates_again,

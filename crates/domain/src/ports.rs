@@ -210,6 +210,10 @@ pub trait SessionStore: Send + Sync {
     /// One indexed read: is this session live, and whose is it?
     async fn session_state(&self, id: SessionId, now: OffsetDateTime) -> Result<SessionState, PortError>;
 
+    /// The user of a live session (as [`SessionState::Live`] defines it),
+    /// read with the session in one query: all that `GET /me` needs.
+    async fn session_user(&self, id: SessionId, now: OffsetDateTime) -> Result<Option<User>, PortError>;
+
     /// Revokes one session of the user; false when the user has no such live session.
     async fn revoke_session(&self, user_id: UserId, id: SessionId, now: OffsetDateTime) -> Result<bool, PortError>;
 

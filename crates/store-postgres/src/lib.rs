@@ -8,13 +8,16 @@
 
 mod schema;
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Hook, HookError, Object, Pool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use gatehouse_domain::admin::{Grants, Group, Permission, UserOrderField, UserOrdering, UserPage, UserQuery};
@@ -44,6 +47,28 @@ const MIGRATION_LOCK_KEY: i64 = 0x6761_7465_686f_7573;
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A pooled connection is pinged at checkout only when there is reason to
+/// doubt it: it sat idle this long, or a connection failed lately. A ping
+/// on every checkout would double the round trips of the hottest requests.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+/// After a lost connection (a server restart, say) every checkout pings for
+/// this long, so dead pooled connections are replaced instead of reused.
+const DOUBT_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// When a connection was last lost, in this process. Process-wide on
+/// purpose: a restarted server has dropped the connections of every pool.
+static CONNECTION_LOST_AT: Mutex<Option<Instant>> = Mutex::new(None);
+
+fn note_connection_lost() {
+    if let Ok(mut lost_at) = CONNECTION_LOST_AT.lock() {
+        *lost_at = Some(Instant::now());
+    }
+}
+
+fn connections_in_doubt() -> bool {
+    CONNECTION_LOST_AT.lock().map_or(true, |lost_at| lost_at.is_some_and(|at| at.elapsed() < DOUBT_AFTER_FAILURE))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresSetupError {
     #[error("cannot build the connection pool: {0}")]
@@ -54,15 +79,27 @@ pub enum PostgresSetupError {
     Migrations(String),
 }
 
-/// The PostgreSQL store: every persistence port on one pool.
+/// Connections of the shared pool beside per-thread pools: the outbox
+/// worker and other background work.
+const BACKGROUND_CONNECTIONS: usize = 2;
+
+thread_local! {
+    /// 1 + the index of this thread's own pool; 0 for threads that have none.
+    static THREAD_POOL: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The PostgreSQL store: every persistence port on one pool, or on one pool
+/// per request thread (see [`PostgresStore::connect_per_thread`]).
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: Pool<AsyncPgConnection>,
+    shared: Pool<AsyncPgConnection>,
+    per_thread: Arc<[Pool<AsyncPgConnection>]>,
+    next_thread: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").field("pool", &self.pool.status()).finish()
+        f.debug_struct("PostgresStore").field("pools", &self.pool_usage()).finish()
     }
 }
 
@@ -75,20 +112,53 @@ pub struct PoolUsage {
 }
 
 impl PostgresStore {
-    /// Builds the pool; connections are opened lazily, so this works while the
-    /// server is still down.
+    /// Builds one pool shared by every thread; connections are opened lazily,
+    /// so this works while the server is still down.
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, PostgresSetupError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
-            .build()
-            .map_err(|e| PostgresSetupError::Pool(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { shared: pool(url, pool_size)?, per_thread: Arc::new([]), next_thread: Arc::default() })
     }
 
+    /// Splits `pool_size` connections between `threads` pools, one for each
+    /// thread that calls [`Self::bind_current_thread`] (the request workers),
+    /// plus a small shared pool for every other thread. A connection's I/O is
+    /// driven by the runtime that opened it, so a worker borrowing a connection
+    /// opened on another thread pays two thread wake-ups per query; with a
+    /// pool of its own it never does.
+    pub fn connect_per_thread(url: &str, pool_size: usize, threads: usize) -> Result<Self, PostgresSetupError> {
+        let threads = threads.max(1);
+        let each = pool_size.div_ceil(threads);
+        let per_thread = (0..threads).map(|_| pool(url, each)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            shared: pool(url, BACKGROUND_CONNECTIONS)?,
+            per_thread: per_thread.into(),
+            next_thread: Arc::default(),
+        })
+    }
+
+    /// Gives the calling thread a pool of its own (round robin over the
+    /// per-thread pools); a no-op on a store with one shared pool.
+    pub fn bind_current_thread(&self) {
+        if !self.per_thread.is_empty() {
+            let index = self.next_thread.fetch_add(1, Ordering::Relaxed) % self.per_thread.len();
+            THREAD_POOL.set(index + 1);
+        }
+    }
+
+    /// The calling thread's pool.
+    fn pool(&self) -> &Pool<AsyncPgConnection> {
+        self.per_thread.get(THREAD_POOL.get().wrapping_sub(1)).unwrap_or(&self.shared)
+    }
+
+    /// Connections open, idle, and allowed, over all pools.
     pub fn pool_usage(&self) -> PoolUsage {
-        let status = self.pool.status();
-        PoolUsage { size: status.size, available: status.available, max_size: status.max_size }
+        std::iter::once(&self.shared).chain(self.per_thread.iter()).map(Pool::status).fold(
+            PoolUsage { size: 0, available: 0, max_size: 0 },
+            |sum, status| PoolUsage {
+                size: sum.size + status.size,
+                available: sum.available + status.available,
+                max_size: sum.max_size + status.max_size,
+            },
+        )
     }
 
     /// Applies pending migrations under an advisory lock, so two instances
@@ -110,7 +180,7 @@ impl PostgresStore {
     }
 
     async fn conn(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
-        match tokio::time::timeout(CHECKOUT_TIMEOUT, self.pool.get()).await {
+        match tokio::time::timeout(CHECKOUT_TIMEOUT, self.pool().get()).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(error)) => Err(StoreError::Port(pool_error(error))),
             Err(elapsed) => Err(StoreError::Port(PortError::unavailable(elapsed))),
@@ -118,9 +188,36 @@ impl PostgresStore {
     }
 }
 
+/// A pool of up to `size` connections, opened lazily.
+fn pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>, PostgresSetupError> {
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    let ping_when_in_doubt = Hook::async_fn(|conn: &mut AsyncPgConnection, metrics| {
+        let doubt = metrics.last_used() > IDLE_BEFORE_PING || connections_in_doubt();
+        Box::pin(async move {
+            if doubt {
+                diesel::sql_query("SELECT 1")
+                    .execute(conn)
+                    .await
+                    .map_err(|e| HookError::Backend(diesel_async::pooled_connection::PoolError::QueryError(e)))?;
+            }
+            Ok(())
+        })
+    });
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .pre_recycle(ping_when_in_doubt)
+        .build()
+        .map_err(|e| PostgresSetupError::Pool(e.to_string()))
+}
+
 fn pool_error(error: PoolError) -> PortError {
     match error {
-        PoolError::Backend(_) | PoolError::Timeout(_) | PoolError::Closed => PortError::unavailable(error),
+        PoolError::Backend(_) | PoolError::Timeout(_) | PoolError::Closed => {
+            note_connection_lost();
+            PortError::unavailable(error)
+        }
         _ => PortError::unexpected(error),
     }
 }
@@ -140,9 +237,16 @@ impl From<DieselError> for StoreError {
             {
                 StoreError::EmailTaken
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-            | DieselError::BrokenTransactionManager => StoreError::Port(PortError::unavailable(error)),
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
+            | DieselError::BrokenTransactionManager => {
+                note_connection_lost();
+                StoreError::Port(PortError::unavailable(error))
+            }
             DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) if lost_connection(info.message()) => {
+                note_connection_lost();
                 StoreError::Port(PortError::unavailable(error))
             }
             _ => StoreError::Port(PortError::unexpected(error)),
@@ -214,24 +318,35 @@ async fn assemble(
         .into_iter()
         .map(|(user, profile)| {
             let groups = memberships.iter().filter(|(id, _)| *id == user.id).map(|(_, name)| name.clone()).collect();
-            let profile =
-                profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
-            User {
-                id: UserId(user.id),
-                email: Email::from_trusted(user.email),
-                first_name: user.first_name,
-                last_name: user.last_name,
-                is_active: user.is_active,
-                is_staff: user.is_staff,
-                is_superuser: user.is_superuser,
-                is_verified: user.is_verified,
-                date_joined: user.date_joined,
-                last_login: user.last_login,
-                groups,
-                profile,
-            }
+            to_user(user, profile, groups)
         })
         .collect())
+}
+
+fn to_user(user: UserRow, profile: Option<ProfileRow>, groups: Vec<String>) -> User {
+    let profile = profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
+    User {
+        id: UserId(user.id),
+        email: Email::from_trusted(user.email),
+        first_name: user.first_name,
+        last_name: user.last_name,
+        is_active: user.is_active,
+        is_staff: user.is_staff,
+        is_superuser: user.is_superuser,
+        is_verified: user.is_verified,
+        date_joined: user.date_joined,
+        last_login: user.last_login,
+        groups,
+        profile,
+    }
+}
+
+/// A live session's user from one read: a row per group membership (at least one).
+fn session_user_rows(rows: Vec<(UserRow, Option<ProfileRow>, Option<String>)>) -> Option<User> {
+    let mut rows = rows.into_iter();
+    let (user, profile, first_group) = rows.next()?;
+    let groups = first_group.into_iter().chain(rows.filter_map(|(_, _, group)| group)).collect();
+    Some(to_user(user, profile, groups))
 }
 
 async fn load_user(conn: &mut AsyncPgConnection, id: i64) -> Result<Option<User>, StoreError> {
@@ -877,6 +992,24 @@ impl SessionStore for PostgresStore {
             }
             _ => SessionState::Dead,
         })
+    }
+
+    async fn session_user(&self, id: SessionId, now: OffsetDateTime) -> Result<Option<User>, PortError> {
+        let mut conn = self.conn().await?;
+        let rows = users::table
+            .inner_join(sessions::table)
+            .left_join(profiles::table)
+            .left_join(user_groups::table.inner_join(groups::table))
+            .filter(sessions::id.eq(id.0))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::expires_at.gt(now))
+            .filter(users::is_active.eq(true))
+            .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
+            .order(groups::name)
+            .load::<(UserRow, Option<ProfileRow>, Option<String>)>(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(session_user_rows(rows))
     }
 
     async fn revoke_session(&self, user_id: UserId, id: SessionId, now: OffsetDateTime) -> Result<bool, PortError> {

@@ -222,24 +222,35 @@ fn assemble(conn: &mut SqliteConnection, rows: Vec<(UserRow, Option<ProfileRow>)
         .into_iter()
         .map(|(user, profile)| {
             let groups = memberships.iter().filter(|(id, _)| *id == user.id).map(|(_, name)| name.clone()).collect();
-            let profile =
-                profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
-            User {
-                id: UserId(user.id),
-                email: Email::from_trusted(user.email),
-                first_name: user.first_name,
-                last_name: user.last_name,
-                is_active: user.is_active,
-                is_staff: user.is_staff,
-                is_superuser: user.is_superuser,
-                is_verified: user.is_verified,
-                date_joined: user.date_joined,
-                last_login: user.last_login,
-                groups,
-                profile,
-            }
+            to_user(user, profile, groups)
         })
         .collect())
+}
+
+fn to_user(user: UserRow, profile: Option<ProfileRow>, groups: Vec<String>) -> User {
+    let profile = profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
+    User {
+        id: UserId(user.id),
+        email: Email::from_trusted(user.email),
+        first_name: user.first_name,
+        last_name: user.last_name,
+        is_active: user.is_active,
+        is_staff: user.is_staff,
+        is_superuser: user.is_superuser,
+        is_verified: user.is_verified,
+        date_joined: user.date_joined,
+        last_login: user.last_login,
+        groups,
+        profile,
+    }
+}
+
+/// A live session's user from one read: a row per group membership (at least one).
+fn session_user_rows(rows: Vec<(UserRow, Option<ProfileRow>, Option<String>)>) -> Option<User> {
+    let mut rows = rows.into_iter();
+    let (user, profile, first_group) = rows.next()?;
+    let groups = first_group.into_iter().chain(rows.filter_map(|(_, _, group)| group)).collect();
+    Some(to_user(user, profile, groups))
 }
 
 fn load_user(conn: &mut SqliteConnection, id: i64) -> Result<Option<User>, StoreError> {
@@ -809,6 +820,25 @@ impl SessionStore for SqliteStore {
                 }
                 _ => SessionState::Dead,
             })
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn session_user(&self, id: SessionId, now: OffsetDateTime) -> Result<Option<User>, PortError> {
+        self.run(move |conn| {
+            let rows = users::table
+                .inner_join(sessions::table)
+                .left_join(profiles::table)
+                .left_join(user_groups::table.inner_join(groups::table))
+                .filter(sessions::id.eq(id.to_string()))
+                .filter(sessions::revoked_at.is_null())
+                .filter(sessions::expires_at.gt(now))
+                .filter(users::is_active.eq(true))
+                .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
+                .order(groups::name)
+                .load::<(UserRow, Option<ProfileRow>, Option<String>)>(conn)?;
+            Ok(session_user_rows(rows))
         })
         .await
         .map_err(Into::into)

@@ -12,7 +12,7 @@ use super::{after_answering, no_store};
 // The schemas named in the OpenAPI attributes of the handlers below.
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::extract::{AuthUser, Client};
+use crate::extract::{AuthUser, Bearer, Client};
 #[allow(unused_imports)]
 use crate::openapi::*;
 use crate::state::AppState;
@@ -101,8 +101,8 @@ pub async fn resend_verification(state: web::Data<AppState>, body: JsonBody) -> 
     responses((status = 200, description = "The user", body = UserView), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
     security(("bearer" = []))
 )]
-pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
-    let user = state.auth.me(caller.0.user_id).await?;
+pub async fn me(state: web::Data<AppState>, bearer: Bearer) -> Result<HttpResponse, ApiError> {
+    let user = state.auth.current_user(&bearer.0).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 

@@ -453,6 +453,26 @@ async fn authenticate_maps_token_errors_without_a_lookup() {
     assert!(matches!(service.authenticate("garbage").await, Err(AuthenticateError::Invalid)));
 }
 
+#[tokio::test]
+async fn current_user_reads_the_session_and_user_together() {
+    let mut m = Mocks::new();
+    m.tokens.expect_verify().returning(|_| Ok(claims()));
+    m.sessions.expect_session_user().with(eq(sid()), always()).returning(|_, _| Ok(Some(user(1, true))));
+    m.sessions.expect_session_state().never();
+    m.accounts.expect_get_user().never();
+    assert_eq!(m.service().current_user("jwt").await.unwrap().id, UserId(1));
+}
+
+#[tokio::test]
+async fn current_user_refuses_a_dead_session_or_another_users() {
+    for found in [None, Some(user(2, true))] {
+        let mut m = Mocks::new();
+        m.tokens.expect_verify().returning(|_| Ok(claims()));
+        m.sessions.expect_session_user().return_once(move |_, _| Ok(found));
+        assert!(matches!(m.service().current_user("jwt").await, Err(AuthenticateError::Invalid)));
+    }
+}
+
 // --- email verification --------------------------------------------------
 
 #[tokio::test]
