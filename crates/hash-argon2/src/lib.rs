@@ -5,14 +5,17 @@
 //! async workers. Long-lived threads keep the allocator reusing the same
 //! blocks instead of growing a new arena per short-lived thread. A bounded
 //! queue in front of them turns overload into a quick "unavailable" instead
-//! of unbounded memory.
+//! of unbounded memory. Each thread keeps its argon2 working memory and
+//! reuses it: a fresh 19 MiB per hash is what the allocator would otherwise
+//! hand out, and keep.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::phc::PasswordHash as PhcHash;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash as PhcHash, Salt};
+use argon2::password_hash::try_generate_salt;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use async_trait::async_trait;
 use gatehouse_domain::ports::{PasswordCheck, PasswordHasher};
 use gatehouse_domain::{PasswordHash, PlainPassword, PortError};
@@ -48,7 +51,75 @@ struct QueueFull;
 #[error("the hashing threads are gone")]
 struct PoolGone;
 
-type Job = Box<dyn FnOnce(&Params) + Send>;
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// What a hashing thread owns: the configured parameters and its argon2
+/// working memory, grown to the largest cost met and then reused.
+struct Worker {
+    params: Params,
+    memory: Vec<Block>,
+}
+
+impl Worker {
+    fn new(params: Params) -> Self {
+        Self { params, memory: Vec::new() }
+    }
+
+    /// A new PHC string for `password` with the configured parameters and a
+    /// fresh salt from the OS.
+    fn hash(&mut self, password: &[u8]) -> Result<String, PortError> {
+        let salt = try_generate_salt().map_err(PortError::unexpected)?;
+        let params = self.params.clone();
+        let output = self.compute(password, &salt, Algorithm::Argon2id, Version::V0x13, params)?;
+        let hash = PhcHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(PortError::unexpected)?,
+            salt: Some(Salt::new(&salt).map_err(PortError::unexpected)?),
+            hash: Some(output),
+        };
+        Ok(hash.to_string())
+    }
+
+    /// Checks `password` against a stored PHC string, with the algorithm,
+    /// version and costs the string names; outputs compare in constant time.
+    fn verify(&mut self, password: &[u8], stored: &str) -> Result<PasswordCheck, PortError> {
+        let hash = PhcHash::new(stored).map_err(PortError::unexpected)?;
+        let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+            return Err(PortError::unexpected("the stored hash has no salt or output"));
+        };
+        let algorithm = Algorithm::try_from(hash.algorithm.as_str()).map_err(PortError::unexpected)?;
+        let version = hash.version.map(Version::try_from).transpose().map_err(PortError::unexpected)?;
+        let params = Params::try_from(&hash).map_err(PortError::unexpected)?;
+        let computed = self.compute(password, salt.as_ref(), algorithm, version.unwrap_or_default(), params)?;
+        Ok(if computed == *expected {
+            PasswordCheck::Match { needs_rehash: is_outdated(&hash, &self.params) }
+        } else {
+            PasswordCheck::Mismatch
+        })
+    }
+
+    fn compute(
+        &mut self,
+        password: &[u8],
+        salt: &[u8],
+        algorithm: Algorithm,
+        version: Version,
+        params: Params,
+    ) -> Result<Output, PortError> {
+        let blocks = params.block_count();
+        if self.memory.len() < blocks {
+            self.memory.resize(blocks, Block::default());
+        }
+        let length = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+        let mut buffer = [0u8; Output::MAX_LENGTH];
+        let out = buffer.get_mut(..length).ok_or_else(|| PortError::unexpected("argon2 output too long"))?;
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password, salt, out, &mut self.memory)
+            .map_err(PortError::unexpected)?;
+        Output::new(out).map_err(PortError::unexpected)
+    }
+}
 
 /// The argon2id hasher with its dedicated threads.
 #[derive(Debug, Clone)]
@@ -66,10 +137,8 @@ impl Argon2Hasher {
     pub fn new(params: HashParams, concurrency: usize, queue_limit: usize) -> Result<Self, InvalidParams> {
         let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
             .map_err(|e| InvalidParams(e.to_string()))?;
-        let dummy = argon2(&params)
-            .hash_password(b"gatehouse dummy password")
-            .map_err(|e| InvalidParams(e.to_string()))?
-            .to_string();
+        let dummy =
+            Worker::new(params.clone()).hash(b"gatehouse dummy password").map_err(|e| InvalidParams(e.to_string()))?;
         let concurrency = concurrency.max(1);
         let (jobs, queue) = sync_channel::<Job>(queue_limit.max(1));
         let queue = Arc::new(Mutex::new(queue));
@@ -77,15 +146,19 @@ impl Argon2Hasher {
             let (queue, params) = (queue.clone(), params.clone());
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
-                .spawn(move || loop {
-                    // The lock is held only while taking a job, not while hashing.
-                    let job = match queue.lock() {
-                        Ok(receiver) => receiver.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(&params),
-                        Err(_) => return,
+                .spawn(move || {
+                    yield_to_requests();
+                    let mut worker = Worker::new(params);
+                    loop {
+                        // The lock is held only while taking a job, not while hashing.
+                        let job = match queue.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut worker),
+                            Err(_) => return,
+                        }
                     }
                 })
                 .map_err(|e| InvalidParams(format!("cannot start a hashing thread: {e}")))?;
@@ -99,11 +172,14 @@ impl Argon2Hasher {
     }
 
     /// Runs `work` on a hashing thread and waits for its result.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Params) -> T + Send + 'static) -> Result<T, PortError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Worker) -> T + Send + 'static,
+    ) -> Result<T, PortError> {
         let (done, result) = oneshot::channel();
         let in_flight = self.in_flight.clone();
-        let job: Job = Box::new(move |params| {
-            let _ = done.send(work(params));
+        let job: Job = Box::new(move |worker| {
+            let _ = done.send(work(worker));
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -118,8 +194,15 @@ impl Argon2Hasher {
     }
 }
 
-fn argon2(params: &Params) -> Argon2<'static> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+/// Lowers the calling hashing thread to the lowest CPU priority (nice 19;
+/// on Linux the nice value is per thread). A login storm then uses every
+/// idle cycle for hashing, yet a request worker that wakes up takes the CPU
+/// at once instead of queueing behind tens of milliseconds of argon2.
+/// Raising a nice value needs no privilege; where it fails, hashing simply
+/// runs at normal priority.
+fn yield_to_requests() {
+    #[cfg(unix)]
+    let _ = rustix::process::nice(19);
 }
 
 /// Whether a stored hash was made with other parameters (or another algorithm).
@@ -131,36 +214,21 @@ fn is_outdated(hash: &PhcHash, params: &Params) -> bool {
     algorithm_differs || params_differ || hash.version != Some(Version::V0x13.into())
 }
 
-fn verify(password: &[u8], stored: &str, params: &Params) -> Result<PasswordCheck, PortError> {
-    let hash = PhcHash::new(stored).map_err(PortError::unexpected)?;
-    match argon2(params).verify_password(password, &hash) {
-        Ok(()) => Ok(PasswordCheck::Match { needs_rehash: is_outdated(&hash, params) }),
-        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(PasswordCheck::Mismatch),
-        Err(error) => Err(PortError::unexpected(error)),
-    }
-}
-
 #[async_trait]
 impl PasswordHasher for Argon2Hasher {
     async fn hash(&self, password: &PlainPassword) -> Result<PasswordHash, PortError> {
         let password = password.clone();
-        self.run(move |params| {
-            argon2(params)
-                .hash_password(password.expose().as_bytes())
-                .map(|hash| PasswordHash::new(hash.to_string()))
-                .map_err(PortError::unexpected)
-        })
-        .await?
+        self.run(move |worker| worker.hash(password.expose().as_bytes()).map(PasswordHash::new)).await?
     }
 
     async fn verify(&self, password: &PlainPassword, hash: &PasswordHash) -> Result<PasswordCheck, PortError> {
         let (password, hash) = (password.clone(), hash.clone());
-        self.run(move |params| verify(password.expose().as_bytes(), hash.expose(), params)).await?
+        self.run(move |worker| worker.verify(password.expose().as_bytes(), hash.expose())).await?
     }
 
     async fn verify_dummy(&self, password: &PlainPassword) -> Result<(), PortError> {
         let (password, dummy) = (password.clone(), self.dummy.clone());
-        self.run(move |params| verify(password.expose().as_bytes(), &dummy, params).map(|_| ())).await?
+        self.run(move |worker| worker.verify(password.expose().as_bytes(), &dummy).map(|_| ())).await?
     }
 }
 
@@ -185,6 +253,31 @@ mod tests {
         let check = hasher.verify(&plain("correct horse"), &hash).await.unwrap();
         assert_eq!(check, PasswordCheck::Match { needs_rehash: false });
         assert_eq!(hasher.verify(&plain("wrong horse"), &hash).await.unwrap(), PasswordCheck::Mismatch);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_at_the_lowest_cpu_priority() {
+        let nice = hasher().run(|_| rustix::process::getpriority_process(None)).await.unwrap().unwrap();
+        assert_eq!(nice, 19);
+    }
+
+    #[tokio::test]
+    async fn hashes_agree_with_the_argon2_crates_own_encoder_and_verifier() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = hasher();
+        // Another algorithm, version and cost than ours, made by the crate itself.
+        let theirs = Argon2::new(Algorithm::Argon2i, Version::V0x10, Params::new(2048, 2, 1, None).unwrap())
+            .hash_password(b"correct horse")
+            .unwrap()
+            .to_string();
+        let check = hasher.verify(&plain("correct horse"), &PasswordHash::new(theirs.clone())).await.unwrap();
+        assert_eq!(check, PasswordCheck::Match { needs_rehash: true });
+        let wrong = hasher.verify(&plain("wrong horse"), &PasswordHash::new(theirs)).await.unwrap();
+        assert_eq!(wrong, PasswordCheck::Mismatch);
+        let ours = hasher.hash(&plain("correct horse")).await.unwrap();
+        let parsed = PhcHash::new(ours.expose()).unwrap();
+        Argon2::default().verify_password(b"correct horse", &parsed).expect("the crate verifies our hash");
     }
 
     #[tokio::test]
