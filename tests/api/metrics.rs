@@ -33,5 +33,7 @@ async fn metrics_show_requests_logins_refreshes_and_gauges() {
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
+    let statements = text.lines().find_map(|line| line.strip_prefix("gatehouse_db_statements_total "));
+    assert!(statements.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0), "statements counted:\n{text}");
     assert!(!text.contains(&format!("/api/v1/admin/users/{}", login["user"]["id"])), "raw paths never become labels");
 }

@@ -5,7 +5,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::state::AppState;
 
@@ -17,6 +19,7 @@ pub struct Metrics {
     latency: HistogramVec,
     logins: IntCounterVec,
     refreshes: IntCounterVec,
+    statements: IntCounter,
     gauges: IntGaugeVec,
 }
 
@@ -42,6 +45,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["outcome"],
     )
     .expect("valid metric");
+    let statements = IntCounter::new(
+        "db_statements_total",
+        "Statements sent to the database, BEGIN and COMMIT included (round trips)",
+    )
+    .expect("valid metric");
     let gauges = IntGaugeVec::new(
         Opts::new("state", "Outbox depth and oldest pending age (s), hash queue length, database pool connections"),
         &["gauge"],
@@ -52,11 +60,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(latency.clone()),
         Box::new(logins.clone()),
         Box::new(refreshes.clone()),
+        Box::new(statements.clone()),
         Box::new(gauges.clone()),
     ] {
         registry.register(collector).expect("unique metric names");
     }
-    Metrics { registry, requests, latency, logins, refreshes, gauges }
+    Metrics { registry, requests, latency, logins, refreshes, statements, gauges }
 });
 
 impl Metrics {
@@ -71,6 +80,14 @@ impl Metrics {
 
     pub fn refresh(&self, outcome: &str) {
         self.refreshes.with_label_values(&[outcome]).inc();
+    }
+
+    /// Brings the counter up to the store's own count (read at scrape time).
+    fn statements_sent(&self, total: u64) {
+        let counted = self.statements.get();
+        if total > counted {
+            self.statements.inc_by(total - counted);
+        }
     }
 
     fn set(&self, gauge: &str, value: i64) {
@@ -94,6 +111,7 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     metrics.set("db_pool_connections", pool.size);
     metrics.set("db_pool_idle", pool.idle);
     metrics.set("db_pool_max", pool.max);
+    metrics.statements_sent(state.pool.statements_sent());
     let mut body = Vec::new();
     if let Err(error) = TextEncoder::new().encode(&metrics.registry.gather(), &mut body) {
         tracing::error!(%error, "metrics could not be encoded");

@@ -1,9 +1,18 @@
 //! A request id per request: generated at the edge, returned as
 //! `X-Request-Id`, attached to the request's log span, and reachable from the
-//! error mapping so a 500's body can carry it.
+//! error mapping so a 500's body can carry it. The same middleware records
+//! the request's metrics, and tells the hashing threads about every request
+//! that hashed no password, so a login storm leaves a core to the others.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use gatehouse_domain::ports::{PasswordCheck, PasswordHasher};
+use gatehouse_domain::{PasswordHash, PlainPassword, PortError};
+use gatehouse_hash_argon2::Argon2Hasher;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -12,11 +21,13 @@ use actix_web::middleware::Next;
 use tracing::Instrument;
 
 use crate::metrics::METRICS;
+use crate::state::AppState;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
     static REQUEST_ID: String;
+    static HASHED: Rc<Cell<bool>>;
 }
 
 /// Request ids are a random per-process base plus a counter: unique, and
@@ -42,7 +53,14 @@ pub async fn middleware(
     let id = next_id();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
-    let mut response = REQUEST_ID.scope(id.clone(), next.call(req)).instrument(span.clone()).await?;
+    let hashed = Rc::new(Cell::new(false));
+    let handled = HASHED.scope(hashed.clone(), REQUEST_ID.scope(id.clone(), next.call(req)));
+    let mut response = handled.instrument(span.clone()).await?;
+    if !hashed.get() {
+        if let Some(state) = response.request().app_data::<actix_web::web::Data<AppState>>() {
+            state.hash_queue.note_other_work();
+        }
+    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     // The route template, never the raw path: ids stay out of the label set.
@@ -55,9 +73,52 @@ pub async fn middleware(
     Ok(response)
 }
 
+/// The password hasher as the use cases see it: it marks the request it
+/// serves as one that hashed, so that only the others make the hashing
+/// threads step back (see [`Argon2Hasher::note_other_work`]).
+#[derive(Debug, Clone)]
+pub struct RequestAwareHasher(pub Arc<Argon2Hasher>);
+
+fn mark_hashed() {
+    let _ = HASHED.try_with(|hashed| hashed.set(true));
+}
+
+#[async_trait]
+impl PasswordHasher for RequestAwareHasher {
+    async fn hash(&self, password: &PlainPassword) -> Result<PasswordHash, PortError> {
+        mark_hashed();
+        self.0.hash(password).await
+    }
+
+    async fn verify(&self, password: &PlainPassword, hash: &PasswordHash) -> Result<PasswordCheck, PortError> {
+        mark_hashed();
+        self.0.verify(password, hash).await
+    }
+
+    async fn verify_dummy(&self, password: &PlainPassword) -> Result<(), PortError> {
+        mark_hashed();
+        self.0.verify_dummy(password).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_that_hashes_is_marked_as_such() {
+        use gatehouse_hash_argon2::HashParams;
+        let argon2 = Argon2Hasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 1, 4).unwrap();
+        let hasher = RequestAwareHasher(Arc::new(argon2));
+        let password = PlainPassword::parse("correct horse").unwrap();
+        let hashed = Rc::new(Cell::new(false));
+        HASHED.scope(hashed.clone(), async { hasher.hash(&password).await.unwrap() }).await;
+        assert!(hashed.get());
+        let untouched = Rc::new(Cell::new(false));
+        HASHED.scope(untouched.clone(), async {}).await;
+        assert!(!untouched.get());
+        hasher.verify_dummy(&password).await.unwrap(); // outside any request: no mark, no panic
+    }
 
     #[test]
     fn ids_are_distinct_32_hex_digits() {

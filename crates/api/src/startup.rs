@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::body::BodyLimit;
 use crate::config::Settings;
+use crate::request_id::RequestAwareHasher;
 use crate::state::AppState;
 use crate::{request_id, routes};
 
@@ -89,6 +90,14 @@ pub struct PoolStats {
 }
 
 impl PoolGauge {
+    /// Statements sent to the database so far, BEGIN and COMMIT included.
+    pub fn statements_sent(&self) -> u64 {
+        match self {
+            Self::Postgres(store) => store.statements_sent(),
+            Self::Sqlite(store) => store.statements_sent(),
+        }
+    }
+
     /// Gives the calling request worker connections of its own (see
     /// `PostgresStore::connect_per_thread`); SQLite needs nothing.
     pub fn bind_current_thread(&self) {
@@ -205,7 +214,6 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(contents.as_bytes())
 }
 
-/// The use cases over their adapters.
 /// The use cases over their adapters: accounts, and administration.
 pub fn services(
     settings: &Settings,
@@ -225,7 +233,7 @@ pub fn services(
     })
     .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_JWT_SECRET", problem: e.to_string() })?;
     let argon2 = Arc::new(hasher);
-    let hasher: Arc<dyn PasswordHasher> = argon2.clone();
+    let hasher: Arc<dyn PasswordHasher> = Arc::new(RequestAwareHasher(argon2.clone()));
     let ports = Ports {
         accounts: stores.accounts.clone(),
         sessions: stores.sessions.clone(),
@@ -394,6 +402,8 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .workers(workers)
+        // Small request/response exchanges: no Nagle delay waiting on the peer's ACK.
+        .tcp_nodelay(true)
         .shutdown_timeout(settings.server.shutdown_timeout_seconds)
         .listen(listener)
         .map_err(|source| StartupError::Bind { address: address.to_string(), source })?

@@ -5,13 +5,16 @@
 //! async workers. Long-lived threads keep the allocator reusing the same
 //! blocks instead of growing a new arena per short-lived thread. A bounded
 //! queue in front of them turns overload into a quick "unavailable" instead
-//! of unbounded memory. Each thread keeps its argon2 working memory and
+//! of unbounded memory. While other requests are being served, one of the
+//! threads pauses, so hashing never takes the last core from them. Each
+//! thread keeps its argon2 working memory and
 //! reuses it: a fresh 19 MiB per hash is what the allocator would otherwise
 //! hand out, and keep.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash as PhcHash, Salt};
 use argon2::password_hash::try_generate_salt;
@@ -121,6 +124,37 @@ impl Worker {
     }
 }
 
+/// After the last report of other work, the last hashing thread stays
+/// paused this long (when there is more than one).
+const YIELD_WINDOW: Duration = Duration::from_millis(100);
+/// How often a paused or idle hashing thread looks at the window again.
+const RECHECK: Duration = Duration::from_millis(20);
+
+/// When other (non-hashing) work was last reported.
+#[derive(Debug)]
+struct OtherWork {
+    epoch: Instant,
+    /// Milliseconds since `epoch`, plus one; 0 means never.
+    last_seen: AtomicU64,
+    /// Threads stepping back right now.
+    paused: AtomicUsize,
+}
+
+impl OtherWork {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn note(&self) {
+        self.last_seen.store(self.now_ms().saturating_add(1), Ordering::Relaxed);
+    }
+
+    fn recent(&self) -> bool {
+        let last = self.last_seen.load(Ordering::Relaxed);
+        last != 0 && self.now_ms() < last.saturating_add(YIELD_WINDOW.as_millis().try_into().unwrap_or(u64::MAX))
+    }
+}
+
 /// The argon2id hasher with its dedicated threads.
 #[derive(Debug, Clone)]
 pub struct Argon2Hasher {
@@ -128,6 +162,7 @@ pub struct Argon2Hasher {
     /// Jobs accepted and not yet finished (queued or running).
     in_flight: Arc<AtomicUsize>,
     concurrency: usize,
+    other_work: Arc<OtherWork>,
     dummy: Arc<String>,
 }
 
@@ -142,28 +177,46 @@ impl Argon2Hasher {
         let concurrency = concurrency.max(1);
         let (jobs, queue) = sync_channel::<Job>(queue_limit.max(1));
         let queue = Arc::new(Mutex::new(queue));
+        let other_work = Arc::new(OtherWork { epoch: Instant::now(), last_seen: AtomicU64::new(0), paused: AtomicUsize::new(0) });
         for n in 0..concurrency {
-            let (queue, params) = (queue.clone(), params.clone());
+            let (queue, params, other_work) = (queue.clone(), params.clone(), other_work.clone());
+            let yields_to_others = n > 0 && n == concurrency - 1;
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
                     yield_to_requests();
                     let mut worker = Worker::new(params);
                     loop {
+                        if yields_to_others && other_work.recent() {
+                            other_work.paused.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(RECHECK);
+                            other_work.paused.fetch_sub(1, Ordering::Relaxed);
+                            continue;
+                        }
                         // The lock is held only while taking a job, not while hashing.
                         let job = match queue.lock() {
-                            Ok(receiver) => receiver.recv(),
+                            // Other work may have begun while this thread waited for the lock.
+                            Ok(_) if yields_to_others && other_work.recent() => continue,
+                            Ok(receiver) => receiver.recv_timeout(RECHECK),
                             Err(_) => return,
                         };
                         match job {
                             Ok(job) => job(&mut worker),
-                            Err(_) => return,
+                            Err(RecvTimeoutError::Timeout) => continue,
+                            Err(RecvTimeoutError::Disconnected) => return,
                         }
                     }
                 })
                 .map_err(|e| InvalidParams(format!("cannot start a hashing thread: {e}")))?;
         }
-        Ok(Self { jobs, in_flight: Arc::new(AtomicUsize::new(0)), concurrency, dummy: Arc::new(dummy) })
+        Ok(Self { jobs, in_flight: Arc::new(AtomicUsize::new(0)), concurrency, other_work, dummy: Arc::new(dummy) })
+    }
+
+    /// Reports work other than hashing (a request that hashed nothing): for
+    /// the next 100 ms one thread fewer hashes, leaving a core to that work.
+    /// A login storm alone still hashes on every thread.
+    pub fn note_other_work(&self) {
+        self.other_work.note();
     }
 
     /// Hashes waiting for a free thread right now (for metrics).
@@ -278,6 +331,45 @@ mod tests {
         let ours = hasher.hash(&plain("correct horse")).await.unwrap();
         let parsed = PhcHash::new(ours.expose()).unwrap();
         Argon2::default().verify_password(b"correct horse", &parsed).expect("the crate verifies our hash");
+    }
+
+    /// The name of the hashing thread that ran a 200 ms job.
+    async fn thread_of_a_job(hasher: &Argon2Hasher) -> Option<String> {
+        let job = |_: &mut Worker| {
+            std::thread::sleep(Duration::from_millis(200));
+            std::thread::current().name().map(str::to_owned)
+        };
+        hasher.run(job).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_work_leaves_a_core_free_for_a_while() {
+        let hasher = hasher();
+        // Other work all along, reported from a thread of its own.
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let reporter = {
+            let (hasher, busy) = (hasher.clone(), busy.clone());
+            std::thread::spawn(move || {
+                while busy.load(Ordering::Relaxed) {
+                    hasher.note_other_work();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        // Once the last thread has stepped back, it stays back while the work goes on.
+        while hasher.other_work.paused.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let both = tokio::join!(thread_of_a_job(&hasher), thread_of_a_job(&hasher));
+        assert_eq!(both, (Some("argon2-0".to_owned()), Some("argon2-0".to_owned())));
+        busy.store(false, Ordering::Relaxed);
+        reporter.join().unwrap();
+
+        // Without other work, every thread takes jobs again.
+        tokio::time::sleep(YIELD_WINDOW + RECHECK * 3).await;
+        let jobs = (0..4).map(|_| thread_of_a_job(&hasher));
+        let threads: std::collections::HashSet<_> = futures_util::future::join_all(jobs).await.into_iter().collect();
+        assert_eq!(threads.len(), 2, "both threads hashed: {threads:?}");
     }
 
     #[tokio::test]

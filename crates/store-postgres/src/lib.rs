@@ -9,11 +9,12 @@
 mod schema;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use diesel::connection::InstrumentationEvent;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::deadpool::{Hook, HookError, Object, Pool, PoolError};
@@ -95,6 +96,8 @@ pub struct PostgresStore {
     shared: Pool<AsyncPgConnection>,
     per_thread: Arc<[Pool<AsyncPgConnection>]>,
     next_thread: Arc<AtomicUsize>,
+    /// Statements sent on any of the store's connections (BEGIN and COMMIT included).
+    statements: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -115,7 +118,9 @@ impl PostgresStore {
     /// Builds one pool shared by every thread; connections are opened lazily,
     /// so this works while the server is still down.
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, PostgresSetupError> {
-        Ok(Self { shared: pool(url, pool_size)?, per_thread: Arc::new([]), next_thread: Arc::default() })
+        let statements = Arc::new(AtomicU64::new(0));
+        let shared = pool(url, pool_size, &statements)?;
+        Ok(Self { shared, per_thread: Arc::new([]), next_thread: Arc::default(), statements })
     }
 
     /// Splits `pool_size` connections between `threads` pools, one for each
@@ -127,12 +132,16 @@ impl PostgresStore {
     pub fn connect_per_thread(url: &str, pool_size: usize, threads: usize) -> Result<Self, PostgresSetupError> {
         let threads = threads.max(1);
         let each = pool_size.div_ceil(threads);
-        let per_thread = (0..threads).map(|_| pool(url, each)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            shared: pool(url, BACKGROUND_CONNECTIONS)?,
-            per_thread: per_thread.into(),
-            next_thread: Arc::default(),
-        })
+        let statements = Arc::new(AtomicU64::new(0));
+        let per_thread = (0..threads).map(|_| pool(url, each, &statements)).collect::<Result<Vec<_>, _>>()?;
+        let shared = pool(url, BACKGROUND_CONNECTIONS, &statements)?;
+        Ok(Self { shared, per_thread: per_thread.into(), next_thread: Arc::default(), statements })
+    }
+
+    /// Statements sent to the server so far, BEGIN and COMMIT included: the
+    /// round trips behind the requests (for metrics).
+    pub fn statements_sent(&self) -> u64 {
+        AtomicU64::load(&self.statements, Ordering::Relaxed)
     }
 
     /// Gives the calling thread a pool of its own (round robin over the
@@ -188,8 +197,9 @@ impl PostgresStore {
     }
 }
 
-/// A pool of up to `size` connections, opened lazily.
-fn pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>, PostgresSetupError> {
+/// A pool of up to `size` connections, opened lazily, each counting its
+/// statements into `statements`.
+fn pool(url: &str, size: usize, statements: &Arc<AtomicU64>) -> Result<Pool<AsyncPgConnection>, PostgresSetupError> {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
@@ -205,11 +215,26 @@ fn pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>, PostgresSetup
             Ok(())
         })
     });
+    let statements = statements.clone();
+    let count_statements = Hook::sync_fn(move |conn: &mut AsyncPgConnection, _| {
+        conn.set_instrumentation(count_into(statements.clone()));
+        Ok(())
+    });
     Pool::builder(manager)
         .max_size(size.max(1))
+        .post_create(count_statements)
         .pre_recycle(ping_when_in_doubt)
         .build()
         .map_err(|e| PostgresSetupError::Pool(e.to_string()))
+}
+
+/// Instrumentation that counts the statements a connection starts.
+fn count_into(statements: Arc<AtomicU64>) -> impl FnMut(InstrumentationEvent<'_>) + Send + 'static {
+    move |event| {
+        if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+            statements.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn pool_error(error: PoolError) -> PortError {
@@ -1603,6 +1628,19 @@ mod store_contract {
         a.expect("first migrates");
         b.expect("second migrates");
         PostgresStore::migrate(&url).await.expect("a third run finds nothing to do");
+    }
+
+    /// Per-thread pools split the connections and share one statement count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn per_thread_pools_split_the_connections_and_count_statements() {
+        use gatehouse_domain::ports::StoreHealth;
+        let url = super::testing::fresh_database().await;
+        let store = PostgresStore::connect_per_thread(&url, 4, 2).expect("pools");
+        assert_eq!(store.pool_usage().max_size, 2 + 2 + super::BACKGROUND_CONNECTIONS);
+        let before = store.statements_sent();
+        store.ping().await.expect("answers");
+        store.ping().await.expect("answers");
+        assert_eq!(store.statements_sent() - before, 2, "one statement per ping, no checkout ping");
     }
 
     /// A server that cannot be reached is unavailable, not an unexpected error.

@@ -8,9 +8,12 @@
 mod schema;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use diesel::connection::InstrumentationEvent;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
@@ -54,12 +57,21 @@ pub enum SqliteSetupError {
     Migrations(String),
 }
 
-/// Per connection: wait for the writer instead of failing; foreign keys are off by default in SQLite.
+/// Per connection: wait for the writer instead of failing; foreign keys are
+/// off by default in SQLite. Each connection counts its statements too.
 #[derive(Debug)]
-struct Pragmas;
+struct Pragmas {
+    statements: Arc<AtomicU64>,
+}
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        let statements = self.statements.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+                statements.fetch_add(1, Ordering::Relaxed);
+            }
+        });
         conn.batch_execute(&format!(
             "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
         ))
@@ -71,6 +83,8 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Pool<ConnectionManager<SqliteConnection>>,
+    /// Statements run on any of the store's connections (BEGIN and COMMIT included).
+    statements: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -93,12 +107,18 @@ impl SqliteStore {
         first
             .batch_execute(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL;"))
             .map_err(|e| SqliteSetupError::Open(e.to_string()))?;
+        let statements = Arc::new(AtomicU64::new(0));
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(Duration::from_secs(5))
-            .connection_customizer(Box::new(Pragmas))
+            .connection_customizer(Box::new(Pragmas { statements: statements.clone() }))
             .build(ConnectionManager::<SqliteConnection>::new(path))?;
-        Ok(Self { pool })
+        Ok(Self { pool, statements })
+    }
+
+    /// Statements run so far, BEGIN and COMMIT included (for metrics).
+    pub fn statements_sent(&self) -> u64 {
+        AtomicU64::load(&self.statements, Ordering::Relaxed)
     }
 
     /// Applies pending migrations. SQLite's own file lock keeps two processes
@@ -1391,4 +1411,13 @@ mod store_contract {
     }
 
     gatehouse_domain::store_contract_tests!(fresh());
+
+    #[tokio::test]
+    async fn statements_are_counted() {
+        use gatehouse_domain::ports::StoreHealth;
+        let store = fresh().await;
+        let before = store.statements_sent();
+        store.ping().await.expect("answers");
+        assert!(store.statements_sent() > before);
+    }
 }
