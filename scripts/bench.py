@@ -75,6 +75,20 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def postgres_ticks():
+    """CPU ticks of every PostgreSQL process on this machine, by pid."""
+    ticks = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if text.split("(", 1)[1].startswith("postgres)"):
+            fields = text.rsplit(")", 1)[1].split()
+            ticks[stat.parent.name] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
 def memory_kib(pid, key):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -120,11 +134,14 @@ def statements_sent(base):
 
 
 def scenario(name, pid, base, script, threads, connections, env):
-    before, statements_before = cpu_ticks(pid), statements_sent(base)
+    before, statements_before, db_before = cpu_ticks(pid), statements_sent(base), postgres_ticks()
     result = parse_wrk(wrk(base, script, threads, connections, SECONDS, env))
     used_ms = (cpu_ticks(pid) - before) * 1000 / TICKS
+    db_after = postgres_ticks()
+    db_ms = sum(t - db_before.get(p, 0) for p, t in db_after.items()) * 1000 / TICKS
     requests = max(result["requests"], 1)
     result.update(name=name, connections=connections, cpu_ms_per_request=round(used_ms / requests, 3),
+                  db_cpu_ms_per_request=round(db_ms / requests, 3),
                   db_statements_per_request=round((statements_sent(base) - statements_before) / requests, 2),
                   rss_mib=round(memory_kib(pid, "VmRSS") / 1024, 1))
     log(f"{name}: {result['rps']:.0f} req/s, p99 {result['p99_ms']} ms, {result['errors']} errors")
@@ -232,11 +249,13 @@ def main():
     lines = [f"# Gatehouse bench ({SECONDS} s per scenario, {CORES} cores, PostgreSQL)", "",
              f"Ceilings: argon2 {hash_ms} ms per hash with every core hashing ({hash_single_ms} ms on one thread), "
              f"so {login_ceiling:.0f} logins/s; pgbench -S at 32 connections {select_tps:.0f} tps.", "",
-             "| scenario | conns | req/s | p50 ms | p99 ms | errors | server CPU ms/req | DB statements/req | RSS MiB | of ceiling |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| scenario | conns | req/s | p50 ms | p99 ms | errors | server CPU ms/req | DB statements/req "
+             "| DB CPU ms/req | RSS MiB | of ceiling |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['name']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | "
-                     f"{r['cpu_ms_per_request']} | {r['db_statements_per_request']} | {r['rss_mib']} | "
+                     f"{r['cpu_ms_per_request']} | {r['db_statements_per_request']} | {r['db_cpu_ms_per_request']} | "
+                     f"{r['rss_mib']} | "
                      f"{r.get('ratio_to_ceiling', '')} |")
     lines += ["", f"Peak RSS over the run: {peak_rss_mib} MiB.", "", "| target | met |", "|---|---|"]
     lines += [f"| {name} | {'yes' if met else 'no'} |" for name, met in targets.items()]

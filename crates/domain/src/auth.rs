@@ -376,10 +376,13 @@ impl AuthService {
     pub async fn login(&self, request: LoginRequest, client: ClientInfo) -> Result<LoginOutcome, LoginError> {
         let now = self.ports.clock.now();
         let keys = self.throttle_keys(&request.email, &client);
-        if let Err(error) = self.check_throttle(&keys, now).await {
-            self.audit_login_failure(None, &error, &client).await;
-            return Err(error);
-        }
+        let address_failures = match self.check_throttle(&keys, now).await {
+            Ok(address_failures) => address_failures,
+            Err(error) => {
+                self.audit_login_failure(None, &error, &client).await;
+                return Err(error);
+            }
+        };
         match self.check_credentials(&request).await {
             Err((LoginError::InvalidCredentials, user_id)) => {
                 let forget_before = now - self.policy.throttle_window;
@@ -393,7 +396,9 @@ impl AuthService {
                 Err(error)
             }
             Ok(user) => {
-                self.ports.attempts.clear_failures(&keys[0]).await?;
+                if address_failures > 0 {
+                    self.ports.attempts.clear_failures(&keys[0]).await?;
+                }
                 let outcome = self.open_session(user, client.clone(), self.ports.clock.now()).await?;
                 tracing::info!(user_id = %outcome.user.id, "login succeeded");
                 self.audit(AuditEvent::new(AuditKind::LoginSucceeded, Some(outcome.user.id), &client)).await;
@@ -411,9 +416,12 @@ impl AuthService {
         keys
     }
 
-    async fn check_throttle(&self, keys: &[ThrottleKey], now: OffsetDateTime) -> Result<(), LoginError> {
+    /// Refuses a throttled login; otherwise gives the address's recent
+    /// failures (keys[0]), so a success clears only what is there.
+    async fn check_throttle(&self, keys: &[ThrottleKey], now: OffsetDateTime) -> Result<i64, LoginError> {
         let window = self.policy.throttle_window;
         let windows = self.ports.attempts.failures_since(keys, now - window).await?;
+        let address_failures = windows.first().map_or(0, |w| w.count);
         for (key, failures) in keys.iter().zip(windows) {
             let limit = match key {
                 ThrottleKey::Email(_) => self.policy.max_failures_per_email,
@@ -426,7 +434,7 @@ impl AuthService {
                 return Err(LoginError::Throttled { retry_after });
             }
         }
-        Ok(())
+        Ok(address_failures)
     }
 
     /// The user behind the credentials, if they may log in; on failure, the

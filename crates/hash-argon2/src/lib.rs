@@ -177,7 +177,8 @@ impl Argon2Hasher {
         let concurrency = concurrency.max(1);
         let (jobs, queue) = sync_channel::<Job>(queue_limit.max(1));
         let queue = Arc::new(Mutex::new(queue));
-        let other_work = Arc::new(OtherWork { epoch: Instant::now(), last_seen: AtomicU64::new(0), paused: AtomicUsize::new(0) });
+        let other_work =
+            Arc::new(OtherWork { epoch: Instant::now(), last_seen: AtomicU64::new(0), paused: AtomicUsize::new(0) });
         for n in 0..concurrency {
             let (queue, params, other_work) = (queue.clone(), params.clone(), other_work.clone());
             let yields_to_others = n > 0 && n == concurrency - 1;

@@ -265,8 +265,9 @@ fn to_user(user: UserRow, profile: Option<ProfileRow>, groups: Vec<String>) -> U
     }
 }
 
-/// A live session's user from one read: a row per group membership (at least one).
-fn session_user_rows(rows: Vec<(UserRow, Option<ProfileRow>, Option<String>)>) -> Option<User> {
+/// One user from a single read of user, profile and groups: a row per
+/// group membership (at least one row).
+fn user_from_rows(rows: Vec<(UserRow, Option<ProfileRow>, Option<String>)>) -> Option<User> {
     let mut rows = rows.into_iter();
     let (user, profile, first_group) = rows.next()?;
     let groups = first_group.into_iter().chain(rows.filter_map(|(_, _, group)| group)).collect();
@@ -276,10 +277,12 @@ fn session_user_rows(rows: Vec<(UserRow, Option<ProfileRow>, Option<String>)>) -
 fn load_user(conn: &mut SqliteConnection, id: i64) -> Result<Option<User>, StoreError> {
     let rows = users::table
         .left_join(profiles::table)
+        .left_join(user_groups::table.inner_join(groups::table))
         .filter(users::id.eq(id))
-        .select((UserRow::as_select(), Option::<ProfileRow>::as_select()))
-        .load::<(UserRow, Option<ProfileRow>)>(conn)?;
-    Ok(assemble(conn, rows)?.pop())
+        .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
+        .order(groups::name)
+        .load::<(UserRow, Option<ProfileRow>, Option<String>)>(conn)?;
+    Ok(user_from_rows(rows))
 }
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
@@ -858,7 +861,7 @@ impl SessionStore for SqliteStore {
                 .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
                 .order(groups::name)
                 .load::<(UserRow, Option<ProfileRow>, Option<String>)>(conn)?;
-            Ok(session_user_rows(rows))
+            Ok(user_from_rows(rows))
         })
         .await
         .map_err(Into::into)

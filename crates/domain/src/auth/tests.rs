@@ -916,11 +916,25 @@ async fn a_failed_login_is_recorded_under_the_address_and_the_ip() {
 #[tokio::test]
 async fn a_successful_login_clears_the_address_failures() {
     let mut m = Mocks::new();
+    m.attempts
+        .expect_failures_since()
+        .returning(|keys, _| Ok(vec![FailureWindow { count: 3, oldest: Some(NOW) }; keys.len()]));
     m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
     m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
     m.attempts.expect_record_failure().never();
     m.attempts.expect_clear_failures().withf(|key| matches!(key, ThrottleKey::Email(_))).times(1).returning(|_| Ok(()));
+    m.expect_session_opened();
+    assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_successful_login_without_recent_failures_writes_no_clearing() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.attempts.expect_clear_failures().never();
     m.expect_session_opened();
     assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
 }
