@@ -25,6 +25,7 @@ CORES = os.cpu_count() or 2
 PASSWORD = "a benchmark passphrase that is long"
 SECRET = "benchmark-signing-secret-of-at-least-32-bytes"
 TICKS = os.sysconf("SC_CLK_TCK")
+LOGIN_USERS = 64
 
 
 def log(message):
@@ -196,7 +197,11 @@ def main():
         signup = request(base, "POST", "/api/v1/auth/signup", {"email": "bench@example.com", "password": PASSWORD})
         refresh_tokens = [request(base, "POST", "/api/v1/auth/login", {"email": "bench@example.com", "password": PASSWORD})["refresh"]
                           for _ in range(4)]
-        load_env = dict(os.environ, GATEHOUSE_BENCH_ACCESS=signup["access"], GATEHOUSE_BENCH_EMAIL="bench@example.com",
+        log(f"creating {LOGIN_USERS} login users through the API")
+        login_users = [f"login-{n}@example.com" for n in range(LOGIN_USERS)]
+        for email in login_users:
+            request(base, "POST", "/api/v1/auth/signup", {"email": email, "password": PASSWORD})
+        load_env = dict(os.environ, GATEHOUSE_BENCH_ACCESS=signup["access"], GATEHOUSE_BENCH_LOGIN_USERS=" ".join(login_users),
                         GATEHOUSE_BENCH_PASSWORD=PASSWORD, GATEHOUSE_BENCH_REFRESH=" ".join(refresh_tokens),
                         GATEHOUSE_BENCH_RUN=run_id)
         # Access tokens live 5 minutes; the bench stays well inside that. Each

@@ -266,11 +266,13 @@ fn to_user(user: UserRow, profile: Option<ProfileRow>, groups: Vec<String>) -> U
 }
 
 /// One user from a single read of user, profile and groups: a row per
-/// group membership (at least one row).
+/// group membership (at least one row). The names are sorted here rather
+/// than by the query, which is cheaper for the server on the hottest read.
 fn user_from_rows(rows: Vec<(UserRow, Option<ProfileRow>, Option<String>)>) -> Option<User> {
     let mut rows = rows.into_iter();
     let (user, profile, first_group) = rows.next()?;
-    let groups = first_group.into_iter().chain(rows.filter_map(|(_, _, group)| group)).collect();
+    let mut groups: Vec<String> = first_group.into_iter().chain(rows.filter_map(|(_, _, group)| group)).collect();
+    groups.sort();
     Some(to_user(user, profile, groups))
 }
 
@@ -280,7 +282,6 @@ fn load_user(conn: &mut SqliteConnection, id: i64) -> Result<Option<User>, Store
         .left_join(user_groups::table.inner_join(groups::table))
         .filter(users::id.eq(id))
         .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
-        .order(groups::name)
         .load::<(UserRow, Option<ProfileRow>, Option<String>)>(conn)?;
     Ok(user_from_rows(rows))
 }
@@ -859,7 +860,6 @@ impl SessionStore for SqliteStore {
                 .filter(sessions::expires_at.gt(now))
                 .filter(users::is_active.eq(true))
                 .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
-                .order(groups::name)
                 .load::<(UserRow, Option<ProfileRow>, Option<String>)>(conn)?;
             Ok(user_from_rows(rows))
         })
