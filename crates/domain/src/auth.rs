@@ -355,7 +355,7 @@ impl AuthService {
                 let login = if self.policy.require_verified_email {
                     None
                 } else {
-                    Some(self.open_session(user, client, now).await?)
+                    Some(self.open_session(user, client, now, None).await?)
                 };
                 Ok(SignupOutcome { email: request.email, login })
             }
@@ -399,9 +399,9 @@ impl AuthService {
                 if address_failures > 0 {
                     self.ports.attempts.clear_failures(&keys[0]).await?;
                 }
-                let outcome = self.open_session(user, client.clone(), self.ports.clock.now()).await?;
+                let event = AuditEvent::new(AuditKind::LoginSucceeded, Some(user.id), &client);
+                let outcome = self.open_session(user, client, self.ports.clock.now(), Some(event)).await?;
                 tracing::info!(user_id = %outcome.user.id, "login succeeded");
-                self.audit(AuditEvent::new(AuditKind::LoginSucceeded, Some(outcome.user.id), &client)).await;
                 Ok(outcome)
             }
         }
@@ -500,6 +500,7 @@ impl AuthService {
         mut user: User,
         client: ClientInfo,
         now: OffsetDateTime,
+        event: Option<AuditEvent>,
     ) -> Result<LoginOutcome, PortError> {
         let session_id = self.ports.random.session_id();
         let refresh = self.ports.random.token();
@@ -511,6 +512,7 @@ impl AuthService {
                 client,
                 created_at: now,
                 refresh: NewRefreshToken { hash: refresh.hash(), expires_at: now + self.policy.refresh_ttl },
+                event,
             })
             .await?;
         user.last_login = Some(now);

@@ -106,9 +106,31 @@ async fn login<S: Store>(store: &S, user_id: UserId, sid: SessionId, token: &str
             client: ClientInfo::new(Some("203.0.113.7".into()), Some("contract-test")),
             created_at: T0,
             refresh: refresh(token, T0 + Duration::days(1)),
+            event: None,
         })
         .await
         .expect("session starts");
+}
+
+pub async fn a_sessions_audit_event_is_recorded_with_it<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    let client = ClientInfo::new(Some("203.0.113.7".into()), Some("contract-test"));
+    store
+        .start_session(NewSession {
+            id: session_id(1),
+            user_id: id,
+            client: client.clone(),
+            created_at: T0,
+            refresh: refresh("r1", T0 + Duration::days(1)),
+            event: Some(AuditEvent::new(AuditKind::LoginSucceeded, Some(id), &client)),
+        })
+        .await
+        .expect("session starts");
+    let page = store.list_events(&AuditQuery { user: Some(id), event: None, page: 1, page_size: 20 }).await;
+    let page = page.expect("read");
+    assert_eq!(page.count, 1);
+    assert_eq!(page.results[0].event, AuditKind::LoginSucceeded.as_str());
+    assert_eq!(page.results[0].at, T0);
 }
 
 pub async fn create_account_stores_user_profile_group_and_mail<S: Store>(store: &S) {
@@ -742,6 +764,7 @@ macro_rules! store_contract_tests {
             a_reissued_verification_token_also_works,
             a_session_starts_live_and_sets_last_login,
             a_live_sessions_user_is_read_with_it,
+            a_sessions_audit_event_is_recorded_with_it,
             refresh_rotation_spends_the_token_and_detects_reuse,
             an_expired_refresh_token_is_expired,
             a_retry_within_the_grace_window_rotates_again,

@@ -187,8 +187,8 @@ pub trait AccountStore: Send + Sync {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Stores the session and its first refresh token and sets the user's
-    /// `last_login`, in one transaction.
+    /// Stores the session and its first refresh token, sets the user's
+    /// `last_login` and records the session's audit event, in one transaction.
     async fn start_session(&self, session: NewSession) -> Result<(), PortError>;
 
     /// Spends `presented` and stores `next` in its session, atomically: of

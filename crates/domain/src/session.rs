@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use time::OffsetDateTime;
 
+use crate::audit::AuditEvent;
 use crate::user::UserId;
 
 /// A session's public identifier (a UUID), carried in access tokens as `sid`.
@@ -98,6 +99,8 @@ pub struct NewSession {
     pub client: ClientInfo,
     pub created_at: OffsetDateTime,
     pub refresh: NewRefreshToken,
+    /// Recorded in the same transaction as the session (a login's trail entry).
+    pub event: Option<AuditEvent>,
 }
 
 #[derive(Debug, Clone)]

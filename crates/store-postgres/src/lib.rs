@@ -377,6 +377,22 @@ fn user_from_rows(rows: Vec<(UserRow, Option<ProfileRow>, Option<String>)>) -> O
     Some(to_user(user, profile, groups))
 }
 
+async fn insert_event(conn: &mut AsyncPgConnection, event: &AuditEvent, at: OffsetDateTime) -> Result<(), StoreError> {
+    diesel::insert_into(audit_events::table)
+        .values((
+            audit_events::at.eq(at),
+            audit_events::event.eq(event.kind.as_str()),
+            audit_events::user_id.eq(event.user_id.map(|u| u.0)),
+            audit_events::actor_id.eq(event.actor_id.map(|u| u.0)),
+            audit_events::ip.eq(&event.client.ip),
+            audit_events::user_agent.eq(&event.client.user_agent),
+            audit_events::detail.eq(event.detail.to_string()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn load_user(conn: &mut AsyncPgConnection, id: i64) -> Result<Option<User>, StoreError> {
     let rows = users::table
         .left_join(profiles::table)
@@ -918,6 +934,9 @@ impl SessionStore for PostgresStore {
                 .set(users::last_login.eq(session.created_at))
                 .execute(conn)
                 .await?;
+            if let Some(event) = &session.event {
+                insert_event(conn, event, session.created_at).await?;
+            }
             Ok(())
         })
         .await
@@ -1516,19 +1535,7 @@ fn audit_record((id, at, event, user_id, actor_id, ip, user_agent, detail): Audi
 impl AuditLog for PostgresStore {
     async fn record(&self, event: AuditEvent, at: OffsetDateTime) -> Result<(), PortError> {
         let mut conn = self.conn().await?;
-        diesel::insert_into(audit_events::table)
-            .values((
-                audit_events::at.eq(at),
-                audit_events::event.eq(event.kind.as_str()),
-                audit_events::user_id.eq(event.user_id.map(|u| u.0)),
-                audit_events::actor_id.eq(event.actor_id.map(|u| u.0)),
-                audit_events::ip.eq(&event.client.ip),
-                audit_events::user_agent.eq(&event.client.user_agent),
-                audit_events::detail.eq(event.detail.to_string()),
-            ))
-            .execute(&mut conn)
-            .await
-            .map_err(StoreError::from)?;
+        insert_event(&mut conn, &event, at).await?;
         Ok(())
     }
 

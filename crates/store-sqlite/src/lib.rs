@@ -276,6 +276,21 @@ fn user_from_rows(rows: Vec<(UserRow, Option<ProfileRow>, Option<String>)>) -> O
     Some(to_user(user, profile, groups))
 }
 
+fn insert_event(conn: &mut SqliteConnection, event: &AuditEvent, at: OffsetDateTime) -> Result<(), StoreError> {
+    diesel::insert_into(audit_events::table)
+        .values((
+            audit_events::at.eq(at),
+            audit_events::event.eq(event.kind.as_str()),
+            audit_events::user_id.eq(event.user_id.map(|u| u.0)),
+            audit_events::actor_id.eq(event.actor_id.map(|u| u.0)),
+            audit_events::ip.eq(&event.client.ip),
+            audit_events::user_agent.eq(&event.client.user_agent),
+            audit_events::detail.eq(event.detail.to_string()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
 fn load_user(conn: &mut SqliteConnection, id: i64) -> Result<Option<User>, StoreError> {
     let rows = users::table
         .left_join(profiles::table)
@@ -743,6 +758,9 @@ impl SessionStore for SqliteStore {
             diesel::update(users::table.find(session.user_id.0))
                 .set(users::last_login.eq(session.created_at))
                 .execute(conn)?;
+            if let Some(event) = &session.event {
+                insert_event(conn, event, session.created_at)?;
+            }
             Ok(())
         })
         .await
@@ -1354,22 +1372,7 @@ fn audit_record((id, at, event, user_id, actor_id, ip, user_agent, detail): Audi
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn record(&self, event: AuditEvent, at: OffsetDateTime) -> Result<(), PortError> {
-        self.write(move |conn| {
-            diesel::insert_into(audit_events::table)
-                .values((
-                    audit_events::at.eq(at),
-                    audit_events::event.eq(event.kind.as_str()),
-                    audit_events::user_id.eq(event.user_id.map(|u| u.0)),
-                    audit_events::actor_id.eq(event.actor_id.map(|u| u.0)),
-                    audit_events::ip.eq(&event.client.ip),
-                    audit_events::user_agent.eq(&event.client.user_agent),
-                    audit_events::detail.eq(event.detail.to_string()),
-                ))
-                .execute(conn)?;
-            Ok(())
-        })
-        .await
-        .map_err(Into::into)
+        self.write(move |conn| insert_event(conn, &event, at)).await.map_err(Into::into)
     }
 
     async fn list_events(&self, query: &AuditQuery) -> Result<AuditPage, PortError> {

@@ -929,6 +929,26 @@ async fn a_successful_login_clears_the_address_failures() {
 }
 
 #[tokio::test]
+async fn a_login_records_its_audit_event_with_the_session() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.sessions
+        .expect_start_session()
+        .withf(|session| {
+            session.event.as_ref().is_some_and(|e| e.kind == AuditKind::LoginSucceeded && e.user_id == Some(UserId(1)))
+        })
+        .times(1)
+        .returning(|_| Ok(()));
+    m.tokens
+        .expect_issue()
+        .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
+    m.audit.expect_record().never();
+    assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
+}
+
+#[tokio::test]
 async fn a_successful_login_without_recent_failures_writes_no_clearing() {
     let mut m = Mocks::new();
     m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
