@@ -68,6 +68,13 @@ impl Mocks {
         }
     }
 
+    /// An active, verified account (user 1) whose password matches.
+    fn expect_right_password(&mut self) {
+        self.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+        self.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+        self.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    }
+
     fn expect_session_opened(&mut self) {
         self.sessions.expect_start_session().times(1).returning(|_| Ok(()));
         self.tokens
@@ -348,9 +355,7 @@ async fn a_failed_hash_upgrade_does_not_fail_the_login() {
 #[tokio::test]
 async fn login_records_the_client_on_the_session() {
     let mut m = Mocks::new();
-    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
-    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
-    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.expect_right_password();
     m.sessions
         .expect_start_session()
         .withf(|s| {
@@ -919,9 +924,7 @@ async fn a_successful_login_clears_the_address_failures() {
     m.attempts
         .expect_failures_since()
         .returning(|keys, _| Ok(vec![FailureWindow { count: 3, oldest: Some(NOW) }; keys.len()]));
-    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
-    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
-    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.expect_right_password();
     m.attempts.expect_record_failure().never();
     m.attempts.expect_clear_failures().withf(|key| matches!(key, ThrottleKey::Email(_))).times(1).returning(|_| Ok(()));
     m.expect_session_opened();
@@ -931,9 +934,7 @@ async fn a_successful_login_clears_the_address_failures() {
 #[tokio::test]
 async fn a_login_records_its_audit_event_with_the_session() {
     let mut m = Mocks::new();
-    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
-    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
-    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.expect_right_password();
     m.sessions
         .expect_start_session()
         .withf(|session| {
@@ -951,9 +952,7 @@ async fn a_login_records_its_audit_event_with_the_session() {
 #[tokio::test]
 async fn a_successful_login_without_recent_failures_writes_no_clearing() {
     let mut m = Mocks::new();
-    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
-    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
-    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
+    m.expect_right_password();
     m.attempts.expect_clear_failures().never();
     m.expect_session_opened();
     assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
