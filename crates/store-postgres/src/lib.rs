@@ -1631,12 +1631,15 @@ mod store_contract {
     gatehouse_domain::store_contract_tests!(fresh());
 
     /// Two instances starting at once both succeed, and the schema is applied once.
+    /// Each runs as a task of its own, as two processes would: the harness
+    /// blocks its thread while it applies migrations.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_migrations_do_not_race() {
         let url = super::testing::fresh_database().await;
-        let (a, b) = tokio::join!(PostgresStore::migrate(&url), PostgresStore::migrate(&url));
-        a.expect("first migrates");
-        b.expect("second migrates");
+        let instance = |url: String| tokio::spawn(async move { PostgresStore::migrate(&url).await });
+        let (a, b) = tokio::join!(instance(url.clone()), instance(url.clone()));
+        a.expect("first runs").expect("first migrates");
+        b.expect("second runs").expect("second migrates");
         PostgresStore::migrate(&url).await.expect("a third run finds nothing to do");
     }
 
