@@ -16,7 +16,7 @@ use crate::ports::{
     AccountStore, AdminUserChanges, CreateAccountError, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount,
     NewOneTimeToken, Outbox, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
 };
-use crate::ports::{AdminStore, AdminWrites, AuditLog};
+use crate::ports::{AdminNewUser, AdminStore, AdminWrite, AdminWrites, AuditLog, GroupWrite};
 use crate::session::{ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, TokenHash};
 use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use crate::{Email, PasswordHash};
@@ -745,6 +745,210 @@ pub async fn the_audit_trail_keeps_events_newest_first_and_filters<S: Store>(sto
     assert_eq!((paged.count, paged.results.len()), (4, 1));
 }
 
+fn admin_user(address: &str, groups: &[&str]) -> AdminNewUser {
+    AdminNewUser {
+        email: email(address),
+        password_hash: Some(PasswordHash::new("$argon2id$admin-made")),
+        first_name: "Grace".into(),
+        last_name: "Hopper".into(),
+        is_active: true,
+        is_staff: true,
+        is_verified: true,
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        date_joined: T0,
+    }
+}
+
+fn written_user(write: AdminWrite) -> crate::User {
+    match write {
+        AdminWrite::Done(Some(user)) => *user,
+        other => panic!("expected a written user, got {other:?}"),
+    }
+}
+
+pub async fn an_admin_made_user_has_profile_groups_and_maybe_an_invitation<S: Store>(store: &S) {
+    let made = store.admin_create_user(admin_user("grace@example.com", &[REGULAR_USER_GROUP]), None).await;
+    let made = written_user(made.expect("write"));
+    assert_eq!(made.email.as_ref(), "grace@example.com");
+    assert!(made.is_staff && made.is_verified && made.is_active && !made.is_superuser);
+    assert_eq!(made.groups, [REGULAR_USER_GROUP]);
+    assert_eq!(made.profile, crate::Profile::default());
+    assert_eq!(store.get_user(made.id).await.expect("read"), Some(made.clone()));
+    assert_eq!(store.pending_count().await.expect("count"), 0, "no invitation without a link");
+
+    let invited = AdminNewUser { password_hash: None, ..admin_user("linus@example.com", &[]) };
+    let invitation = (reset_token("invite"), mail_to("linus@example.com", "invitation"));
+    let invited = written_user(store.admin_create_user(invited, Some(invitation)).await.expect("write"));
+    let credentials = store.find_credentials_by_id(invited.id).await.expect("read").expect("found");
+    assert!(credentials.password_hash.is_none(), "an invited user has no password until the link is used");
+    assert_eq!(store.pending_count().await.expect("count"), 1, "the invitation is queued with the account");
+    let peeked = store.peek_token(&TokenHash::of("invite"), TokenPurpose::ResetPassword, T0).await.expect("read");
+    assert_eq!(peeked.map(|u| u.id), Some(invited.id));
+}
+
+pub async fn an_admin_made_user_with_a_taken_address_leaves_nothing<S: Store>(store: &S) {
+    signup(store, "grace@example.com", "t").await;
+    let before = store.pending_count().await.expect("count");
+    let invitation = (reset_token("invite"), mail_to("GRACE@example.com", "invitation"));
+    let taken = AdminNewUser { password_hash: None, ..admin_user("GRACE@example.com", &[]) };
+    assert_eq!(store.admin_create_user(taken, Some(invitation)).await.expect("write"), AdminWrite::EmailTaken);
+    assert_eq!(store.pending_count().await.expect("count"), before, "no invitation queued");
+    assert!(store.peek_token(&TokenHash::of("invite"), TokenPurpose::ResetPassword, T0).await.expect("read").is_none());
+}
+
+pub async fn unknown_group_names_are_left_out<S: Store>(store: &S) {
+    let named = store.groups_named(&[REGULAR_USER_GROUP.to_owned(), "Nobody's Group".to_owned()]).await;
+    let named: Vec<String> = named.expect("read").into_iter().map(|g| g.name).collect();
+    assert_eq!(named, [REGULAR_USER_GROUP]);
+    // A group deleted between the caller's check and the write is skipped, not an error.
+    let made = store.admin_create_user(admin_user("grace@example.com", &[REGULAR_USER_GROUP, "Gone"]), None).await;
+    let made = written_user(made.expect("write"));
+    assert_eq!(made.groups, [REGULAR_USER_GROUP]);
+    let changes = AdminUserChanges { groups: Some(vec!["Gone".into()]), ..AdminUserChanges::default() };
+    let changed = written_user(store.admin_update_user(made.id, changes, T0).await.expect("write"));
+    assert!(changed.groups.is_empty());
+}
+
+pub async fn an_admin_update_changes_what_it_names_and_disabling_ends_sessions<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "a1").await;
+    let auditors = store.create_group("Auditors", &[Permission::AuditView]).await.expect("write").expect("new name");
+    let changes = AdminUserChanges {
+        email: Some(email("Countess@example.com")),
+        last_name: Some("King".into()),
+        is_staff: Some(true),
+        groups: Some(vec![auditors.name.clone()]),
+        ..AdminUserChanges::default()
+    };
+    let changed = written_user(store.admin_update_user(id, changes, T0).await.expect("write"));
+    assert_eq!(changed.email.as_ref(), "Countess@example.com");
+    assert_eq!((changed.first_name.as_str(), changed.last_name.as_str()), ("Ada", "King"));
+    assert!(changed.is_staff && changed.is_active && !changed.is_verified);
+    assert_eq!(changed.groups, ["Auditors"], "the groups are replaced, not added to");
+    assert!(store.find_credentials(&email("countess@EXAMPLE.com").key()).await.expect("read").is_some());
+    assert!(store.find_credentials(&email("ada@example.com").key()).await.expect("read").is_none());
+    let grants = store.grants_of(id).await.expect("read").expect("found");
+    assert_eq!(grants.permissions, [Permission::AuditView].into_iter().collect());
+    assert!(matches!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Live { .. }));
+
+    let disable = AdminUserChanges { is_active: Some(false), ..AdminUserChanges::default() };
+    let disabled = written_user(store.admin_update_user(id, disable, T0).await.expect("write"));
+    assert!(!disabled.is_active);
+    assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Dead);
+
+    let nothing = AdminUserChanges::default();
+    assert_eq!(store.admin_update_user(UserId(987_654), nothing, T0).await.expect("write"), AdminWrite::NotFound);
+}
+
+pub async fn an_admin_update_to_a_taken_address_changes_nothing<S: Store>(store: &S) {
+    signup(store, "ada@example.com", "t1").await;
+    let grace = signup(store, "grace@example.com", "t2").await;
+    let changes = AdminUserChanges {
+        email: Some(email("ADA@example.com")),
+        first_name: Some("Changed".into()),
+        ..AdminUserChanges::default()
+    };
+    assert_eq!(store.admin_update_user(grace, changes, T0).await.expect("write"), AdminWrite::EmailTaken);
+    let unchanged = store.get_user(grace).await.expect("read").expect("found");
+    assert_eq!((unchanged.email.as_ref(), unchanged.first_name.as_str()), ("grace@example.com", "Ada"));
+}
+
+pub async fn the_last_active_superuser_is_never_demoted_disabled_or_deleted<S: Store>(store: &S) {
+    let root = store.upsert_superuser(email("root@example.com"), PasswordHash::new("$x"), T0).await.expect("write");
+    for changes in [
+        AdminUserChanges { is_superuser: Some(false), ..AdminUserChanges::default() },
+        AdminUserChanges { is_active: Some(false), ..AdminUserChanges::default() },
+    ] {
+        assert_eq!(store.admin_update_user(root.id, changes, T0).await.expect("write"), AdminWrite::LastSuperuser);
+    }
+    assert_eq!(store.admin_delete_user(root.id).await.expect("write"), AdminWrite::LastSuperuser);
+    assert_eq!(store.get_user(root.id).await.expect("read"), Some(root.clone()), "nothing changed");
+
+    // With a second active superuser, the first may go.
+    let second = store.upsert_superuser(email("second@example.com"), PasswordHash::new("$x"), T0).await;
+    let second = second.expect("write");
+    let demote = AdminUserChanges { is_superuser: Some(false), ..AdminUserChanges::default() };
+    let demoted = written_user(store.admin_update_user(root.id, demote, T0).await.expect("write"));
+    assert!(!demoted.is_superuser);
+    assert_eq!(store.admin_delete_user(second.id).await.expect("write"), AdminWrite::LastSuperuser);
+    assert_eq!(store.admin_delete_user(root.id).await.expect("write"), AdminWrite::Done(None));
+    assert!(store.get_user(root.id).await.expect("read").is_none());
+    assert_eq!(store.admin_delete_user(root.id).await.expect("write"), AdminWrite::NotFound);
+}
+
+/// Two superusers demoting each other at once: however the race falls, one stays.
+pub async fn concurrent_demotions_leave_one_active_superuser<S: Store>(store: &S) {
+    let mut survivor = None;
+    for trial in 0..8 {
+        let a = store.upsert_superuser(email(&format!("a{trial}@example.com")), PasswordHash::new("$x"), T0).await;
+        let b = store.upsert_superuser(email(&format!("b{trial}@example.com")), PasswordHash::new("$x"), T0).await;
+        let (a, b) = (a.expect("write").id, b.expect("write").id);
+        if let Some(earlier) = survivor {
+            assert_eq!(store.admin_delete_user(earlier).await.expect("write"), AdminWrite::Done(None));
+        }
+        let demote = || AdminUserChanges { is_superuser: Some(false), ..AdminUserChanges::default() };
+        let outcomes =
+            join_all([store.admin_update_user(a, demote(), T0), store.admin_update_user(b, demote(), T0)]).await;
+        let refused = outcomes.iter().filter(|o| matches!(o, Ok(AdminWrite::LastSuperuser))).count();
+        assert_eq!(refused, 1, "trial {trial}: exactly one demotion is refused: {outcomes:?}");
+        let users = store.list_users(&UserQuery::default()).await.expect("read").results;
+        let left: Vec<UserId> = users.iter().filter(|u| u.is_superuser && u.is_active).map(|u| u.id).collect();
+        assert_eq!(left.len(), 1, "trial {trial}: one active superuser is left");
+        survivor = left.first().copied();
+    }
+}
+
+pub async fn deleting_a_user_removes_their_sessions_links_and_memberships<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    login(store, id, session_id(1), "a1").await;
+    assert_eq!(store.admin_delete_user(id).await.expect("write"), AdminWrite::Done(None));
+    assert!(store.get_user(id).await.expect("read").is_none());
+    assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Dead);
+    assert!(verified_user(store, &TokenHash::of("t"), T0).await.expect("write").is_none());
+    let groups = store.list_groups().await.expect("read");
+    assert_eq!(groups.len(), 2, "the groups stay");
+    signup(store, "ada@example.com", "t2").await;
+}
+
+pub async fn a_group_is_created_renamed_given_permissions_and_deleted<S: Store>(store: &S) {
+    let created = store
+        .create_group("Support", &[Permission::UsersView, Permission::AuditView])
+        .await
+        .expect("write")
+        .expect("a new name");
+    assert_eq!(created.name, "Support");
+    assert_eq!(created.permissions, [Permission::UsersView, Permission::AuditView]);
+    assert_eq!(store.get_group(created.id).await.expect("read"), Some(created.clone()));
+    assert!(store.create_group("Support", &[]).await.expect("write").is_none(), "the name is taken");
+    let empty = store.create_group("Empty", &[]).await.expect("write").expect("a new name");
+    assert!(empty.permissions.is_empty());
+
+    let renamed = store.update_group(created.id, Some("Helpdesk".into()), None).await.expect("write");
+    let GroupWrite::Done(renamed) = renamed else { panic!("renamed: {renamed:?}") };
+    assert_eq!((renamed.name.as_str(), renamed.permissions.len()), ("Helpdesk", 2), "permissions kept");
+    let same_name = store.update_group(created.id, Some("Helpdesk".into()), None).await.expect("write");
+    assert!(matches!(same_name, GroupWrite::Done(_)), "keeping its own name is no clash");
+    let clash = store.update_group(created.id, Some("Empty".into()), Some(vec![])).await.expect("write");
+    assert_eq!(clash, GroupWrite::NameTaken);
+    assert_eq!(store.get_group(created.id).await.expect("read"), Some(renamed.clone()), "a clash changes nothing");
+    let regranted = store.update_group(created.id, None, Some(vec![Permission::GroupsView])).await.expect("write");
+    let GroupWrite::Done(regranted) = regranted else { panic!("regranted: {regranted:?}") };
+    assert_eq!(
+        (regranted.name.as_str(), regranted.permissions.as_slice()),
+        ("Helpdesk", &[Permission::GroupsView][..])
+    );
+    assert_eq!(store.update_group(987_654, Some("X".into()), None).await.expect("write"), GroupWrite::NotFound);
+
+    let member = signup(store, "ada@example.com", "t").await;
+    let join = AdminUserChanges { groups: Some(vec!["Helpdesk".into()]), ..AdminUserChanges::default() };
+    written_user(store.admin_update_user(member, join, T0).await.expect("write"));
+    assert!(store.delete_group(created.id).await.expect("write"));
+    assert!(!store.delete_group(created.id).await.expect("write"), "already gone");
+    assert!(store.get_group(created.id).await.expect("read").is_none());
+    let member = store.get_user(member).await.expect("read").expect("the member stays");
+    assert!(member.groups.is_empty(), "the membership went with the group");
+}
+
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.expect("the store answers");
 }
@@ -791,6 +995,15 @@ macro_rules! store_contract_tests {
             a_superuser_is_created_or_promoted,
             concurrent_verifications_succeed_once,
             concurrent_rotations_of_one_token_rotate_once,
+            an_admin_made_user_has_profile_groups_and_maybe_an_invitation,
+            an_admin_made_user_with_a_taken_address_leaves_nothing,
+            unknown_group_names_are_left_out,
+            an_admin_update_changes_what_it_names_and_disabling_ends_sessions,
+            an_admin_update_to_a_taken_address_changes_nothing,
+            the_last_active_superuser_is_never_demoted_disabled_or_deleted,
+            concurrent_demotions_leave_one_active_superuser,
+            deleting_a_user_removes_their_sessions_links_and_memberships,
+            a_group_is_created_renamed_given_permissions_and_deleted,
         );
     };
     (@by_ref $fresh:expr; $($name:ident),* $(,)?) => {

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use diesel::connection::InstrumentationEvent;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::BigInt;
 use diesel_async::pooled_connection::deadpool::{Hook, HookError, Object, Pool, PoolError};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
@@ -465,9 +466,11 @@ async fn require_user(conn: &mut AsyncPgConnection, id: i64) -> Result<User, Sto
 
 /// Adds the user to the named group; a membership already held is kept.
 async fn join_group(conn: &mut AsyncPgConnection, user_id: i64, group: &str) -> Result<(), StoreError> {
-    let group_id = groups::table.filter(groups::name.eq(group)).select(groups::id);
+    // INSERT … SELECT: a group that no longer exists adds no row.
+    let group = groups::table.filter(groups::name.eq(group)).select((user_id.into_sql::<BigInt>(), groups::id));
     diesel::insert_into(user_groups::table)
-        .values((user_groups::user_id.eq(user_id), user_groups::group_id.eq(group_id.single_value().assume_not_null())))
+        .values(group)
+        .into_columns((user_groups::user_id, user_groups::group_id))
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
