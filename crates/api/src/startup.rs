@@ -21,8 +21,8 @@ use gatehouse_domain::ports::{
 use gatehouse_domain::{AuthPolicy, AuthService};
 use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
 use gatehouse_mail_smtp::{LettreMailer, MailerConfigError};
-use gatehouse_store_postgres::PostgresStore;
-use gatehouse_store_sqlite::SqliteStore;
+use gatehouse_store_postgres::PostgresPools;
+use gatehouse_store_sqlite::SqlitePool;
 use gatehouse_token_jwt::{JwtAccessTokens, JwtSettings, OsRandom};
 use secrecy::{ExposeSecret, SecretSlice};
 use time::OffsetDateTime;
@@ -77,8 +77,8 @@ pub struct Stores {
 /// The connection pool of whichever store runs, for metrics.
 #[derive(Clone, Debug)]
 pub enum PoolGauge {
-    Postgres(PostgresStore),
-    Sqlite(SqliteStore),
+    Postgres(PostgresPools),
+    Sqlite(SqlitePool),
 }
 
 /// Connections open, idle, and allowed.
@@ -99,7 +99,7 @@ impl PoolGauge {
     }
 
     /// Gives the calling request worker connections of its own (see
-    /// `PostgresStore::connect_per_thread`); SQLite needs nothing.
+    /// `PostgresPools::connect_per_thread`); SQLite needs nothing.
     pub fn bind_current_thread(&self) {
         if let Self::Postgres(store) = self {
             store.bind_current_thread();
@@ -115,7 +115,7 @@ impl PoolGauge {
             }
             Self::Sqlite(store) => {
                 let (size, idle, max) = store.pool_usage();
-                PoolStats { size: i64::from(size), idle: i64::from(idle), max: i64::from(max) }
+                PoolStats { size: wide(size), idle: wide(idle), max: wide(max) }
             }
         }
     }
@@ -155,15 +155,17 @@ impl Stores {
         let url = &settings.database.url;
         let database = |e: &dyn std::fmt::Display| StartupError::Database(e.to_string());
         if url.starts_with("sqlite://") {
-            let store = SqliteStore::open(url, settings.database.pool_size).map_err(|e| database(&e))?;
-            store.migrate().await.map_err(|e| database(&e))?;
-            Ok(Self::of(store.clone(), PoolGauge::Sqlite(store)))
+            let store = SqlitePool::open(url, settings.database.pool_size).map_err(|e| database(&e))?;
+            store.connections().migrate().await.map_err(|e| database(&e))?;
+            let gauge = PoolGauge::Sqlite(store.connections().clone());
+            Ok(Self::of(store, gauge))
         } else {
-            PostgresStore::migrate(url).await.map_err(|e| database(&e))?;
+            PostgresPools::migrate(url).await.map_err(|e| database(&e))?;
             let pool_size = usize::try_from(settings.database.pool_size).unwrap_or(16);
-            let store = PostgresStore::connect_per_thread(url, pool_size, request_workers(settings))
+            let store = PostgresPools::connect_per_thread(url, pool_size, request_workers(settings))
                 .map_err(|e| database(&e))?;
-            Ok(Self::of(store.clone(), PoolGauge::Postgres(store)))
+            let gauge = PoolGauge::Postgres(store.connections().clone());
+            Ok(Self::of(store, gauge))
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The tables of `migrations/postgres`, for diesel's query builder.
+//! The tables of `migrations/postgres` and `migrations/sqlite`, one schema for both
+//! (the two column types that differ are in [`crate::sql_types`]).
 
 diesel::table! {
     users (id) {
@@ -12,8 +13,8 @@ diesel::table! {
         is_staff -> Bool,
         is_superuser -> Bool,
         is_verified -> Bool,
-        date_joined -> Timestamptz,
-        last_login -> Nullable<Timestamptz>,
+        date_joined -> crate::sql_types::UtcTimestamp,
+        last_login -> Nullable<crate::sql_types::UtcTimestamp>,
     }
 }
 
@@ -49,12 +50,12 @@ diesel::table! {
 
 diesel::table! {
     sessions (id) {
-        id -> Uuid,
+        id -> crate::sql_types::UuidKey,
         user_id -> BigInt,
-        created_at -> Timestamptz,
-        last_used_at -> Timestamptz,
-        expires_at -> Timestamptz,
-        revoked_at -> Nullable<Timestamptz>,
+        created_at -> crate::sql_types::UtcTimestamp,
+        last_used_at -> crate::sql_types::UtcTimestamp,
+        expires_at -> crate::sql_types::UtcTimestamp,
+        revoked_at -> Nullable<crate::sql_types::UtcTimestamp>,
         user_agent -> Nullable<Text>,
         ip -> Nullable<Text>,
     }
@@ -63,10 +64,10 @@ diesel::table! {
 diesel::table! {
     refresh_tokens (token_hash) {
         token_hash -> Text,
-        session_id -> Uuid,
-        issued_at -> Timestamptz,
-        expires_at -> Timestamptz,
-        used_at -> Nullable<Timestamptz>,
+        session_id -> crate::sql_types::UuidKey,
+        issued_at -> crate::sql_types::UtcTimestamp,
+        expires_at -> crate::sql_types::UtcTimestamp,
+        used_at -> Nullable<crate::sql_types::UtcTimestamp>,
     }
 }
 
@@ -76,9 +77,9 @@ diesel::table! {
         user_id -> BigInt,
         purpose -> Text,
         new_email -> Nullable<Text>,
-        created_at -> Timestamptz,
-        expires_at -> Timestamptz,
-        used_at -> Nullable<Timestamptz>,
+        created_at -> crate::sql_types::UtcTimestamp,
+        expires_at -> crate::sql_types::UtcTimestamp,
+        used_at -> Nullable<crate::sql_types::UtcTimestamp>,
     }
 }
 
@@ -89,9 +90,9 @@ diesel::table! {
         subject -> Text,
         text_body -> Text,
         html_body -> Text,
-        created_at -> Timestamptz,
+        created_at -> crate::sql_types::UtcTimestamp,
         attempts -> Integer,
-        next_attempt_at -> Nullable<Timestamptz>,
+        next_attempt_at -> Nullable<crate::sql_types::UtcTimestamp>,
         last_error -> Nullable<Text>,
     }
 }
@@ -101,14 +102,14 @@ diesel::table! {
         id -> BigInt,
         scope -> Text,
         subject -> Text,
-        failed_at -> Timestamptz,
+        failed_at -> crate::sql_types::UtcTimestamp,
     }
 }
 
 diesel::table! {
     audit_events (id) {
         id -> BigInt,
-        at -> Timestamptz,
+        at -> crate::sql_types::UtcTimestamp,
         event -> Text,
         user_id -> Nullable<BigInt>,
         actor_id -> Nullable<BigInt>,

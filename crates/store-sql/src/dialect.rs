@@ -1,0 +1,262 @@
+//! The seam between the backends. Every query is written once and run
+//! through [`run!`], which compiles it for each backend's connection; what
+//! really differs lives here: how a write transaction starts, which rows are
+//! locked, and which errors mean the database is out of reach.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::connection::InstrumentationEvent;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::deadpool::{Object, PoolError};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use gatehouse_domain::ports::CreateAccountError;
+use gatehouse_domain::PortError;
+
+/// SQLite made async: each statement runs on tokio's blocking pool.
+pub type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection>;
+
+/// A connection checked out of a pool, of either backend.
+// It lives on the stack for one port call; boxing it would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
+pub enum Pooled {
+    Postgres(Object<AsyncPgConnection>),
+    Sqlite(Object<SqliteConnection>),
+}
+
+/// A borrowed connection of either backend: what queries run on.
+pub enum Db<'c> {
+    Postgres(&'c mut AsyncPgConnection),
+    Sqlite(&'c mut SqliteConnection),
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pooled::Postgres(_) => "Pooled::Postgres",
+            Pooled::Sqlite(_) => "Pooled::Sqlite",
+        })
+    }
+}
+
+impl std::fmt::Debug for Db<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Db::Postgres(_) => "Db::Postgres",
+            Db::Sqlite(_) => "Db::Sqlite",
+        })
+    }
+}
+
+/// Anything a query can run on: a pooled connection, or one inside a transaction.
+pub trait AsDb: Send {
+    fn as_db(&mut self) -> Db<'_>;
+}
+
+impl AsDb for Pooled {
+    fn as_db(&mut self) -> Db<'_> {
+        match self {
+            Pooled::Postgres(conn) => Db::Postgres(conn),
+            Pooled::Sqlite(conn) => Db::Sqlite(conn),
+        }
+    }
+}
+
+impl AsDb for Db<'_> {
+    fn as_db(&mut self) -> Db<'_> {
+        match self {
+            Db::Postgres(conn) => Db::Postgres(conn),
+            Db::Sqlite(conn) => Db::Sqlite(conn),
+        }
+    }
+}
+
+/// Runs one query on whatever backend `$db` is: `run!(db, |conn| query.load::<T>(conn))`.
+/// The query is written once and compiled for each backend; the result is
+/// diesel's, awaited.
+macro_rules! run {
+    ($db:expr, |$conn:ident| $query:expr) => {
+        match $crate::dialect::AsDb::as_db($db) {
+            $crate::dialect::Db::Postgres($conn) => $query.await,
+            $crate::dialect::Db::Sqlite($conn) => $query.await,
+        }
+    };
+}
+
+/// Like [`run!`] for a query whose rows concurrent writers race for: on
+/// PostgreSQL the rows are locked (`FOR UPDATE`); on SQLite the write
+/// transaction already holds the database's one write lock (`BEGIN IMMEDIATE`).
+macro_rules! run_locked {
+    ($db:expr, $select:expr, |$query:ident, $conn:ident| $run:expr) => {
+        match $crate::dialect::AsDb::as_db($db) {
+            $crate::dialect::Db::Postgres($conn) => {
+                let $query = diesel::QueryDsl::for_update($select);
+                $run.await
+            }
+            $crate::dialect::Db::Sqlite($conn) => {
+                let $query = $select;
+                $run.await
+            }
+        }
+    };
+}
+
+/// Inserts `$rows` (a `Vec` of value tuples): one statement on PostgreSQL;
+/// one a row on SQLite, whose batch insert diesel offers only on its sync connection.
+macro_rules! insert_rows {
+    ($db:expr, $table:expr, $rows:expr) => {
+        match $crate::dialect::AsDb::as_db($db) {
+            $crate::dialect::Db::Postgres(conn) => diesel::insert_into($table).values($rows).execute(conn).await,
+            $crate::dialect::Db::Sqlite(conn) => {
+                let mut inserted = 0;
+                for row in $rows {
+                    inserted += diesel::insert_into($table).values(row).execute(conn).await?;
+                }
+                Ok(inserted)
+            }
+        }
+    };
+}
+
+pub(crate) use {insert_rows, run, run_locked};
+
+/// An async closure over a connection in a transaction whose future is `Send`
+/// (the shape diesel-async asks of its own transaction callbacks).
+pub trait Work<A, R>: AsyncFnOnce(A) -> Result<R, StoreError> + FnOnce(A) -> <Self as Work<A, R>>::Fut {
+    type Fut: Future<Output = Result<R, StoreError>> + Send;
+}
+
+impl<F, A, Fut, R> Work<A, R> for F
+where
+    F: AsyncFnOnce(A) -> Result<R, StoreError> + FnOnce(A) -> Fut,
+    Fut: Future<Output = Result<R, StoreError>> + Send,
+{
+    type Fut = Fut;
+}
+
+impl Db<'_> {
+    /// Runs `work` in one transaction: committed when it returns `Ok`, rolled
+    /// back otherwise. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on `busy_timeout`
+    /// instead of failing to upgrade a read lock.
+    pub async fn transaction<R, F>(&mut self, work: F) -> Result<R, StoreError>
+    where
+        F: for<'t, 'c> Work<&'t mut Db<'c>, R> + Send,
+        R: Send,
+    {
+        match self {
+            Db::Postgres(conn) => conn.transaction(async move |conn| work(&mut Db::Postgres(conn)).await).await,
+            Db::Sqlite(conn) => conn.immediate_transaction(async move |conn| work(&mut Db::Sqlite(conn)).await).await,
+        }
+    }
+}
+
+/// How long a request waits for a pooled connection before the store counts as unavailable.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection a pool's `get` lends, or `Unavailable` when none comes in time.
+pub async fn checkout<T>(get: impl Future<Output = Result<T, PoolError>>) -> Result<T, PortError> {
+    match tokio::time::timeout(CHECKOUT_TIMEOUT, get).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(error @ (PoolError::Backend(_) | PoolError::Timeout(_) | PoolError::Closed))) => {
+            note_connection_lost();
+            Err(PortError::unavailable(error))
+        }
+        Ok(Err(error)) => Err(PortError::unexpected(error)),
+        Err(elapsed) => Err(PortError::unavailable(elapsed)),
+    }
+}
+
+/// Instrumentation that counts the statements a connection starts, BEGIN and COMMIT included.
+pub fn count_statements(counter: Arc<AtomicU64>) -> impl FnMut(InstrumentationEvent<'_>) + Send + 'static {
+    move |event| {
+        if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// After a lost connection (a server restart, say) pools check each
+/// connection before lending it for this long, so dead ones are replaced.
+const DOUBT_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// When a connection was last lost, in this process. Process-wide on
+/// purpose: a restarted server has dropped the connections of every pool.
+static CONNECTION_LOST_AT: Mutex<Option<Instant>> = Mutex::new(None);
+
+fn note_connection_lost() {
+    if let Ok(mut lost_at) = CONNECTION_LOST_AT.lock() {
+        *lost_at = Some(Instant::now());
+    }
+}
+
+/// Whether a connection was lost lately, so pooled ones deserve a check.
+pub fn connections_in_doubt() -> bool {
+    CONNECTION_LOST_AT.lock().map_or(true, |lost_at| lost_at.is_some_and(|at| at.elapsed() < DOUBT_AFTER_FAILURE))
+}
+
+/// Errors inside the store, before translation at the port.
+#[derive(Debug)]
+pub enum StoreError {
+    EmailTaken,
+    Port(PortError),
+}
+
+impl StoreError {
+    /// For the one statement that writes an address: its unique violation is the address being taken.
+    pub fn on_email(error: DieselError) -> Self {
+        match error {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::EmailTaken,
+            other => other.into(),
+        }
+    }
+}
+
+impl From<DieselError> for StoreError {
+    fn from(error: DieselError) -> Self {
+        if out_of_reach(&error) {
+            note_connection_lost();
+            StoreError::Port(PortError::unavailable(error))
+        } else {
+            StoreError::Port(PortError::unexpected(error))
+        }
+    }
+}
+
+/// A server gone away mid-query (restart, shutdown, network), or SQLite's
+/// writer holding the lock past `busy_timeout`: a load or outage problem, not a bug.
+fn out_of_reach(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _)
+        | DieselError::BrokenTransactionManager => true,
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            // Neither backend's error reaches diesel with its code for these.
+            let message = info.message().to_ascii_lowercase();
+            ["database is locked", "connection", "terminating", "shutting down", "broken pipe", "timed out"]
+                .iter()
+                .any(|m| message.contains(m))
+        }
+        _ => false,
+    }
+}
+
+impl From<StoreError> for PortError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Port(port) => port,
+            StoreError::EmailTaken => PortError::unexpected("unexpected unique violation on the email"),
+        }
+    }
+}
+
+impl From<StoreError> for CreateAccountError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => CreateAccountError::EmailTaken,
+            StoreError::Port(port) => CreateAccountError::Port(port),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The persistence ports, written once for PostgreSQL and SQLite.
+//!
+//! One schema, one set of queries and one implementation of every port,
+//! over diesel-async (SQLite through its `SyncConnectionWrapper`). The two
+//! store adapters supply pools of their backend's connections and wire
+//! [`SqlStore`]; what differs between the backends is the seam in
+//! [`dialect`]. Every multi-step change is one transaction; rows that
+//! concurrent callers race for (a refresh token, a link token, due mail, the
+//! superusers) are locked, so exactly one caller wins.
+
+pub mod dialect;
+mod ports;
+mod queries;
+mod rows;
+pub mod schema;
+pub mod sql_types;
+
+use std::future::Future;
+
+use gatehouse_domain::PortError;
+
+pub use dialect::{checkout, connections_in_doubt, count_statements, Pooled, SqliteConnection};
+
+/// Where a store gets its connections: an adapter's pools.
+pub trait Connections: Send + Sync + 'static {
+    fn connection(&self) -> impl Future<Output = Result<Pooled, PortError>> + Send;
+}
+
+/// Every persistence port, on the connections `C` lends.
+#[derive(Debug, Clone)]
+pub struct SqlStore<C> {
+    connections: C,
+}
+
+impl<C: Connections> SqlStore<C> {
+    pub fn new(connections: C) -> Self {
+        Self { connections }
+    }
+
+    /// The adapter's pools, for their figures.
+    pub fn connections(&self) -> &C {
+        &self.connections
+    }
+
+    async fn conn(&self) -> Result<Pooled, PortError> {
+        self.connections.connection().await
+    }
+}

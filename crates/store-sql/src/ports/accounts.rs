@@ -1,0 +1,320 @@
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use gatehouse_domain::mail::OutgoingMail;
+use gatehouse_domain::ports::{
+    AccountStore, CreateAccountError, Credentials, EmailConfirmation, NewAccount, NewOneTimeToken, TokenPurpose,
+};
+use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
+use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, SessionId, TokenHash, User, UserId};
+use time::OffsetDateTime;
+
+use crate::dialect::{run, AsDb, StoreError};
+use crate::queries::{
+    credentials, insert_mails, insert_token, join_group, kill_tokens, load_user, require_user, revoke_user_sessions,
+    take_live_token, CredentialsRow, CREDENTIALS,
+};
+use crate::schema::{one_time_tokens, profiles, users};
+use crate::sql_types::Utc;
+use crate::{Connections, SqlStore};
+
+#[async_trait]
+impl<C: Connections> AccountStore for SqlStore<C> {
+    async fn create_account(
+        &self,
+        account: NewAccount,
+        token: NewOneTimeToken,
+        mail: OutgoingMail,
+    ) -> Result<User, CreateAccountError> {
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                let id = run!(tx, |c| diesel::insert_into(users::table)
+                    .values((
+                        users::email.eq(account.email.as_ref()),
+                        users::email_key.eq(account.email.key().as_str()),
+                        users::password_hash.eq(account.password_hash.expose()),
+                        users::first_name.eq(&account.first_name),
+                        users::last_name.eq(&account.last_name),
+                        users::is_verified.eq(account.is_verified),
+                        users::date_joined.eq(Utc(account.date_joined)),
+                    ))
+                    .returning(users::id)
+                    .get_result::<i64>(c))
+                .map_err(StoreError::on_email)?;
+                run!(tx, |c| diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(c))?;
+                join_group(tx, id, REGULAR_USER_GROUP).await?;
+                insert_token(tx, id, &token).await?;
+                insert_mails(tx, std::slice::from_ref(&mail), account.date_joined).await?;
+                require_user(tx, id).await
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn issue_token(
+        &self,
+        user_id: UserId,
+        token: NewOneTimeToken,
+        mails: Vec<OutgoingMail>,
+    ) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                insert_token(tx, user_id.0, &token).await?;
+                insert_mails(tx, &mails, token.created_at).await
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn enqueue_mails(&self, mails: Vec<OutgoingMail>) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        Ok(insert_mails(&mut conn.as_db(), &mails, OffsetDateTime::now_utc()).await?)
+    }
+
+    async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError> {
+        let row = run!(&mut self.conn().await?, |c| users::table
+            .filter(users::email_key.eq(email.as_str()))
+            .select(CREDENTIALS)
+            .first::<CredentialsRow>(c))
+        .optional()
+        .map_err(StoreError::from)?;
+        Ok(row.map(credentials))
+    }
+
+    async fn find_user_by_email(&self, email: &EmailKey) -> Result<Option<User>, PortError> {
+        let mut conn = self.conn().await?;
+        let id = run!(&mut conn, |c| users::table
+            .filter(users::email_key.eq(email.as_str()))
+            .select(users::id)
+            .first::<i64>(c))
+        .optional()
+        .map_err(StoreError::from)?;
+        match id {
+            Some(id) => Ok(load_user(&mut conn.as_db(), id).await?),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, PortError> {
+        Ok(load_user(&mut self.conn().await?.as_db(), id.0).await?)
+    }
+
+    async fn confirm_email(&self, token: &TokenHash, now: OffsetDateTime) -> Result<EmailConfirmation, PortError> {
+        let hash = token.as_str().to_owned();
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .as_db()
+            .transaction(async move |tx| {
+                let purposes = [TokenPurpose::VerifyEmail, TokenPurpose::ChangeEmail];
+                let Some((user_id, purpose, new_email)) = take_live_token(tx, &hash, &purposes, now).await? else {
+                    return Ok(EmailConfirmation::NotLive);
+                };
+                // Every verification link of the user is spent either way: a mailbox is proven.
+                kill_tokens(tx, user_id, TokenPurpose::VerifyEmail, now).await?;
+                let (Some(TokenPurpose::ChangeEmail), Some(new_email)) = (TokenPurpose::parse(&purpose), new_email)
+                else {
+                    run!(tx, |c| diesel::update(users::table.find(user_id))
+                        .set(users::is_verified.eq(true))
+                        .execute(c))?;
+                    return Ok(EmailConfirmation::Verified(require_user(tx, user_id).await?));
+                };
+                let new_email = Email::from_trusted(new_email);
+                let key = new_email.key();
+                let taken = run!(tx, |c| users::table
+                    .filter(users::email_key.eq(key.as_str()))
+                    .filter(users::id.ne(user_id))
+                    .select(users::id)
+                    .first::<i64>(c))
+                .optional()?;
+                if taken.is_some() {
+                    return Ok(EmailConfirmation::AddressTaken);
+                }
+                run!(tx, |c| diesel::update(users::table.find(user_id))
+                    .set((
+                        users::email.eq(new_email.as_ref()),
+                        users::email_key.eq(key.as_str()),
+                        users::is_verified.eq(true),
+                    ))
+                    .execute(c))
+                .map_err(StoreError::on_email)?;
+                kill_tokens(tx, user_id, TokenPurpose::ChangeEmail, now).await?;
+                kill_tokens(tx, user_id, TokenPurpose::ResetPassword, now).await?;
+                Ok(EmailConfirmation::Changed(require_user(tx, user_id).await?))
+            })
+            .await;
+        match outcome {
+            // Another account took the address between the check and the update.
+            Err(StoreError::EmailTaken) => Ok(EmailConfirmation::AddressTaken),
+            other => other.map_err(Into::into),
+        }
+    }
+
+    async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> Result<Option<User>, PortError> {
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                let names = (
+                    patch.first_name.as_ref().map(|n| users::first_name.eq(n)),
+                    patch.last_name.as_ref().map(|n| users::last_name.eq(n)),
+                );
+                let found = run!(tx, |c| diesel::update(users::table.find(id.0))
+                    .set((users::id.eq(users::id), names))
+                    .execute(c))?;
+                if found == 0 {
+                    return Ok(None);
+                }
+                if patch.phone.is_some() || patch.gender.is_some() || patch.bio.is_some() {
+                    let profile = (
+                        patch.phone.as_ref().map(|p| profiles::phone.eq(p)),
+                        patch.gender.as_ref().map(|g| profiles::gender.eq(g)),
+                        patch.bio.as_ref().map(|b| profiles::bio.eq(b)),
+                    );
+                    run!(tx, |c| diesel::update(profiles::table.find(id.0)).set(profile).execute(c))?;
+                }
+                load_user(tx, id.0).await
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError> {
+        run!(&mut self.conn().await?, |c| diesel::update(users::table.find(id.0))
+            .set(users::password_hash.eq(hash.expose()))
+            .execute(c))
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError> {
+        let row =
+            run!(&mut self.conn().await?, |c| users::table.find(id.0).select(CREDENTIALS).first::<CredentialsRow>(c))
+                .optional()
+                .map_err(StoreError::from)?;
+        Ok(row.map(credentials))
+    }
+
+    async fn peek_token(
+        &self,
+        token: &TokenHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, PortError> {
+        let mut conn = self.conn().await?;
+        let user_id = run!(&mut conn, |c| one_time_tokens::table
+            .filter(one_time_tokens::token_hash.eq(token.as_str()))
+            .filter(one_time_tokens::purpose.eq(purpose.as_str()))
+            .filter(one_time_tokens::used_at.is_null())
+            .filter(one_time_tokens::expires_at.gt(Utc(now)))
+            .select(one_time_tokens::user_id)
+            .first::<i64>(c))
+        .optional()
+        .map_err(StoreError::from)?;
+        match user_id {
+            Some(id) => Ok(load_user(&mut conn.as_db(), id).await?),
+            None => Ok(None),
+        }
+    }
+
+    async fn change_password(
+        &self,
+        id: UserId,
+        hash: PasswordHash,
+        keep: Option<SessionId>,
+        now: OffsetDateTime,
+        notice: OutgoingMail,
+    ) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                run!(tx, |c| diesel::update(users::table.find(id.0))
+                    .set(users::password_hash.eq(hash.expose()))
+                    .execute(c))?;
+                revoke_user_sessions(tx, id.0, keep, now).await?;
+                kill_tokens(tx, id.0, TokenPurpose::ResetPassword, now).await?;
+                insert_mails(tx, std::slice::from_ref(&notice), now).await
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn reset_password(
+        &self,
+        token: &TokenHash,
+        hash: PasswordHash,
+        now: OffsetDateTime,
+        notice: OutgoingMail,
+    ) -> Result<Option<User>, PortError> {
+        let token = token.as_str().to_owned();
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                let purpose = TokenPurpose::ResetPassword;
+                // The lock makes concurrent confirms queue; the first spends the token.
+                let Some((user_id, _, _)) = take_live_token(tx, &token, &[purpose], now).await? else {
+                    return Ok(None);
+                };
+                kill_tokens(tx, user_id, purpose, now).await?;
+                run!(tx, |c| diesel::update(users::table.find(user_id))
+                    .set((users::password_hash.eq(hash.expose()), users::is_verified.eq(true)))
+                    .execute(c))?;
+                revoke_user_sessions(tx, user_id, None, now).await?;
+                insert_mails(tx, std::slice::from_ref(&notice), now).await?;
+                load_user(tx, user_id).await
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn delete_account(&self, id: UserId, goodbye: OutgoingMail) -> Result<bool, PortError> {
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                let deleted = run!(tx, |c| diesel::delete(users::table.find(id.0)).execute(c))?;
+                if deleted > 0 {
+                    insert_mails(tx, std::slice::from_ref(&goodbye), OffsetDateTime::now_utc()).await?;
+                }
+                Ok(deleted > 0)
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn upsert_superuser(&self, email: Email, hash: PasswordHash, now: OffsetDateTime) -> Result<User, PortError> {
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                let key = email.key();
+                let superuser = (
+                    users::password_hash.eq(hash.expose()),
+                    users::is_superuser.eq(true),
+                    users::is_staff.eq(true),
+                    users::is_verified.eq(true),
+                    users::is_active.eq(true),
+                );
+                // One upsert: safe against a concurrent signup of the same address.
+                let id = run!(tx, |c| diesel::insert_into(users::table)
+                    .values((
+                        users::email.eq(email.as_ref()),
+                        users::email_key.eq(key.as_str()),
+                        users::date_joined.eq(Utc(now)),
+                        superuser,
+                    ))
+                    .on_conflict(users::email_key)
+                    .do_update()
+                    .set(superuser)
+                    .returning(users::id)
+                    .get_result::<i64>(c))?;
+                run!(tx, |c| diesel::insert_into(profiles::table)
+                    .values(profiles::user_id.eq(id))
+                    .on_conflict_do_nothing()
+                    .execute(c))?;
+                join_group(tx, id, REGULAR_USER_GROUP).await?;
+                join_group(tx, id, ADMIN_USER_GROUP).await?;
+                require_user(tx, id).await
+            })
+            .await
+            .map_err(Into::into)
+    }
+}

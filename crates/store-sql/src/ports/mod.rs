@@ -1,0 +1,7 @@
+//! Each persistence port of the domain, implemented once on [`crate::SqlStore`].
+
+mod accounts;
+mod admin;
+mod audit;
+mod outbox;
+mod sessions;

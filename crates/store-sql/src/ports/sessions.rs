@@ -1,0 +1,241 @@
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use gatehouse_domain::ports::{FailureWindow, LoginAttempts, SessionStore, ThrottleKey};
+use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
+use gatehouse_domain::{PortError, SessionId, TokenHash, User, UserId};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::dialect::{insert_rows, run, run_locked, AsDb, StoreError};
+use crate::queries::{insert_event, insert_refresh, revoke_user_sessions};
+use crate::rows::{user_from_rows, ProfileRow, UserRow, UserWithGroupRow};
+use crate::schema::{groups, login_failures, profiles, refresh_tokens, sessions, user_groups, users};
+use crate::sql_types::{Id, Utc};
+use crate::{Connections, SqlStore};
+
+#[async_trait]
+impl<C: Connections> SessionStore for SqlStore<C> {
+    async fn start_session(&self, session: NewSession) -> Result<(), PortError> {
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                let id = session.id.0;
+                run!(tx, |c| diesel::insert_into(sessions::table)
+                    .values((
+                        sessions::id.eq(Id(id)),
+                        sessions::user_id.eq(session.user_id.0),
+                        sessions::created_at.eq(Utc(session.created_at)),
+                        sessions::last_used_at.eq(Utc(session.created_at)),
+                        sessions::expires_at.eq(Utc(session.refresh.expires_at)),
+                        sessions::user_agent.eq(&session.client.user_agent),
+                        sessions::ip.eq(&session.client.ip),
+                    ))
+                    .execute(c))?;
+                insert_refresh(tx, id, &session.refresh, session.created_at).await?;
+                run!(tx, |c| diesel::update(users::table.find(session.user_id.0))
+                    .set(users::last_login.eq(Utc(session.created_at)))
+                    .execute(c))?;
+                if let Some(event) = &session.event {
+                    insert_event(tx, event, session.created_at).await?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        next: NewRefreshToken,
+        now: OffsetDateTime,
+        grace: Duration,
+    ) -> Result<Rotation, PortError> {
+        let presented = presented.as_str().to_owned();
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                // The lock makes concurrent presenters of one token queue here.
+                let token = run_locked!(
+                    tx,
+                    refresh_tokens::table.find(&presented).select((
+                        refresh_tokens::session_id,
+                        refresh_tokens::expires_at,
+                        refresh_tokens::used_at
+                    )),
+                    |query, c| query.first::<(Uuid, OffsetDateTime, Option<OffsetDateTime>)>(c)
+                )
+                .optional()?;
+                let Some((session_id, expires_at, used_at)) = token else { return Ok(Rotation::Unknown) };
+                let (user_id, revoked_at, is_active) = run!(tx, |c| sessions::table
+                    .inner_join(users::table)
+                    .filter(sessions::id.eq(Id(session_id)))
+                    .select((sessions::user_id, sessions::revoked_at, users::is_active))
+                    .first::<(i64, Option<OffsetDateTime>, bool)>(c))?;
+                if revoked_at.is_some() || !is_active {
+                    return Ok(Rotation::SessionDead);
+                }
+                match used_at {
+                    Some(spent) if now - spent >= grace => {
+                        run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
+                            .filter(sessions::revoked_at.is_null())
+                            .set(sessions::revoked_at.eq(Utc(now)))
+                            .execute(c))?;
+                        return Ok(Rotation::Reused { user_id: UserId(user_id), session_id: SessionId(session_id) });
+                    }
+                    // A retry within the grace window rotates again and keeps the first successor.
+                    Some(_) => {}
+                    None if expires_at <= now => return Ok(Rotation::Expired),
+                    None => {
+                        run!(tx, |c| diesel::update(refresh_tokens::table.find(&presented))
+                            .set(refresh_tokens::used_at.eq(Utc(now)))
+                            .execute(c))?;
+                    }
+                }
+                insert_refresh(tx, session_id, &next, now).await?;
+                run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
+                    .set((sessions::last_used_at.eq(Utc(now)), sessions::expires_at.eq(Utc(next.expires_at))))
+                    .execute(c))?;
+                Ok(Rotation::Rotated { user_id: UserId(user_id), session_id: SessionId(session_id) })
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn list_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<Vec<SessionInfo>, PortError> {
+        let rows = run!(&mut self.conn().await?, |c| sessions::table
+            .filter(sessions::user_id.eq(user_id.0))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::expires_at.gt(Utc(now)))
+            .order((sessions::last_used_at.desc(), sessions::created_at.desc()))
+            .select((sessions::id, sessions::created_at, sessions::last_used_at, sessions::user_agent, sessions::ip))
+            .load::<(Uuid, OffsetDateTime, OffsetDateTime, Option<String>, Option<String>)>(c))
+        .map_err(StoreError::from)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, created_at, last_used_at, user_agent, ip)| SessionInfo {
+                id: SessionId(id),
+                created_at,
+                last_used_at,
+                user_agent,
+                ip,
+            })
+            .collect())
+    }
+
+    async fn session_state(&self, id: SessionId, now: OffsetDateTime) -> Result<SessionState, PortError> {
+        let found = run!(&mut self.conn().await?, |c| sessions::table
+            .inner_join(users::table)
+            .filter(sessions::id.eq(Id(id.0)))
+            .select((sessions::user_id, sessions::expires_at, sessions::revoked_at, users::is_active))
+            .first::<(i64, OffsetDateTime, Option<OffsetDateTime>, bool)>(c))
+        .optional()
+        .map_err(StoreError::from)?;
+        Ok(match found {
+            Some((user_id, expires_at, None, true)) if expires_at > now => {
+                SessionState::Live { user_id: UserId(user_id) }
+            }
+            _ => SessionState::Dead,
+        })
+    }
+
+    async fn session_user(&self, id: SessionId, now: OffsetDateTime) -> Result<Option<User>, PortError> {
+        let rows = run!(&mut self.conn().await?, |c| users::table
+            .inner_join(sessions::table)
+            .left_join(profiles::table)
+            .left_join(user_groups::table.inner_join(groups::table))
+            .filter(sessions::id.eq(Id(id.0)))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::expires_at.gt(Utc(now)))
+            .filter(users::is_active.eq(true))
+            .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
+            .load::<UserWithGroupRow>(c))
+        .map_err(StoreError::from)?;
+        Ok(user_from_rows(rows))
+    }
+
+    async fn revoke_session(&self, user_id: UserId, id: SessionId, now: OffsetDateTime) -> Result<bool, PortError> {
+        let revoked = run!(&mut self.conn().await?, |c| diesel::update(sessions::table)
+            .filter(sessions::id.eq(Id(id.0)))
+            .filter(sessions::user_id.eq(user_id.0))
+            .filter(sessions::revoked_at.is_null())
+            .set(sessions::revoked_at.eq(Utc(now)))
+            .execute(c))
+        .map_err(StoreError::from)?;
+        Ok(revoked > 0)
+    }
+
+    async fn revoke_all_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<(), PortError> {
+        revoke_user_sessions(&mut self.conn().await?.as_db(), user_id.0, None, now).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<C: Connections> LoginAttempts for SqlStore<C> {
+    async fn failures_since(
+        &self,
+        keys: &[ThrottleKey],
+        since: OffsetDateTime,
+    ) -> Result<Vec<FailureWindow>, PortError> {
+        let mut conn = self.conn().await?;
+        let mut windows = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (count, oldest) = run!(&mut conn, |c| login_failures::table
+                .filter(login_failures::scope.eq(key.scope()))
+                .filter(login_failures::subject.eq(key.subject()))
+                .filter(login_failures::failed_at.ge(Utc(since)))
+                .select((diesel::dsl::count_star(), diesel::dsl::min(login_failures::failed_at)))
+                .first::<(i64, Option<OffsetDateTime>)>(c))
+            .map_err(StoreError::from)?;
+            windows.push(FailureWindow { count, oldest });
+        }
+        Ok(windows)
+    }
+
+    async fn record_failure(
+        &self,
+        keys: &[ThrottleKey],
+        at: OffsetDateTime,
+        forget_before: OffsetDateTime,
+    ) -> Result<(), PortError> {
+        let keys = keys.to_vec();
+        let mut conn = self.conn().await?;
+        conn.as_db()
+            .transaction(async move |tx| {
+                for key in &keys {
+                    run!(tx, |c| diesel::delete(login_failures::table)
+                        .filter(login_failures::scope.eq(key.scope()))
+                        .filter(login_failures::subject.eq(key.subject()))
+                        .filter(login_failures::failed_at.lt(Utc(forget_before)))
+                        .execute(c))?;
+                }
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|key| {
+                        (
+                            login_failures::scope.eq(key.scope()),
+                            login_failures::subject.eq(key.subject()),
+                            login_failures::failed_at.eq(Utc(at)),
+                        )
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    insert_rows!(tx, login_failures::table, &rows)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn clear_failures(&self, key: &ThrottleKey) -> Result<(), PortError> {
+        run!(&mut self.conn().await?, |c| diesel::delete(login_failures::table)
+            .filter(login_failures::scope.eq(key.scope()))
+            .filter(login_failures::subject.eq(key.subject()))
+            .execute(c))
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+//! Rows as the queries read them, and the domain values they become.
+
+use diesel::prelude::*;
+use gatehouse_domain::audit::AuditRecord;
+use gatehouse_domain::{Email, Profile, User, UserId};
+use time::OffsetDateTime;
+
+use crate::schema::{profiles, users};
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct UserRow {
+    pub id: i64,
+    email: String,
+    first_name: String,
+    last_name: String,
+    is_active: bool,
+    is_staff: bool,
+    is_superuser: bool,
+    is_verified: bool,
+    date_joined: OffsetDateTime,
+    last_login: Option<OffsetDateTime>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = profiles, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct ProfileRow {
+    phone: Option<String>,
+    gender: Option<String>,
+    bio: String,
+}
+
+pub fn to_user(user: UserRow, profile: Option<ProfileRow>, groups: Vec<String>) -> User {
+    let profile = profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
+    User {
+        id: UserId(user.id),
+        email: Email::from_trusted(user.email),
+        first_name: user.first_name,
+        last_name: user.last_name,
+        is_active: user.is_active,
+        is_staff: user.is_staff,
+        is_superuser: user.is_superuser,
+        is_verified: user.is_verified,
+        date_joined: user.date_joined,
+        last_login: user.last_login,
+        groups,
+        profile,
+    }
+}
+
+/// A user read with profile and groups in one query: a row per group
+/// membership (at least one row). The names are sorted here rather than by
+/// the query, which is cheaper for the server on the hottest read.
+pub type UserWithGroupRow = (UserRow, Option<ProfileRow>, Option<String>);
+
+pub fn user_from_rows(rows: Vec<UserWithGroupRow>) -> Option<User> {
+    let mut rows = rows.into_iter();
+    let (user, profile, first_group) = rows.next()?;
+    let mut groups: Vec<String> = first_group.into_iter().chain(rows.filter_map(|(_, _, group)| group)).collect();
+    groups.sort();
+    Some(to_user(user, profile, groups))
+}
+
+pub type AuditRow = (i64, OffsetDateTime, String, Option<i64>, Option<i64>, Option<String>, Option<String>, String);
+
+pub fn audit_record((id, at, event, user_id, actor_id, ip, user_agent, detail): AuditRow) -> AuditRecord {
+    let detail = serde_json::from_str(&detail).unwrap_or_default();
+    AuditRecord { id, at, event, user_id, actor_id, ip, user_agent, detail }
+}
