@@ -638,6 +638,19 @@ pub async fn failed_logins_are_counted_per_key_within_the_window<S: Store>(store
     assert_eq!(pruned, [FailureWindow { count: 1, oldest: Some(much_later) }]);
 }
 
+/// Many write transactions at once all commit: none is refused or starved.
+pub async fn concurrent_writers_all_commit<S: Store>(store: &S) {
+    let ip = ThrottleKey::Ip("198.51.100.9".into());
+    let writes = (0..64).map(|n| {
+        let keys = [ThrottleKey::Email(email(&format!("w{n}@example.com")).key()), ip.clone()];
+        async move { store.record_failure(&keys, T0, T0 - Duration::minutes(15)).await }
+    });
+    let outcomes = join_all(writes).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
+    let window = store.failures_since(&[ip], T0 - Duration::minutes(1)).await.expect("read");
+    assert_eq!(window[0].count, 64);
+}
+
 pub async fn grants_come_from_groups_and_the_superuser_flag<S: Store>(store: &S) {
     let regular = signup(store, "ada@example.com", "t").await;
     let grants = store.grants_of(regular).await.expect("read").expect("found");
@@ -1004,6 +1017,7 @@ macro_rules! store_contract_tests {
             concurrent_demotions_leave_one_active_superuser,
             deleting_a_user_removes_their_sessions_links_and_memberships,
             a_group_is_created_renamed_given_permissions_and_deleted,
+            concurrent_writers_all_commit,
         );
     };
     (@by_ref $fresh:expr; $($name:ident),* $(,)?) => {

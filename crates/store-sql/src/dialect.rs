@@ -24,29 +24,28 @@ pub type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection>;
 #[allow(clippy::large_enum_variant)]
 pub enum Pooled {
     Postgres(Object<AsyncPgConnection>),
-    Sqlite(Object<SqliteConnection>),
+    /// With the database's writer turn: see [`Db::transaction`].
+    Sqlite(Object<SqliteConnection>, WriterTurn),
 }
+
+/// One write transaction at a time per SQLite database in this process.
+/// SQLite has a single writer; letting every connection poll for the lock
+/// (`busy_timeout`) starves some under load, since a transaction holds the
+/// lock across several statements. Waiting here is fair (first come, first
+/// served) and costs no polling; other processes still wait on `busy_timeout`.
+pub type WriterTurn = Arc<tokio::sync::Mutex<()>>;
 
 /// A borrowed connection of either backend: what queries run on.
 pub enum Db<'c> {
     Postgres(&'c mut AsyncPgConnection),
-    Sqlite(&'c mut SqliteConnection),
+    Sqlite(&'c mut SqliteConnection, &'c WriterTurn),
 }
 
 impl std::fmt::Debug for Pooled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Pooled::Postgres(_) => "Pooled::Postgres",
-            Pooled::Sqlite(_) => "Pooled::Sqlite",
-        })
-    }
-}
-
-impl std::fmt::Debug for Db<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Db::Postgres(_) => "Db::Postgres",
-            Db::Sqlite(_) => "Db::Sqlite",
+            Pooled::Sqlite(..) => "Pooled::Sqlite",
         })
     }
 }
@@ -60,7 +59,7 @@ impl AsDb for Pooled {
     fn as_db(&mut self) -> Db<'_> {
         match self {
             Pooled::Postgres(conn) => Db::Postgres(conn),
-            Pooled::Sqlite(conn) => Db::Sqlite(conn),
+            Pooled::Sqlite(conn, writer) => Db::Sqlite(conn, writer),
         }
     }
 }
@@ -69,7 +68,7 @@ impl AsDb for Db<'_> {
     fn as_db(&mut self) -> Db<'_> {
         match self {
             Db::Postgres(conn) => Db::Postgres(conn),
-            Db::Sqlite(conn) => Db::Sqlite(conn),
+            Db::Sqlite(conn, writer) => Db::Sqlite(conn, writer),
         }
     }
 }
@@ -81,7 +80,7 @@ macro_rules! run {
     ($db:expr, |$conn:ident| $query:expr) => {
         match $crate::dialect::AsDb::as_db($db) {
             $crate::dialect::Db::Postgres($conn) => $query.await,
-            $crate::dialect::Db::Sqlite($conn) => $query.await,
+            $crate::dialect::Db::Sqlite($conn, _) => $query.await,
         }
     };
 }
@@ -96,7 +95,7 @@ macro_rules! run_locked {
                 let $query = diesel::QueryDsl::for_update($select);
                 $run.await
             }
-            $crate::dialect::Db::Sqlite($conn) => {
+            $crate::dialect::Db::Sqlite($conn, _) => {
                 let $query = $select;
                 $run.await
             }
@@ -110,7 +109,7 @@ macro_rules! insert_rows {
     ($db:expr, $table:expr, $rows:expr) => {
         match $crate::dialect::AsDb::as_db($db) {
             $crate::dialect::Db::Postgres(conn) => diesel::insert_into($table).values($rows).execute(conn).await,
-            $crate::dialect::Db::Sqlite(conn) => {
+            $crate::dialect::Db::Sqlite(conn, _) => {
                 let mut inserted = 0;
                 for row in $rows {
                     inserted += diesel::insert_into($table).values(row).execute(conn).await?;
@@ -139,9 +138,9 @@ where
 
 impl Db<'_> {
     /// Runs `work` in one transaction: committed when it returns `Ok`, rolled
-    /// back otherwise. On SQLite it takes the write lock up front
-    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on `busy_timeout`
-    /// instead of failing to upgrade a read lock.
+    /// back otherwise. On SQLite it waits for the database's [`WriterTurn`],
+    /// then takes the write lock up front (`BEGIN IMMEDIATE`) rather than
+    /// failing later to upgrade a read lock.
     pub async fn transaction<R, F>(&mut self, work: F) -> Result<R, StoreError>
     where
         F: for<'t, 'c> Work<&'t mut Db<'c>, R> + Send,
@@ -149,7 +148,10 @@ impl Db<'_> {
     {
         match self {
             Db::Postgres(conn) => conn.transaction(async move |conn| work(&mut Db::Postgres(conn)).await).await,
-            Db::Sqlite(conn) => conn.immediate_transaction(async move |conn| work(&mut Db::Sqlite(conn)).await).await,
+            Db::Sqlite(conn, writer) => {
+                let _turn = writer.lock().await;
+                conn.immediate_transaction(async move |conn| work(&mut Db::Sqlite(conn, writer)).await).await
+            }
         }
     }
 }

@@ -4,11 +4,11 @@
 //! over diesel-async (SQLite through its `SyncConnectionWrapper`). The two
 //! store adapters supply pools of their backend's connections and wire
 //! [`SqlStore`]; what differs between the backends is the seam in
-//! [`dialect`]. Every multi-step change is one transaction; rows that
+//! `dialect.rs`. Every multi-step change is one transaction; rows that
 //! concurrent callers race for (a refresh token, a link token, due mail, the
 //! superusers) are locked, so exactly one caller wins.
 
-pub mod dialect;
+mod dialect;
 mod ports;
 mod queries;
 mod rows;
@@ -19,7 +19,7 @@ use std::future::Future;
 
 use gatehouse_domain::PortError;
 
-pub use dialect::{checkout, connections_in_doubt, count_statements, Pooled, SqliteConnection};
+pub use dialect::{checkout, connections_in_doubt, count_statements, Pooled, SqliteConnection, WriterTurn};
 
 /// Where a store gets its connections: an adapter's pools.
 pub trait Connections: Send + Sync + 'static {

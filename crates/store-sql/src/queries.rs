@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::dialect::{insert_rows, run, run_locked, Db, StoreError};
-use crate::rows::{user_from_rows, ProfileRow, UserRow, UserWithGroupRow};
+use crate::rows::{user_from_rows, NewUserRow, ProfileRow, UserRow, UserWithGroupRow};
 use crate::schema::{
     audit_events, group_permissions, groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups,
     users,
@@ -28,6 +28,14 @@ pub async fn load_user(db: &mut Db<'_>, id: i64) -> Result<Option<User>, StoreEr
         .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
         .load::<UserWithGroupRow>(c))?;
     Ok(user_from_rows(rows))
+}
+
+/// The user a lookup found, if it found one.
+pub async fn load_found(db: &mut Db<'_>, id: Option<i64>) -> Result<Option<User>, StoreError> {
+    match id {
+        Some(id) => load_user(db, id).await,
+        None => Ok(None),
+    }
 }
 
 pub async fn require_user(db: &mut Db<'_>, id: i64) -> Result<User, StoreError> {
@@ -127,15 +135,24 @@ macro_rules! filtered_events {
 
 pub(crate) use {filtered_events, filtered_users, ordered_users};
 
-/// Adds the user to the named group; a membership already held is kept, and
-/// a group that no longer exists adds no row (INSERT … SELECT).
-pub async fn join_group(db: &mut Db<'_>, user_id: i64, group: &str) -> Result<(), StoreError> {
+/// Adds the user to the named groups in one statement; memberships already
+/// held are kept, and a group that no longer exists adds no row (INSERT … SELECT).
+pub async fn join_groups(db: &mut Db<'_>, user_id: i64, names: &[&str]) -> Result<(), StoreError> {
     run!(db, |c| diesel::insert_into(user_groups::table)
-        .values(groups::table.filter(groups::name.eq(group)).select((user_id.into_sql::<BigInt>(), groups::id)))
+        .values(groups::table.filter(groups::name.eq_any(names)).select((user_id.into_sql::<BigInt>(), groups::id)))
         .into_columns((user_groups::user_id, user_groups::group_id))
         .on_conflict_do_nothing()
         .execute(c))?;
     Ok(())
+}
+
+/// Creates the user with an empty profile and the named groups; a taken address is `EmailTaken`.
+pub async fn insert_user(db: &mut Db<'_>, user: &NewUserRow<'_>, groups: &[&str]) -> Result<i64, StoreError> {
+    let id = run!(db, |c| diesel::insert_into(users::table).values(user).returning(users::id).get_result::<i64>(c))
+        .map_err(StoreError::on_email)?;
+    run!(db, |c| diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(c))?;
+    join_groups(db, id, groups).await?;
+    Ok(id)
 }
 
 /// Revokes the user's live sessions, all or all but `keep`.

@@ -6,6 +6,7 @@ use gatehouse_domain::{Email, Profile, User, UserId};
 use time::OffsetDateTime;
 
 use crate::schema::{profiles, users};
+use crate::sql_types::Utc;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
@@ -20,6 +21,21 @@ pub struct UserRow {
     is_verified: bool,
     date_joined: OffsetDateTime,
     last_login: Option<OffsetDateTime>,
+}
+
+/// A new account's row.
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+pub(crate) struct NewUserRow<'a> {
+    pub email: &'a str,
+    pub email_key: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub is_active: bool,
+    pub is_staff: bool,
+    pub is_verified: bool,
+    pub date_joined: Utc,
 }
 
 #[derive(Queryable, Selectable)]

@@ -11,9 +11,10 @@ use time::OffsetDateTime;
 
 use crate::dialect::{run, AsDb, StoreError};
 use crate::queries::{
-    credentials, insert_mails, insert_token, join_group, kill_tokens, load_user, require_user, revoke_user_sessions,
-    take_live_token, CredentialsRow, CREDENTIALS,
+    credentials, insert_mails, insert_token, insert_user, join_groups, kill_tokens, load_found, load_user,
+    require_user, revoke_user_sessions, take_live_token, CredentialsRow, CREDENTIALS,
 };
+use crate::rows::NewUserRow;
 use crate::schema::{one_time_tokens, profiles, users};
 use crate::sql_types::Utc;
 use crate::{Connections, SqlStore};
@@ -29,21 +30,19 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         let mut conn = self.conn().await?;
         conn.as_db()
             .transaction(async move |tx| {
-                let id = run!(tx, |c| diesel::insert_into(users::table)
-                    .values((
-                        users::email.eq(account.email.as_ref()),
-                        users::email_key.eq(account.email.key().as_str()),
-                        users::password_hash.eq(account.password_hash.expose()),
-                        users::first_name.eq(&account.first_name),
-                        users::last_name.eq(&account.last_name),
-                        users::is_verified.eq(account.is_verified),
-                        users::date_joined.eq(Utc(account.date_joined)),
-                    ))
-                    .returning(users::id)
-                    .get_result::<i64>(c))
-                .map_err(StoreError::on_email)?;
-                run!(tx, |c| diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(c))?;
-                join_group(tx, id, REGULAR_USER_GROUP).await?;
+                let key = account.email.key();
+                let row = NewUserRow {
+                    email: account.email.as_ref(),
+                    email_key: key.as_str(),
+                    password_hash: Some(account.password_hash.expose()),
+                    first_name: &account.first_name,
+                    last_name: &account.last_name,
+                    is_active: true,
+                    is_staff: false,
+                    is_verified: account.is_verified,
+                    date_joined: Utc(account.date_joined),
+                };
+                let id = insert_user(tx, &row, &[REGULAR_USER_GROUP]).await?;
                 insert_token(tx, id, &token).await?;
                 insert_mails(tx, std::slice::from_ref(&mail), account.date_joined).await?;
                 require_user(tx, id).await
@@ -91,10 +90,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
             .first::<i64>(c))
         .optional()
         .map_err(StoreError::from)?;
-        match id {
-            Some(id) => Ok(load_user(&mut conn.as_db(), id).await?),
-            None => Ok(None),
-        }
+        Ok(load_found(&mut conn.as_db(), id).await?)
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, PortError> {
@@ -202,7 +198,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         now: OffsetDateTime,
     ) -> Result<Option<User>, PortError> {
         let mut conn = self.conn().await?;
-        let user_id = run!(&mut conn, |c| one_time_tokens::table
+        let id = run!(&mut conn, |c| one_time_tokens::table
             .filter(one_time_tokens::token_hash.eq(token.as_str()))
             .filter(one_time_tokens::purpose.eq(purpose.as_str()))
             .filter(one_time_tokens::used_at.is_null())
@@ -211,10 +207,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
             .first::<i64>(c))
         .optional()
         .map_err(StoreError::from)?;
-        match user_id {
-            Some(id) => Ok(load_user(&mut conn.as_db(), id).await?),
-            None => Ok(None),
-        }
+        Ok(load_found(&mut conn.as_db(), id).await?)
     }
 
     async fn change_password(
@@ -310,8 +303,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
                     .values(profiles::user_id.eq(id))
                     .on_conflict_do_nothing()
                     .execute(c))?;
-                join_group(tx, id, REGULAR_USER_GROUP).await?;
-                join_group(tx, id, ADMIN_USER_GROUP).await?;
+                join_groups(tx, id, &[REGULAR_USER_GROUP, ADMIN_USER_GROUP]).await?;
                 require_user(tx, id).await
             })
             .await

@@ -11,10 +11,10 @@ use time::OffsetDateTime;
 
 use crate::dialect::{run, AsDb, Db, StoreError};
 use crate::queries::{
-    filtered_users, insert_mails, insert_token, is_last_superuser, join_group, load_user, ordered_users, require_user,
-    revoke_user_sessions, set_permissions, with_permissions,
+    filtered_users, insert_mails, insert_token, insert_user, is_last_superuser, join_groups, load_user, ordered_users,
+    require_user, revoke_user_sessions, set_permissions, with_permissions,
 };
-use crate::rows::{to_user, ProfileRow, UserRow};
+use crate::rows::{to_user, NewUserRow, ProfileRow, UserRow};
 use crate::schema::{group_permissions, groups, profiles, user_groups, users};
 use crate::sql_types::Utc;
 use crate::{Connections, SqlStore};
@@ -118,25 +118,20 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
         let outcome = conn
             .as_db()
             .transaction(async move |tx| {
-                let id = run!(tx, |c| diesel::insert_into(users::table)
-                    .values((
-                        users::email.eq(user.email.as_ref()),
-                        users::email_key.eq(user.email.key().as_str()),
-                        users::password_hash.eq(user.password_hash.as_ref().map(PasswordHash::expose)),
-                        users::first_name.eq(&user.first_name),
-                        users::last_name.eq(&user.last_name),
-                        users::is_active.eq(user.is_active),
-                        users::is_staff.eq(user.is_staff),
-                        users::is_verified.eq(user.is_verified),
-                        users::date_joined.eq(Utc(user.date_joined)),
-                    ))
-                    .returning(users::id)
-                    .get_result::<i64>(c))
-                .map_err(StoreError::on_email)?;
-                run!(tx, |c| diesel::insert_into(profiles::table).values(profiles::user_id.eq(id)).execute(c))?;
-                for group in &user.groups {
-                    join_group(tx, id, group).await?;
-                }
+                let key = user.email.key();
+                let row = NewUserRow {
+                    email: user.email.as_ref(),
+                    email_key: key.as_str(),
+                    password_hash: user.password_hash.as_ref().map(PasswordHash::expose),
+                    first_name: &user.first_name,
+                    last_name: &user.last_name,
+                    is_active: user.is_active,
+                    is_staff: user.is_staff,
+                    is_verified: user.is_verified,
+                    date_joined: Utc(user.date_joined),
+                };
+                let groups: Vec<&str> = user.groups.iter().map(String::as_str).collect();
+                let id = insert_user(tx, &row, &groups).await?;
                 if let Some((token, mail)) = &invitation {
                     insert_token(tx, id, token).await?;
                     insert_mails(tx, std::slice::from_ref(mail), user.date_joined).await?;
@@ -183,9 +178,8 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
                 }
                 if let Some(groups) = &changes.groups {
                     run!(tx, |c| diesel::delete(user_groups::table.filter(user_groups::user_id.eq(id.0))).execute(c))?;
-                    for group in groups {
-                        join_group(tx, id.0, group).await?;
-                    }
+                    let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+                    join_groups(tx, id.0, &names).await?;
                 }
                 if changes.is_active == Some(false) {
                     revoke_user_sessions(tx, id.0, None, now).await?;

@@ -37,7 +37,7 @@ impl<C: Connections> Outbox for SqlStore<C> {
                     // SKIP LOCKED: several workers (or instances) share the queue without waiting on each other.
                     Db::Postgres(c) => due.for_update().skip_locked().load::<QueuedRow>(c).await,
                     // The write transaction holds SQLite's one write lock.
-                    Db::Sqlite(c) => due.load::<QueuedRow>(c).await,
+                    Db::Sqlite(c, _) => due.load::<QueuedRow>(c).await,
                 }?;
                 let ids: Vec<i64> = due.iter().map(|row| row.0).collect();
                 run!(tx, |c| diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
