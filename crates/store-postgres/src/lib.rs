@@ -124,14 +124,10 @@ impl PostgresPools {
 
     /// Connections open, idle, and allowed, over all pools.
     pub fn pool_usage(&self) -> PoolUsage {
-        std::iter::once(&self.shared).chain(self.per_thread.iter()).map(Pool::status).fold(
-            PoolUsage { size: 0, available: 0, max_size: 0 },
-            |sum, status| PoolUsage {
-                size: sum.size + status.size,
-                available: sum.available + status.available,
-                max_size: sum.max_size + status.max_size,
-            },
-        )
+        let statuses = std::iter::once(&self.shared).chain(self.per_thread.iter()).map(Pool::status);
+        let (size, available, max_size) =
+            statuses.fold((0, 0, 0), |(size, idle, max), s| (size + s.size, idle + s.available, max + s.max_size));
+        PoolUsage { size, available, max_size }
     }
 
     /// Applies pending migrations under an advisory lock, so two instances

@@ -74,14 +74,25 @@ impl AsDb for Db<'_> {
 }
 
 /// Runs one query on whatever backend `$db` is: `run!(db, |conn| query.load::<T>(conn))`.
-/// The query is written once and compiled for each backend; the result is
-/// diesel's, awaited.
+/// The query is written once and compiled for each backend. Its error is a
+/// [`StoreError`], classified once, in `From<diesel::result::Error>`.
 macro_rules! run {
     ($db:expr, |$conn:ident| $query:expr) => {
+        $crate::dialect::run!(@raw $db, |$conn| $query).map_err($crate::dialect::StoreError::from)
+    };
+    (@raw $db:expr, |$conn:ident| $query:expr) => {
         match $crate::dialect::AsDb::as_db($db) {
             $crate::dialect::Db::Postgres($conn) => $query.await,
             $crate::dialect::Db::Sqlite($conn, _) => $query.await,
         }
+    };
+}
+
+/// [`run!`] for a query that may find no row: `Ok(None)` then.
+macro_rules! run_optional {
+    ($db:expr, |$conn:ident| $query:expr) => {
+        diesel::OptionalExtension::optional($crate::dialect::run!(@raw $db, |$conn| $query))
+            .map_err($crate::dialect::StoreError::from)
     };
 }
 
@@ -103,12 +114,17 @@ macro_rules! run_locked {
     };
 }
 
-/// Inserts `$rows` (a `Vec` of value tuples): one statement on PostgreSQL;
-/// one a row on SQLite, whose batch insert diesel offers only on its sync connection.
+/// Inserts `$rows` (a `Vec` of value tuples): one statement on PostgreSQL, where
+/// a single row keeps the prepared-statement cache (a batch's SQL is never
+/// cached); one a row on SQLite, whose batch insert diesel offers only on its
+/// sync connection.
 macro_rules! insert_rows {
     ($db:expr, $table:expr, $rows:expr) => {
         match $crate::dialect::AsDb::as_db($db) {
-            $crate::dialect::Db::Postgres(conn) => diesel::insert_into($table).values($rows).execute(conn).await,
+            $crate::dialect::Db::Postgres(conn) => match $rows.as_slice() {
+                [row] => diesel::insert_into($table).values(row).execute(conn).await,
+                rows => diesel::insert_into($table).values(rows).execute(conn).await,
+            },
             $crate::dialect::Db::Sqlite(conn, _) => {
                 let mut inserted = 0;
                 for row in $rows {
@@ -120,7 +136,7 @@ macro_rules! insert_rows {
     };
 }
 
-pub(crate) use {insert_rows, run, run_locked};
+pub(crate) use {insert_rows, run, run_locked, run_optional};
 
 /// An async closure over a connection in a transaction whose future is `Send`
 /// (the shape diesel-async asks of its own transaction callbacks).
@@ -203,23 +219,27 @@ pub fn connections_in_doubt() -> bool {
 /// Errors inside the store, before translation at the port.
 #[derive(Debug)]
 pub enum StoreError {
+    /// A unique constraint refused a write; what it means depends on the statement.
+    Conflict(DieselError),
     EmailTaken,
     Port(PortError),
 }
 
 impl StoreError {
-    /// For the one statement that writes an address: its unique violation is the address being taken.
-    pub fn on_email(error: DieselError) -> Self {
-        match error {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::EmailTaken,
-            other => other.into(),
+    /// For the one statement that writes an address: a conflict is the address being taken.
+    pub fn on_email(self) -> Self {
+        match self {
+            StoreError::Conflict(_) => StoreError::EmailTaken,
+            other => other,
         }
     }
 }
 
 impl From<DieselError> for StoreError {
     fn from(error: DieselError) -> Self {
-        if out_of_reach(&error) {
+        if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) = error {
+            StoreError::Conflict(error)
+        } else if out_of_reach(&error) {
             note_connection_lost();
             StoreError::Port(PortError::unavailable(error))
         } else {
@@ -249,6 +269,7 @@ impl From<StoreError> for PortError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Port(port) => port,
+            StoreError::Conflict(error) => PortError::unexpected(error),
             StoreError::EmailTaken => PortError::unexpected("unexpected unique violation on the email"),
         }
     }
@@ -258,7 +279,7 @@ impl From<StoreError> for CreateAccountError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::EmailTaken => CreateAccountError::EmailTaken,
-            StoreError::Port(port) => CreateAccountError::Port(port),
+            other => CreateAccountError::Port(other.into()),
         }
     }
 }

@@ -9,7 +9,7 @@ use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP}
 use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, SessionId, TokenHash, User, UserId};
 use time::OffsetDateTime;
 
-use crate::dialect::{run, AsDb, StoreError};
+use crate::dialect::{run, run_optional, AsDb, StoreError};
 use crate::queries::{
     credentials, insert_mails, insert_token, insert_user, join_groups, kill_tokens, load_found, load_user,
     require_user, revoke_user_sessions, take_live_token, CredentialsRow, CREDENTIALS,
@@ -73,23 +73,19 @@ impl<C: Connections> AccountStore for SqlStore<C> {
     }
 
     async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError> {
-        let row = run!(&mut self.conn().await?, |c| users::table
+        let row = run_optional!(&mut self.conn().await?, |c| users::table
             .filter(users::email_key.eq(email.as_str()))
             .select(CREDENTIALS)
-            .first::<CredentialsRow>(c))
-        .optional()
-        .map_err(StoreError::from)?;
+            .first::<CredentialsRow>(c))?;
         Ok(row.map(credentials))
     }
 
     async fn find_user_by_email(&self, email: &EmailKey) -> Result<Option<User>, PortError> {
         let mut conn = self.conn().await?;
-        let id = run!(&mut conn, |c| users::table
+        let id = run_optional!(&mut conn, |c| users::table
             .filter(users::email_key.eq(email.as_str()))
             .select(users::id)
-            .first::<i64>(c))
-        .optional()
-        .map_err(StoreError::from)?;
+            .first::<i64>(c))?;
         Ok(load_found(&mut conn.as_db(), id).await?)
     }
 
@@ -118,12 +114,11 @@ impl<C: Connections> AccountStore for SqlStore<C> {
                 };
                 let new_email = Email::from_trusted(new_email);
                 let key = new_email.key();
-                let taken = run!(tx, |c| users::table
+                let taken = run_optional!(tx, |c| users::table
                     .filter(users::email_key.eq(key.as_str()))
                     .filter(users::id.ne(user_id))
                     .select(users::id)
-                    .first::<i64>(c))
-                .optional()?;
+                    .first::<i64>(c))?;
                 if taken.is_some() {
                     return Ok(EmailConfirmation::AddressTaken);
                 }
@@ -178,16 +173,15 @@ impl<C: Connections> AccountStore for SqlStore<C> {
     async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError> {
         run!(&mut self.conn().await?, |c| diesel::update(users::table.find(id.0))
             .set(users::password_hash.eq(hash.expose()))
-            .execute(c))
-        .map_err(StoreError::from)?;
+            .execute(c))?;
         Ok(())
     }
 
     async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError> {
-        let row =
-            run!(&mut self.conn().await?, |c| users::table.find(id.0).select(CREDENTIALS).first::<CredentialsRow>(c))
-                .optional()
-                .map_err(StoreError::from)?;
+        let row = run_optional!(&mut self.conn().await?, |c| users::table
+            .find(id.0)
+            .select(CREDENTIALS)
+            .first::<CredentialsRow>(c))?;
         Ok(row.map(credentials))
     }
 
@@ -198,15 +192,13 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         now: OffsetDateTime,
     ) -> Result<Option<User>, PortError> {
         let mut conn = self.conn().await?;
-        let id = run!(&mut conn, |c| one_time_tokens::table
+        let id = run_optional!(&mut conn, |c| one_time_tokens::table
             .filter(one_time_tokens::token_hash.eq(token.as_str()))
             .filter(one_time_tokens::purpose.eq(purpose.as_str()))
             .filter(one_time_tokens::used_at.is_null())
             .filter(one_time_tokens::expires_at.gt(Utc(now)))
             .select(one_time_tokens::user_id)
-            .first::<i64>(c))
-        .optional()
-        .map_err(StoreError::from)?;
+            .first::<i64>(c))?;
         Ok(load_found(&mut conn.as_db(), id).await?)
     }
 

@@ -9,7 +9,7 @@ use gatehouse_domain::ports::{
 use gatehouse_domain::{PasswordHash, PortError, UserId};
 use time::OffsetDateTime;
 
-use crate::dialect::{run, AsDb, Db, StoreError};
+use crate::dialect::{run, run_optional, AsDb, Db, StoreError};
 use crate::queries::{
     filtered_users, insert_mails, insert_token, insert_user, is_last_superuser, join_groups, load_user, ordered_users,
     require_user, revoke_user_sessions, set_permissions, with_permissions,
@@ -26,47 +26,40 @@ diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql
 impl<C: Connections> AdminStore for SqlStore<C> {
     async fn grants_of(&self, id: UserId) -> Result<Option<Grants>, PortError> {
         let mut conn = self.conn().await?;
-        let flags = run!(&mut conn, |c| users::table
+        let flags = run_optional!(&mut conn, |c| users::table
             .find(id.0)
             .select((users::is_active, users::is_superuser))
-            .first::<(bool, bool)>(c))
-        .optional()
-        .map_err(StoreError::from)?;
+            .first::<(bool, bool)>(c))?;
         let Some((is_active, is_superuser)) = flags else { return Ok(None) };
         let names = run!(&mut conn, |c| user_groups::table
             .inner_join(group_permissions::table.on(group_permissions::group_id.eq(user_groups::group_id)))
             .filter(user_groups::user_id.eq(id.0))
             .select(group_permissions::permission)
-            .load::<String>(c))
-        .map_err(StoreError::from)?;
+            .load::<String>(c))?;
         let permissions = names.iter().filter_map(|n| Permission::parse(n)).collect();
         Ok(Some(Grants { is_active, is_superuser, permissions }))
     }
 
     async fn list_users(&self, query: &UserQuery) -> Result<UserPage, PortError> {
         let mut conn = self.conn().await?;
-        let count =
-            run!(&mut conn, |c| filtered_users!(query).count().get_result::<i64>(c)).map_err(StoreError::from)?;
+        let count = run!(&mut conn, |c| filtered_users!(query).count().get_result::<i64>(c))?;
         let ids = run!(&mut conn, |c| ordered_users!(filtered_users!(query), query.ordering)
             .select(users::id)
             .limit(i64::from(query.page_size))
             .offset(query.offset())
-            .load::<i64>(c))
-        .map_err(StoreError::from)?;
+            .load::<i64>(c))?;
         let db = &mut conn.as_db();
         let rows = run!(db, |c| users::table
             .left_join(profiles::table)
             .filter(users::id.eq_any(&ids))
             .select((UserRow::as_select(), Option::<ProfileRow>::as_select()))
-            .load::<(UserRow, Option<ProfileRow>)>(c))
-        .map_err(StoreError::from)?;
+            .load::<(UserRow, Option<ProfileRow>)>(c))?;
         let memberships = run!(db, |c| user_groups::table
             .inner_join(groups::table)
             .filter(user_groups::user_id.eq_any(&ids))
             .select((user_groups::user_id, groups::name))
             .order(groups::name)
-            .load::<(i64, String)>(c))
-        .map_err(StoreError::from)?;
+            .load::<(i64, String)>(c))?;
         let mut users: Vec<_> = rows
             .into_iter()
             .map(|(user, profile)| {
@@ -81,8 +74,7 @@ impl<C: Connections> AdminStore for SqlStore<C> {
 
     async fn list_groups(&self) -> Result<Vec<Group>, PortError> {
         let mut conn = self.conn().await?;
-        let found = run!(&mut conn, |c| groups::table.order(groups::name).load::<(i64, String)>(c))
-            .map_err(StoreError::from)?;
+        let found = run!(&mut conn, |c| groups::table.order(groups::name).load::<(i64, String)>(c))?;
         Ok(with_permissions(&mut conn.as_db(), found).await?)
     }
 
@@ -104,8 +96,7 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
             run!(&mut conn, |c| groups::table
                 .filter(groups::name.eq_any(names))
                 .order(groups::name)
-                .load::<(i64, String)>(c))
-            .map_err(StoreError::from)?;
+                .load::<(i64, String)>(c))?;
         Ok(with_permissions(&mut conn.as_db(), found).await?)
     }
 
@@ -212,13 +203,12 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
         let mut conn = self.conn().await?;
         conn.as_db()
             .transaction(async move |tx| {
-                let id = run!(tx, |c| diesel::insert_into(groups::table)
+                let id = run_optional!(tx, |c| diesel::insert_into(groups::table)
                     .values(groups::name.eq(&name))
                     .on_conflict(groups::name)
                     .do_nothing()
                     .returning(groups::id)
-                    .get_result::<i64>(c))
-                .optional()?;
+                    .get_result::<i64>(c))?;
                 let Some(id) = id else { return Ok(None) };
                 set_permissions(tx, id, &permissions).await?;
                 Ok(with_permissions(tx, vec![(id, name)]).await?.pop())
@@ -237,12 +227,11 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
         conn.as_db()
             .transaction(async move |tx| {
                 if let Some(name) = &name {
-                    let taken = run!(tx, |c| groups::table
+                    let taken = run_optional!(tx, |c| groups::table
                         .filter(groups::name.eq(name))
                         .filter(groups::id.ne(id))
                         .select(groups::id)
-                        .first::<i64>(c))
-                    .optional()?;
+                        .first::<i64>(c))?;
                     if taken.is_some() {
                         return Ok(GroupWrite::NameTaken);
                     }
@@ -258,8 +247,7 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
     }
 
     async fn delete_group(&self, id: i64) -> Result<bool, PortError> {
-        let deleted = run!(&mut self.conn().await?, |c| diesel::delete(groups::table.find(id)).execute(c))
-            .map_err(StoreError::from)?;
+        let deleted = run!(&mut self.conn().await?, |c| diesel::delete(groups::table.find(id)).execute(c))?;
         Ok(deleted > 0)
     }
 }

@@ -6,7 +6,7 @@ use gatehouse_domain::ports::{AuditLog, StoreHealth};
 use gatehouse_domain::PortError;
 use time::OffsetDateTime;
 
-use crate::dialect::{run, AsDb, StoreError};
+use crate::dialect::{run, AsDb};
 use crate::queries::{filtered_events, insert_event};
 use crate::rows::{audit_record, AuditRow};
 use crate::schema::audit_events;
@@ -21,14 +21,12 @@ impl<C: Connections> AuditLog for SqlStore<C> {
 
     async fn list_events(&self, query: &AuditQuery) -> Result<AuditPage, PortError> {
         let mut conn = self.conn().await?;
-        let count =
-            run!(&mut conn, |c| filtered_events!(query).count().get_result::<i64>(c)).map_err(StoreError::from)?;
+        let count = run!(&mut conn, |c| filtered_events!(query).count().get_result::<i64>(c))?;
         let rows = run!(&mut conn, |c| filtered_events!(query)
             .order(audit_events::id.desc())
             .limit(i64::from(query.page_size))
             .offset(query.offset())
-            .load::<AuditRow>(c))
-        .map_err(StoreError::from)?;
+            .load::<AuditRow>(c))?;
         Ok(AuditPage { count, results: rows.into_iter().map(audit_record).collect() })
     }
 }
@@ -36,7 +34,7 @@ impl<C: Connections> AuditLog for SqlStore<C> {
 #[async_trait]
 impl<C: Connections> StoreHealth for SqlStore<C> {
     async fn ping(&self) -> Result<(), PortError> {
-        run!(&mut self.conn().await?, |c| diesel::sql_query("SELECT 1").execute(c)).map_err(StoreError::from)?;
+        run!(&mut self.conn().await?, |c| diesel::sql_query("SELECT 1").execute(c))?;
         Ok(())
     }
 }

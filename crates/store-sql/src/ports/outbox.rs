@@ -6,7 +6,7 @@ use gatehouse_domain::ports::{Backlog, Outbox, QueuedMail};
 use gatehouse_domain::{Email, PortError};
 use time::OffsetDateTime;
 
-use crate::dialect::{run, AsDb, Db, StoreError};
+use crate::dialect::{run, run_optional, AsDb, Db, StoreError};
 use crate::schema::outbox;
 use crate::sql_types::Utc;
 use crate::{Connections, SqlStore};
@@ -57,8 +57,7 @@ impl<C: Connections> Outbox for SqlStore<C> {
     }
 
     async fn mark_sent(&self, id: i64) -> Result<(), PortError> {
-        run!(&mut self.conn().await?, |c| diesel::delete(outbox::table.find(id)).execute(c))
-            .map_err(StoreError::from)?;
+        run!(&mut self.conn().await?, |c| diesel::delete(outbox::table.find(id)).execute(c))?;
         Ok(())
     }
 
@@ -70,21 +69,18 @@ impl<C: Connections> Outbox for SqlStore<C> {
                 outbox::next_attempt_at.eq(retry_at.map(Utc)),
                 outbox::last_error.eq(&error),
             ))
-            .execute(c))
-        .map_err(StoreError::from)?;
+            .execute(c))?;
         Ok(())
     }
 
     async fn backlog(&self, now: OffsetDateTime) -> Result<Backlog, PortError> {
         let mut conn = self.conn().await?;
         let pending = pending(&mut conn.as_db()).await?;
-        let oldest = run!(&mut conn, |c| outbox::table
+        let oldest = run_optional!(&mut conn, |c| outbox::table
             .filter(outbox::next_attempt_at.is_not_null())
             .select(outbox::created_at)
             .order(outbox::id)
-            .first::<OffsetDateTime>(c))
-        .optional()
-        .map_err(StoreError::from)?;
+            .first::<OffsetDateTime>(c))?;
         Ok(Backlog { pending, oldest_age_seconds: oldest.map_or(0, |at| (now - at).whole_seconds().max(0)) })
     }
 

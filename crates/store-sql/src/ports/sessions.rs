@@ -7,7 +7,7 @@ use gatehouse_domain::{PortError, SessionId, TokenHash, User, UserId};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::dialect::{insert_rows, run, run_locked, AsDb, StoreError};
+use crate::dialect::{insert_rows, run, run_locked, run_optional, AsDb};
 use crate::queries::{insert_event, insert_refresh, revoke_user_sessions};
 use crate::rows::{user_from_rows, ProfileRow, UserRow, UserWithGroupRow};
 use crate::schema::{groups, login_failures, profiles, refresh_tokens, sessions, user_groups, users};
@@ -110,8 +110,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
             .filter(sessions::expires_at.gt(Utc(now)))
             .order((sessions::last_used_at.desc(), sessions::created_at.desc()))
             .select((sessions::id, sessions::created_at, sessions::last_used_at, sessions::user_agent, sessions::ip))
-            .load::<(Uuid, OffsetDateTime, OffsetDateTime, Option<String>, Option<String>)>(c))
-        .map_err(StoreError::from)?;
+            .load::<(Uuid, OffsetDateTime, OffsetDateTime, Option<String>, Option<String>)>(c))?;
         Ok(rows
             .into_iter()
             .map(|(id, created_at, last_used_at, user_agent, ip)| SessionInfo {
@@ -125,13 +124,11 @@ impl<C: Connections> SessionStore for SqlStore<C> {
     }
 
     async fn session_state(&self, id: SessionId, now: OffsetDateTime) -> Result<SessionState, PortError> {
-        let found = run!(&mut self.conn().await?, |c| sessions::table
+        let found = run_optional!(&mut self.conn().await?, |c| sessions::table
             .inner_join(users::table)
             .filter(sessions::id.eq(Id(id.0)))
             .select((sessions::user_id, sessions::expires_at, sessions::revoked_at, users::is_active))
-            .first::<(i64, OffsetDateTime, Option<OffsetDateTime>, bool)>(c))
-        .optional()
-        .map_err(StoreError::from)?;
+            .first::<(i64, OffsetDateTime, Option<OffsetDateTime>, bool)>(c))?;
         Ok(match found {
             Some((user_id, expires_at, None, true)) if expires_at > now => {
                 SessionState::Live { user_id: UserId(user_id) }
@@ -150,8 +147,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
             .filter(sessions::expires_at.gt(Utc(now)))
             .filter(users::is_active.eq(true))
             .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
-            .load::<UserWithGroupRow>(c))
-        .map_err(StoreError::from)?;
+            .load::<UserWithGroupRow>(c))?;
         Ok(user_from_rows(rows))
     }
 
@@ -161,8 +157,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
             .filter(sessions::user_id.eq(user_id.0))
             .filter(sessions::revoked_at.is_null())
             .set(sessions::revoked_at.eq(Utc(now)))
-            .execute(c))
-        .map_err(StoreError::from)?;
+            .execute(c))?;
         Ok(revoked > 0)
     }
 
@@ -187,8 +182,7 @@ impl<C: Connections> LoginAttempts for SqlStore<C> {
                 .filter(login_failures::subject.eq(key.subject()))
                 .filter(login_failures::failed_at.ge(Utc(since)))
                 .select((diesel::dsl::count_star(), diesel::dsl::min(login_failures::failed_at)))
-                .first::<(i64, Option<OffsetDateTime>)>(c))
-            .map_err(StoreError::from)?;
+                .first::<(i64, Option<OffsetDateTime>)>(c))?;
             windows.push(FailureWindow { count, oldest });
         }
         Ok(windows)
@@ -234,8 +228,7 @@ impl<C: Connections> LoginAttempts for SqlStore<C> {
         run!(&mut self.conn().await?, |c| diesel::delete(login_failures::table)
             .filter(login_failures::scope.eq(key.scope()))
             .filter(login_failures::subject.eq(key.subject()))
-            .execute(c))
-        .map_err(StoreError::from)?;
+            .execute(c))?;
         Ok(())
     }
 }
