@@ -8,7 +8,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use gatehouse_domain::admin::AdminError;
 use gatehouse_domain::auth::{
-    AuthenticateError, ChangePasswordError, LoginError, MeError, RefreshError, SignupError, VerifyEmailError,
+    AuthenticateError, ChangePasswordError, EmailChangeError, LoginError, MeError, OwnPasswordError, RefreshError,
+    ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
 };
 use gatehouse_domain::error::NON_FIELD_ERRORS;
 use gatehouse_domain::{FieldErrors, PortError};
@@ -267,6 +268,18 @@ impl From<RefreshError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// An access token sent in a body to be checked (not one that authenticates the call):
+    /// its errors name the field.
+    pub fn of_presented_token(error: AuthenticateError) -> Self {
+        match error {
+            AuthenticateError::Invalid => Self::token_invalid("token"),
+            AuthenticateError::Expired => Self::token_expired("token"),
+            AuthenticateError::Port(error) => error.into(),
+        }
+    }
+}
+
 impl From<AuthenticateError> for ApiError {
     fn from(error: AuthenticateError) -> Self {
         match error {
@@ -294,6 +307,46 @@ impl From<ChangePasswordError> for ApiError {
             ChangePasswordError::WrongPassword => Self::wrong_password("old_password"),
             ChangePasswordError::Invalid(errors) => Self::validation(errors),
             ChangePasswordError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<OwnPasswordError> for ApiError {
+    fn from(error: OwnPasswordError) -> Self {
+        match error {
+            OwnPasswordError::WrongPassword => Self::wrong_password("password"),
+            OwnPasswordError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<ResetPasswordError> for ApiError {
+    fn from(error: ResetPasswordError) -> Self {
+        match error {
+            ResetPasswordError::InvalidToken => Self::link_token_invalid(),
+            ResetPasswordError::Invalid(errors) => Self::validation(errors),
+            ResetPasswordError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<EmailChangeError> for ApiError {
+    fn from(error: EmailChangeError) -> Self {
+        match error {
+            EmailChangeError::WrongPassword => Self::wrong_password("password"),
+            EmailChangeError::SameAddress => {
+                FieldErrors::single("new_email", "This is already your email address.").into()
+            }
+            EmailChangeError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<RevokeSessionError> for ApiError {
+    fn from(error: RevokeSessionError) -> Self {
+        match error {
+            RevokeSessionError::NotFound => Self::not_found(),
+            RevokeSessionError::Port(error) => error.into(),
         }
     }
 }

@@ -38,7 +38,7 @@ pub struct ProfileView {
 impl From<User> for UserView {
     fn from(user: User) -> Self {
         Self {
-            id: user.id.0,
+            id: user.id.get(),
             email: user.email.into_inner(),
             first_name: user.first_name,
             last_name: user.last_name,

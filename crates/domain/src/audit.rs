@@ -4,7 +4,9 @@
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::admin::{parse_positive, DEFAULT_PAGE_SIZE};
 use crate::error::FieldErrors;
+use crate::ports::AuditLog;
 use crate::session::ClientInfo;
 use crate::user::UserId;
 
@@ -125,7 +127,7 @@ impl AuditQuery {
     ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
         let user = user.filter(|u| !u.is_empty()).and_then(|raw| match raw.parse::<i64>() {
-            Ok(id) => Some(UserId(id)),
+            Ok(id) => Some(UserId::new(id)),
             Err(_) => {
                 errors.add("user", "Must be a user id.");
                 None
@@ -138,18 +140,9 @@ impl AuditQuery {
             }
             kind
         });
-        let number =
-            |errors: &mut FieldErrors, field: &str, raw: Option<&str>, default: u32| match raw.map(str::parse::<u32>) {
-                None => default,
-                Some(Ok(n)) if n >= 1 => n,
-                Some(_) => {
-                    errors.add(field, "Must be a whole number of at least 1.");
-                    default
-                }
-            };
-        let page = number(&mut errors, "page", page, 1);
-        let page_size = number(&mut errors, "page_size", page_size, crate::admin::DEFAULT_PAGE_SIZE)
-            .min(crate::admin::MAX_PAGE_SIZE);
+        let page = parse_positive(&mut errors, "page", page, 1);
+        let page_size =
+            parse_positive(&mut errors, "page_size", page_size, DEFAULT_PAGE_SIZE).min(crate::admin::MAX_PAGE_SIZE);
         errors.finish(Self { user, event, page, page_size })
     }
 }
@@ -158,6 +151,13 @@ impl AuditQuery {
 pub struct AuditPage {
     pub count: i64,
     pub results: Vec<AuditRecord>,
+}
+
+/// Records an event; a trail that cannot be written is logged, not fatal.
+pub async fn record_or_warn(log: &dyn AuditLog, event: AuditEvent, at: OffsetDateTime) {
+    if let Err(error) = log.record(event, at).await {
+        tracing::warn!(error = &error as &dyn std::error::Error, "an audit event could not be recorded");
+    }
 }
 
 #[cfg(test)]
@@ -177,7 +177,7 @@ mod tests {
         let query = AuditQuery::parse(Some("42"), Some("login_failed"), Some("2"), None).unwrap();
         assert_eq!(
             (query.user, query.event, query.page, query.offset()),
-            (Some(UserId(42)), Some(AuditKind::LoginFailed), 2, 20)
+            (Some(UserId::new(42)), Some(AuditKind::LoginFailed), 2, 20)
         );
         let errors = AuditQuery::parse(Some("ada"), Some("nope"), Some("0"), Some("x")).unwrap_err();
         for field in ["user", "event", "page", "page_size"] {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use crate::audit::{AuditEvent, AuditKind};
+use crate::audit::{record_or_warn, AuditEvent, AuditKind};
 use crate::email::Email;
 use crate::error::{collect, FieldErrors, PortError, NON_FIELD_ERRORS};
 use crate::mail::{self, Links};
@@ -23,6 +23,12 @@ use crate::user::{parse_name, ProfilePatch, User, UserId};
 
 /// Presented tokens longer than this are rejected before any work.
 const MAX_PRESENTED_TOKEN_LEN: usize = 512;
+
+/// Whether a presented token could be one of ours: anything empty or longer
+/// than any token we issue is refused before it is hashed or looked up.
+fn presentable(token: &str) -> bool {
+    !token.is_empty() && token.len() <= MAX_PRESENTED_TOKEN_LEN
+}
 
 /// The knobs of the account rules, from configuration.
 #[derive(Debug, Clone)]
@@ -123,7 +129,7 @@ impl SignupRequest {
         let password = match Password::parse(raw.password, &personal) {
             Ok(password) => Some(password),
             Err(rules) => {
-                rules.iter().for_each(|rule| errors.add("password", rule.to_string()));
+                errors.add_all("password", &rules);
                 None
             }
         };
@@ -215,6 +221,19 @@ pub enum LoginError {
     Port(#[from] PortError),
 }
 
+impl LoginError {
+    /// The failure's name, as the audit trail and the metrics record it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoginError::InvalidCredentials => "invalid_credentials",
+            LoginError::Throttled { .. } => "throttled",
+            LoginError::EmailNotVerified => "email_not_verified",
+            LoginError::AccountDisabled => "account_disabled",
+            LoginError::Port(_) => "error",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
     #[error("the refresh token is not live")]
@@ -225,6 +244,18 @@ pub enum RefreshError {
     Reused,
     #[error(transparent)]
     Port(#[from] PortError),
+}
+
+impl RefreshError {
+    /// The failure's name, as the metrics record it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RefreshError::Invalid => "invalid",
+            RefreshError::Expired => "expired",
+            RefreshError::Reused => "reused",
+            RefreshError::Port(_) => "error",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -466,22 +497,16 @@ impl AuthService {
     }
 
     async fn audit_login_failure(&self, user_id: Option<UserId>, error: &LoginError, client: &ClientInfo) {
-        let reason = match error {
-            LoginError::InvalidCredentials => "invalid_credentials",
-            LoginError::Throttled { .. } => "throttled",
-            LoginError::EmailNotVerified => "email_not_verified",
-            LoginError::AccountDisabled => "account_disabled",
-            LoginError::Port(_) => return,
-        };
-        let event = AuditEvent::new(AuditKind::LoginFailed, user_id, client).with_detail(json!({ "reason": reason }));
+        if let LoginError::Port(_) = error {
+            return;
+        }
+        let detail = json!({ "reason": error.reason() });
+        let event = AuditEvent::new(AuditKind::LoginFailed, user_id, client).with_detail(detail);
         self.audit(event).await;
     }
 
-    /// Records an event; a trail that cannot be written is logged, not fatal.
     async fn audit(&self, event: AuditEvent) {
-        if let Err(error) = self.ports.audit.record(event, self.ports.clock.now()).await {
-            tracing::warn!(error = &error as &dyn std::error::Error, "an audit event could not be recorded");
-        }
+        record_or_warn(self.ports.audit.as_ref(), event, self.ports.clock.now()).await;
     }
 
     /// A failed upgrade only delays it to the next login.
@@ -523,7 +548,7 @@ impl AuthService {
     /// Spends a refresh token and returns a new pair for the same session.
     #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, presented: &str, client: &ClientInfo) -> Result<TokenPair, RefreshError> {
-        if presented.is_empty() || presented.len() > MAX_PRESENTED_TOKEN_LEN {
+        if !presentable(presented) {
             return Err(RefreshError::Invalid);
         }
         let now = self.ports.clock.now();
@@ -587,7 +612,7 @@ impl AuthService {
     /// Spends a verification link token and marks the address verified.
     #[tracing::instrument(skip_all)]
     pub async fn verify_email(&self, presented: &str, client: &ClientInfo) -> Result<User, VerifyEmailError> {
-        if presented.is_empty() || presented.len() > MAX_PRESENTED_TOKEN_LEN {
+        if !presentable(presented) {
             return Err(VerifyEmailError::InvalidToken);
         }
         let now = self.ports.clock.now();
@@ -691,11 +716,8 @@ impl AuthService {
     ) -> Result<(), ChangePasswordError> {
         self.check_own_password(principal.user_id, old_password).await?;
         let user = self.me(principal.user_id).await.map_err(|_| ChangePasswordError::WrongPassword)?;
-        let password = Password::parse(new_password, &personal_words(&user)).map_err(|rules| {
-            let mut errors = FieldErrors::new();
-            rules.iter().for_each(|rule| errors.add("new_password", rule.to_string()));
-            ChangePasswordError::Invalid(errors)
-        })?;
+        let password = Password::parse(new_password, &personal_words(&user))
+            .map_err(|rules| ChangePasswordError::Invalid(FieldErrors::broken("new_password", &rules)))?;
         let hash = self.ports.hasher.hash(password.plain()).await?;
         let notice = mail::password_changed(&user.email, &self.links);
         let now = self.ports.clock.now();
@@ -732,7 +754,7 @@ impl AuthService {
         new_password: &str,
         client: &ClientInfo,
     ) -> Result<User, ResetPasswordError> {
-        if presented.is_empty() || presented.len() > MAX_PRESENTED_TOKEN_LEN {
+        if !presentable(presented) {
             return Err(ResetPasswordError::InvalidToken);
         }
         let token = TokenHash::of(presented);
@@ -743,11 +765,8 @@ impl AuthService {
             .peek_token(&token, TokenPurpose::ResetPassword, now)
             .await?
             .ok_or(ResetPasswordError::InvalidToken)?;
-        let password = Password::parse(new_password, &personal_words(&user)).map_err(|rules| {
-            let mut errors = FieldErrors::new();
-            rules.iter().for_each(|rule| errors.add("new_password", rule.to_string()));
-            ResetPasswordError::Invalid(errors)
-        })?;
+        let password = Password::parse(new_password, &personal_words(&user))
+            .map_err(|rules| ResetPasswordError::Invalid(FieldErrors::broken("new_password", &rules)))?;
         let hash = self.ports.hasher.hash(password.plain()).await?;
         let notice = mail::password_was_reset(&user.email, &self.links);
         let user = self

@@ -91,7 +91,7 @@ async fn signup<S: Store>(store: &S, address: &str, token: &str) -> UserId {
 }
 
 fn session_id(n: u128) -> SessionId {
-    SessionId(uuid::Uuid::from_u128(n))
+    SessionId::new(uuid::Uuid::from_u128(n))
 }
 
 fn refresh(token: &str, expires_at: OffsetDateTime) -> NewRefreshToken {
@@ -171,7 +171,7 @@ pub async fn an_address_taken_in_any_case_is_refused_and_nothing_is_left<S: Stor
 }
 
 pub async fn unknown_users_and_addresses_are_none<S: Store>(store: &S) {
-    assert!(store.get_user(UserId(987_654)).await.expect("read").is_none());
+    assert!(store.get_user(UserId::new(987_654)).await.expect("read").is_none());
     assert!(store.find_credentials(&email("nobody@example.com").key()).await.expect("read").is_none());
     assert!(store.find_user_by_email(&email("nobody@example.com").key()).await.expect("read").is_none());
 }
@@ -375,7 +375,7 @@ pub async fn a_profile_patch_changes_only_what_it_names<S: Store>(store: &S) {
     assert!(user.profile.phone.is_none());
     assert_eq!(user.profile.gender.as_deref(), Some("f"));
     assert_eq!(user.profile.bio, "Analyst");
-    assert!(store.update_profile(UserId(987_654), ProfilePatch::default()).await.expect("write").is_none());
+    assert!(store.update_profile(UserId::new(987_654), ProfilePatch::default()).await.expect("write").is_none());
 }
 
 pub async fn a_password_hash_can_be_replaced<S: Store>(store: &S) {
@@ -659,7 +659,7 @@ pub async fn grants_come_from_groups_and_the_superuser_flag<S: Store>(store: &S)
     let grants = store.grants_of(root.id).await.expect("read").expect("found");
     assert!(grants.is_superuser);
     assert_eq!(grants.permissions, Permission::ALL.into_iter().collect(), "Admin User holds every permission");
-    assert!(store.grants_of(UserId(987_654)).await.expect("read").is_none());
+    assert!(store.grants_of(UserId::new(987_654)).await.expect("read").is_none());
 }
 
 pub async fn the_two_built_in_groups_exist<S: Store>(store: &S) {
@@ -735,10 +735,10 @@ pub async fn the_user_list_searches_filters_orders_and_pages<S: Store>(store: &S
 pub async fn the_audit_trail_keeps_events_newest_first_and_filters<S: Store>(store: &S) {
     let client = ClientInfo::new(Some("203.0.113.7".into()), Some("audit-test"));
     for (n, kind) in [AuditKind::Signup, AuditKind::LoginFailed, AuditKind::LoginSucceeded].into_iter().enumerate() {
-        let event = AuditEvent::new(kind, Some(UserId(1)), &client).with_detail(serde_json::json!({ "n": n }));
+        let event = AuditEvent::new(kind, Some(UserId::new(1)), &client).with_detail(serde_json::json!({ "n": n }));
         store.record(event, T0 + Duration::seconds(i64::try_from(n).expect("small"))).await.expect("write");
     }
-    let admin = AuditEvent::new(AuditKind::AdminAction, Some(UserId(2)), &client).by(UserId(1));
+    let admin = AuditEvent::new(AuditKind::AdminAction, Some(UserId::new(2)), &client).by(UserId::new(1));
     store.record(admin, T0 + Duration::minutes(1)).await.expect("write");
     let all = store.list_events(&AuditQuery { user: None, event: None, page: 1, page_size: 20 }).await.expect("read");
     assert_eq!(all.count, 4);
@@ -750,9 +750,11 @@ pub async fn the_audit_trail_keeps_events_newest_first_and_filters<S: Store>(sto
     assert_eq!(all.results[1].ip.as_deref(), Some("203.0.113.7"));
     assert_eq!(all.results[1].user_agent.as_deref(), Some("audit-test"));
     assert_eq!(all.results[3].at, T0);
-    let by_user = store.list_events(&AuditQuery { user: Some(UserId(1)), event: None, page: 1, page_size: 20 }).await;
+    let by_user =
+        store.list_events(&AuditQuery { user: Some(UserId::new(1)), event: None, page: 1, page_size: 20 }).await;
     assert_eq!(by_user.expect("read").count, 3);
-    let by_kind = AuditQuery { user: Some(UserId(1)), event: Some(AuditKind::LoginFailed), page: 1, page_size: 20 };
+    let by_kind =
+        AuditQuery { user: Some(UserId::new(1)), event: Some(AuditKind::LoginFailed), page: 1, page_size: 20 };
     assert_eq!(store.list_events(&by_kind).await.expect("read").count, 1);
     let paged = store.list_events(&AuditQuery { user: None, event: None, page: 2, page_size: 3 }).await.expect("read");
     assert_eq!((paged.count, paged.results.len()), (4, 1));
@@ -850,7 +852,7 @@ pub async fn an_admin_update_changes_what_it_names_and_disabling_ends_sessions<S
     assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Dead);
 
     let nothing = AdminUserChanges::default();
-    assert_eq!(store.admin_update_user(UserId(987_654), nothing, T0).await.expect("write"), AdminWrite::NotFound);
+    assert_eq!(store.admin_update_user(UserId::new(987_654), nothing, T0).await.expect("write"), AdminWrite::NotFound);
 }
 
 pub async fn an_admin_update_to_a_taken_address_changes_nothing<S: Store>(store: &S) {

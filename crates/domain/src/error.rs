@@ -50,6 +50,17 @@ impl FieldErrors {
         self.0.entry(field.to_owned()).or_default().push(message.into());
     }
 
+    /// Every rule a field broke (a password's, say), each as its message.
+    pub fn add_all(&mut self, field: &str, rules: &[impl std::fmt::Display]) {
+        rules.iter().for_each(|rule| self.add(field, rule.to_string()));
+    }
+
+    pub fn broken(field: &str, rules: &[impl std::fmt::Display]) -> Self {
+        let mut errors = Self::new();
+        errors.add_all(field, rules);
+        errors
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -10,7 +10,7 @@ use crate::user::UserId;
 
 /// A session's public identifier (a UUID), carried in access tokens as `sid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionId(pub uuid::Uuid);
+pub struct SessionId(uuid::Uuid);
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -19,6 +19,14 @@ impl fmt::Display for SessionId {
 }
 
 impl SessionId {
+    pub const fn new(id: uuid::Uuid) -> Self {
+        Self(id)
+    }
+
+    pub const fn get(self) -> uuid::Uuid {
+        self.0
+    }
+
     pub fn parse(raw: &str) -> Option<Self> {
         uuid::Uuid::parse_str(raw).ok().map(Self)
     }

@@ -49,8 +49,8 @@ pub async fn insert_event(db: &mut Db<'_>, event: &AuditEvent, at: OffsetDateTim
         .values((
             audit_events::at.eq(Utc(at)),
             audit_events::event.eq(event.kind.as_str()),
-            audit_events::user_id.eq(event.user_id.map(|u| u.0)),
-            audit_events::actor_id.eq(event.actor_id.map(|u| u.0)),
+            audit_events::user_id.eq(event.user_id.map(|u| u.get())),
+            audit_events::actor_id.eq(event.actor_id.map(|u| u.get())),
             audit_events::ip.eq(&event.client.ip),
             audit_events::user_agent.eq(&event.client.user_agent),
             audit_events::detail.eq(event.detail.to_string()),
@@ -124,7 +124,7 @@ macro_rules! filtered_events {
         let query: &gatehouse_domain::audit::AuditQuery = $query;
         let mut selected = audit_events::table.into_boxed();
         if let Some(user) = query.user {
-            selected = selected.filter(audit_events::user_id.eq(user.0));
+            selected = selected.filter(audit_events::user_id.eq(user.get()));
         }
         if let Some(kind) = query.event {
             selected = selected.filter(audit_events::event.eq(kind.as_str()));
@@ -164,7 +164,7 @@ pub async fn revoke_user_sessions(
 ) -> Result<usize, StoreError> {
     Ok(run!(db, |c| diesel::update(sessions::table)
         .filter(sessions::user_id.eq(user_id))
-        .filter(sessions::id.ne(Id(keep.map_or(Uuid::nil(), |k| k.0))))
+        .filter(sessions::id.ne(Id(keep.map_or(Uuid::nil(), |k| k.get()))))
         .filter(sessions::revoked_at.is_null())
         .set(sessions::revoked_at.eq(Utc(now)))
         .execute(c))?)
@@ -213,7 +213,7 @@ pub const CREDENTIALS: (users::id, users::password_hash, users::is_active, users
     (users::id, users::password_hash, users::is_active, users::is_verified);
 
 pub fn credentials((id, hash, is_active, is_verified): CredentialsRow) -> Credentials {
-    Credentials { user_id: UserId(id), password_hash: hash.map(PasswordHash::new), is_active, is_verified }
+    Credentials { user_id: UserId::new(id), password_hash: hash.map(PasswordHash::new), is_active, is_verified }
 }
 
 /// Stores a link token; a newer reset or email-change link kills the older ones.

@@ -49,7 +49,7 @@ pub struct ProfileRow {
 pub fn to_user(user: UserRow, profile: Option<ProfileRow>, groups: Vec<String>) -> User {
     let profile = profile.map_or_else(Profile::default, |p| Profile { phone: p.phone, gender: p.gender, bio: p.bio });
     User {
-        id: UserId(user.id),
+        id: UserId::new(user.id),
         email: Email::from_trusted(user.email),
         first_name: user.first_name,
         last_name: user.last_name,

@@ -133,7 +133,7 @@ impl AccessTokens for JwtAccessTokens {
         if claims.token_type != ACCESS_TOKEN_TYPE {
             return Err(AccessTokenError::Invalid);
         }
-        let user_id = claims.sub.parse::<i64>().map(UserId).map_err(|_| AccessTokenError::Invalid)?;
+        let user_id = claims.sub.parse::<i64>().map(UserId::new).map_err(|_| AccessTokenError::Invalid)?;
         let session_id = SessionId::parse(&claims.sid).ok_or(AccessTokenError::Invalid)?;
         Ok(AccessClaims { user_id, session_id })
     }
@@ -163,7 +163,7 @@ impl Random for OsRandom {
     }
 
     fn session_id(&self) -> SessionId {
-        SessionId(uuid::Uuid::new_v4())
+        SessionId::new(uuid::Uuid::new_v4())
     }
 }
 
@@ -189,7 +189,7 @@ mod tests {
     }
 
     fn claims() -> AccessClaims {
-        AccessClaims { user_id: UserId(42), session_id: SessionId(uuid::Uuid::from_u128(7)) }
+        AccessClaims { user_id: UserId::new(42), session_id: SessionId::new(uuid::Uuid::from_u128(7)) }
     }
 
     fn now() -> OffsetDateTime {

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use gatehouse_domain::auth::{EmailChangeError, OwnPasswordError, RawSignup, SignupRequest};
+use gatehouse_domain::auth::{RawSignup, SignupRequest};
 use gatehouse_domain::error::collect;
 use gatehouse_domain::user::{ProfilePatch, RawProfilePatch};
 use gatehouse_domain::{Email, FieldErrors, PlainPassword};
@@ -158,11 +158,8 @@ pub async fn delete_me(
     let password = fields.required_str("password");
     fields.finish()?;
     let password = PlainPassword::parse(&password).map_err(|rule| FieldErrors::single("password", rule.to_string()))?;
-    match state.auth.delete_me(caller.0, &password, &client.0).await {
-        Ok(()) => Ok(HttpResponse::NoContent().finish()),
-        Err(OwnPasswordError::WrongPassword) => Err(ApiError::wrong_password("password")),
-        Err(OwnPasswordError::Port(error)) => Err(error.into()),
-    }
+    state.auth.delete_me(caller.0, &password, &client.0).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// 202: the address changes when the link mailed to it is used.
@@ -190,14 +187,8 @@ pub async fn change_email(
     let (Some(new_email), Some(password)) = errors.finish((new_email, password))? else {
         return Err(ApiError::internal("parsed fields missing"));
     };
-    match state.auth.request_email_change(caller.0, new_email, &password).await {
-        Ok(()) => Ok(HttpResponse::Accepted().json(json!({
-            "detail": "A confirmation link was sent to the new address; the change takes effect when it is used."
-        }))),
-        Err(EmailChangeError::WrongPassword) => Err(ApiError::wrong_password("password")),
-        Err(EmailChangeError::SameAddress) => {
-            Err(FieldErrors::single("new_email", "This is already your email address.").into())
-        }
-        Err(EmailChangeError::Port(error)) => Err(error.into()),
-    }
+    state.auth.request_email_change(caller.0, new_email, &password).await?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "detail": "A confirmation link was sent to the new address; the change takes effect when it is used."
+    })))
 }

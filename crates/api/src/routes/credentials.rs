@@ -1,7 +1,6 @@
 //! Changing and resetting the password.
 
 use actix_web::{web, HttpResponse};
-use gatehouse_domain::auth::ResetPasswordError;
 use gatehouse_domain::error::NON_FIELD_ERRORS;
 use gatehouse_domain::{Email, FieldErrors, PlainPassword};
 use serde_json::json;
@@ -88,10 +87,6 @@ pub async fn confirm_reset(
     let token = fields.required_str("token");
     let new_password = new_password(&mut fields);
     fields.finish()?;
-    match state.auth.confirm_password_reset(&token, &new_password, &client.0).await {
-        Ok(_) => Ok(HttpResponse::Ok().json(json!({ "detail": "Your password was reset; log in with the new one." }))),
-        Err(ResetPasswordError::InvalidToken) => Err(ApiError::link_token_invalid()),
-        Err(ResetPasswordError::Invalid(errors)) => Err(ApiError::validation(errors)),
-        Err(ResetPasswordError::Port(error)) => Err(error.into()),
-    }
+    state.auth.confirm_password_reset(&token, &new_password, &client.0).await?;
+    Ok(HttpResponse::Ok().json(json!({ "detail": "Your password was reset; log in with the new one." })))
 }

@@ -1,7 +1,6 @@
 //! The caller's sessions: one per login, per device.
 
 use actix_web::{web, HttpResponse};
-use gatehouse_domain::auth::RevokeSessionError;
 use gatehouse_domain::SessionId;
 
 // The schemas named in the OpenAPI attributes of the handlers below.
@@ -43,9 +42,6 @@ pub async fn revoke(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(ApiError::not_found)?;
-    match state.auth.revoke_own_session(caller.0, id).await {
-        Ok(()) => Ok(HttpResponse::NoContent().finish()),
-        Err(RevokeSessionError::NotFound) => Err(ApiError::not_found()),
-        Err(RevokeSessionError::Port(error)) => Err(error.into()),
-    }
+    state.auth.revoke_own_session(caller.0, id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

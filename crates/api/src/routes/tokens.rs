@@ -1,7 +1,7 @@
 //! Login, token refresh and verification, logout.
 
 use actix_web::{web, HttpResponse};
-use gatehouse_domain::auth::{AuthenticateError, LoginError, LoginRequest, RefreshError};
+use gatehouse_domain::auth::{LoginError, LoginRequest, RefreshError};
 use serde_json::json;
 
 use super::no_store;
@@ -30,14 +30,7 @@ pub async fn login(state: web::Data<AppState>, client: Client, body: JsonBody) -
     fields.finish()?;
     let request = LoginRequest::parse(&email, &password)?;
     let outcome = state.auth.login(request, client.0).await;
-    METRICS.login(match &outcome {
-        Ok(_) => "success",
-        Err(LoginError::InvalidCredentials) => "invalid_credentials",
-        Err(LoginError::Throttled { .. }) => "throttled",
-        Err(LoginError::EmailNotVerified) => "email_not_verified",
-        Err(LoginError::AccountDisabled) => "account_disabled",
-        Err(LoginError::Port(_)) => "error",
-    });
+    METRICS.login(outcome.as_ref().map_or_else(LoginError::reason, |_| "success"));
     let outcome = outcome?;
     Ok(no_store(HttpResponse::Ok().json(LoginView::from(outcome))))
 }
@@ -55,13 +48,7 @@ pub async fn refresh(state: web::Data<AppState>, client: Client, body: JsonBody)
     let token = fields.required_str("refresh");
     fields.finish()?;
     let pair = state.auth.refresh(&token, &client.0).await;
-    METRICS.refresh(match &pair {
-        Ok(_) => "rotated",
-        Err(RefreshError::Invalid) => "invalid",
-        Err(RefreshError::Expired) => "expired",
-        Err(RefreshError::Reused) => "reused",
-        Err(RefreshError::Port(_)) => "error",
-    });
+    METRICS.refresh(pair.as_ref().map_or_else(RefreshError::reason, |_| "rotated"));
     let pair = pair?;
     Ok(no_store(HttpResponse::Ok().json(TokensView::from(pair))))
 }
@@ -79,12 +66,8 @@ pub async fn verify(state: web::Data<AppState>, body: JsonBody) -> Result<HttpRe
     let mut fields = body.fields();
     let token = fields.required_str("token");
     fields.finish()?;
-    match state.auth.authenticate(&token).await {
-        Ok(_) => Ok(HttpResponse::Ok().json(json!({}))),
-        Err(AuthenticateError::Invalid) => Err(ApiError::token_invalid("token")),
-        Err(AuthenticateError::Expired) => Err(ApiError::token_expired("token")),
-        Err(AuthenticateError::Port(error)) => Err(error.into()),
-    }
+    state.auth.authenticate(&token).await.map_err(ApiError::of_presented_token)?;
+    Ok(HttpResponse::Ok().json(json!({})))
 }
 
 #[utoipa::path(

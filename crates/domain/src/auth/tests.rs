@@ -16,7 +16,7 @@ const NOW: OffsetDateTime = datetime!(2026-11-21 10:00 UTC);
 
 fn user(id: i64, verified: bool) -> User {
     User {
-        id: UserId(id),
+        id: UserId::new(id),
         email: Email::parse("ada@example.com").unwrap(),
         first_name: "Ada".into(),
         last_name: String::new(),
@@ -33,7 +33,7 @@ fn user(id: i64, verified: bool) -> User {
 
 fn credentials(active: bool, verified: bool) -> Credentials {
     Credentials {
-        user_id: UserId(1),
+        user_id: UserId::new(1),
         password_hash: Some(PasswordHash::new("$argon2id$stored")),
         is_active: active,
         is_verified: verified,
@@ -41,7 +41,7 @@ fn credentials(active: bool, verified: bool) -> Credentials {
 }
 
 fn sid() -> SessionId {
-    SessionId(uuid::Uuid::from_u128(0x5e55))
+    SessionId::new(uuid::Uuid::from_u128(0x5e55))
 }
 
 /// Mocks with the harmless defaults most tests want; each test adds its own expectations.
@@ -250,10 +250,10 @@ async fn login_with_the_right_password_opens_a_session() {
     let mut m = Mocks::new();
     m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
-    m.accounts.expect_get_user().with(eq(UserId(1))).returning(|_| Ok(Some(user(1, true))));
+    m.accounts.expect_get_user().with(eq(UserId::new(1))).returning(|_| Ok(Some(user(1, true))));
     m.expect_session_opened();
     let outcome = m.service().login(login_request("pw-right"), ClientInfo::default()).await.unwrap();
-    assert_eq!(outcome.user.id, UserId(1));
+    assert_eq!(outcome.user.id, UserId::new(1));
     assert_eq!(outcome.tokens.access.expose(), "access.jwt");
 }
 
@@ -332,7 +332,7 @@ async fn login_upgrades_an_outdated_hash() {
     m.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("$argon2id$upgraded")));
     m.accounts
         .expect_set_password_hash()
-        .withf(|id, hash| *id == UserId(1) && hash.expose() == "$argon2id$upgraded")
+        .withf(|id, hash| *id == UserId::new(1) && hash.expose() == "$argon2id$upgraded")
         .times(1)
         .returning(|_, _| Ok(()));
     m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
@@ -368,7 +368,7 @@ async fn login_records_the_client_on_the_session() {
         .returning(|_| Ok(()));
     m.tokens
         .expect_issue()
-        .with(eq(AccessClaims { user_id: UserId(1), session_id: sid() }), eq(NOW))
+        .with(eq(AccessClaims { user_id: UserId::new(1), session_id: sid() }), eq(NOW))
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("a".into()), expires_in: 300 }));
     let client = ClientInfo::new(Some("203.0.113.9".into()), Some("curl/8"));
     assert!(m.service().login(login_request("right"), client).await.is_ok());
@@ -396,7 +396,7 @@ async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
 
 #[tokio::test]
 async fn refresh_rotates_the_token() {
-    let pair = refresh_with(Rotation::Rotated { user_id: UserId(1), session_id: sid() }).await.unwrap();
+    let pair = refresh_with(Rotation::Rotated { user_id: UserId::new(1), session_id: sid() }).await.unwrap();
     assert_eq!(pair.refresh.expose(), "random-token");
     assert_eq!(pair.access.expose(), "access.jwt");
 }
@@ -406,7 +406,7 @@ async fn refresh_maps_every_rotation_outcome() {
     assert!(matches!(refresh_with(Rotation::Unknown).await, Err(RefreshError::Invalid)));
     assert!(matches!(refresh_with(Rotation::SessionDead).await, Err(RefreshError::Invalid)));
     assert!(matches!(refresh_with(Rotation::Expired).await, Err(RefreshError::Expired)));
-    let reused = Rotation::Reused { user_id: UserId(1), session_id: sid() };
+    let reused = Rotation::Reused { user_id: UserId::new(1), session_id: sid() };
     assert!(matches!(refresh_with(reused).await, Err(RefreshError::Reused)));
 }
 
@@ -420,16 +420,16 @@ async fn refresh_refuses_empty_or_huge_tokens_without_a_lookup() {
 // --- authenticate --------------------------------------------------------
 
 fn claims() -> AccessClaims {
-    AccessClaims { user_id: UserId(1), session_id: sid() }
+    AccessClaims { user_id: UserId::new(1), session_id: sid() }
 }
 
 #[tokio::test]
 async fn authenticate_needs_a_live_session_of_the_same_user() {
     let mut m = Mocks::new();
     m.tokens.expect_verify().returning(|_| Ok(claims()));
-    m.sessions.expect_session_state().returning(|_, _| Ok(SessionState::Live { user_id: UserId(1) }));
+    m.sessions.expect_session_state().returning(|_, _| Ok(SessionState::Live { user_id: UserId::new(1) }));
     let principal = m.service().authenticate("jwt").await.unwrap();
-    assert_eq!(principal, Principal { user_id: UserId(1), session_id: sid() });
+    assert_eq!(principal, Principal { user_id: UserId::new(1), session_id: sid() });
 }
 
 #[tokio::test]
@@ -444,7 +444,7 @@ async fn authenticate_refuses_a_revoked_session() {
 async fn authenticate_refuses_a_session_of_another_user() {
     let mut m = Mocks::new();
     m.tokens.expect_verify().returning(|_| Ok(claims()));
-    m.sessions.expect_session_state().returning(|_, _| Ok(SessionState::Live { user_id: UserId(2) }));
+    m.sessions.expect_session_state().returning(|_, _| Ok(SessionState::Live { user_id: UserId::new(2) }));
     assert!(matches!(m.service().authenticate("jwt").await, Err(AuthenticateError::Invalid)));
 }
 
@@ -465,7 +465,7 @@ async fn current_user_reads_the_session_and_user_together() {
     m.sessions.expect_session_user().with(eq(sid()), always()).returning(|_, _| Ok(Some(user(1, true))));
     m.sessions.expect_session_state().never();
     m.accounts.expect_get_user().never();
-    assert_eq!(m.service().current_user("jwt").await.unwrap().id, UserId(1));
+    assert_eq!(m.service().current_user("jwt").await.unwrap().id, UserId::new(1));
 }
 
 #[tokio::test]
@@ -507,7 +507,7 @@ async fn resend_mails_an_unverified_account() {
     m.accounts
         .expect_issue_token()
         .withf(|id, token, mail| {
-            *id == UserId(1) && token.purpose == TokenPurpose::VerifyEmail && mail[0].text.contains("random-token")
+            *id == UserId::new(1) && token.purpose == TokenPurpose::VerifyEmail && mail[0].text.contains("random-token")
         })
         .times(1)
         .returning(|_, _, _| Ok(()));
@@ -529,11 +529,11 @@ async fn resend_does_nothing_for_unknown_verified_or_disabled_accounts() {
 #[tokio::test]
 async fn me_returns_the_user_or_not_found() {
     let mut m = Mocks::new();
-    m.accounts.expect_get_user().with(eq(UserId(1))).returning(|_| Ok(Some(user(1, true))));
-    m.accounts.expect_get_user().with(eq(UserId(2))).returning(|_| Ok(None));
+    m.accounts.expect_get_user().with(eq(UserId::new(1))).returning(|_| Ok(Some(user(1, true))));
+    m.accounts.expect_get_user().with(eq(UserId::new(2))).returning(|_| Ok(None));
     let service = m.service();
-    assert_eq!(service.me(UserId(1)).await.unwrap().id, UserId(1));
-    assert!(matches!(service.me(UserId(2)).await, Err(MeError::NotFound)));
+    assert_eq!(service.me(UserId::new(1)).await.unwrap().id, UserId::new(1));
+    assert!(matches!(service.me(UserId::new(2)).await, Err(MeError::NotFound)));
 }
 
 #[tokio::test]
@@ -541,10 +541,10 @@ async fn update_me_applies_the_patch() {
     let mut m = Mocks::new();
     m.accounts
         .expect_update_profile()
-        .withf(|id, patch| *id == UserId(1) && patch.bio.as_deref() == Some("hi"))
+        .withf(|id, patch| *id == UserId::new(1) && patch.bio.as_deref() == Some("hi"))
         .returning(|_, _| Ok(Some(user(1, true))));
     let patch = ProfilePatch { bio: Some("hi".into()), ..Default::default() };
-    assert!(m.service().update_me(UserId(1), patch).await.is_ok());
+    assert!(m.service().update_me(UserId::new(1), patch).await.is_ok());
 }
 
 #[tokio::test]
@@ -552,21 +552,25 @@ async fn an_empty_patch_reads_without_writing() {
     let mut m = Mocks::new();
     m.accounts.expect_update_profile().never();
     m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
-    assert!(m.service().update_me(UserId(1), ProfilePatch::default()).await.is_ok());
+    assert!(m.service().update_me(UserId::new(1), ProfilePatch::default()).await.is_ok());
 }
 
 #[tokio::test]
 async fn logout_revokes_the_callers_session_only() {
     let mut m = Mocks::new();
-    m.sessions.expect_revoke_session().with(eq(UserId(1)), eq(sid()), eq(NOW)).times(1).returning(|_, _, _| Ok(true));
-    m.service().logout(Principal { user_id: UserId(1), session_id: sid() }, &ClientInfo::default()).await.unwrap();
+    m.sessions
+        .expect_revoke_session()
+        .with(eq(UserId::new(1)), eq(sid()), eq(NOW))
+        .times(1)
+        .returning(|_, _, _| Ok(true));
+    m.service().logout(Principal { user_id: UserId::new(1), session_id: sid() }, &ClientInfo::default()).await.unwrap();
 }
 
 #[tokio::test]
 async fn logout_all_revokes_every_session() {
     let mut m = Mocks::new();
-    m.sessions.expect_revoke_all_sessions().with(eq(UserId(1)), eq(NOW)).times(1).returning(|_, _| Ok(()));
-    m.service().logout_all(UserId(1), &ClientInfo::default()).await.unwrap();
+    m.sessions.expect_revoke_all_sessions().with(eq(UserId::new(1)), eq(NOW)).times(1).returning(|_, _| Ok(()));
+    m.service().logout_all(UserId::new(1), &ClientInfo::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -588,14 +592,14 @@ async fn create_superuser_hashes_and_upserts() {
 #[tokio::test]
 async fn sessions_mark_the_callers_own() {
     let mut m = Mocks::new();
-    let other = SessionId(uuid::Uuid::from_u128(9));
-    m.sessions.expect_list_sessions().with(eq(UserId(1)), eq(NOW)).returning(move |_, _| {
+    let other = SessionId::new(uuid::Uuid::from_u128(9));
+    m.sessions.expect_list_sessions().with(eq(UserId::new(1)), eq(NOW)).returning(move |_, _| {
         Ok([sid(), other]
             .into_iter()
             .map(|id| SessionInfo { id, created_at: NOW, last_used_at: NOW, user_agent: None, ip: None })
             .collect())
     });
-    let sessions = m.service().sessions(Principal { user_id: UserId(1), session_id: sid() }).await.unwrap();
+    let sessions = m.service().sessions(Principal { user_id: UserId::new(1), session_id: sid() }).await.unwrap();
     assert_eq!(
         sessions.iter().map(|(s, current)| (s.id, *current)).collect::<Vec<_>>(),
         [(sid(), true), (other, false)]
@@ -605,11 +609,11 @@ async fn sessions_mark_the_callers_own() {
 #[tokio::test]
 async fn revoking_a_session_that_is_not_the_callers_is_not_found() {
     let mut m = Mocks::new();
-    let other = SessionId(uuid::Uuid::from_u128(9));
-    m.sessions.expect_revoke_session().with(eq(UserId(1)), eq(other), eq(NOW)).returning(|_, _, _| Ok(false));
-    m.sessions.expect_revoke_session().with(eq(UserId(1)), eq(sid()), eq(NOW)).returning(|_, _, _| Ok(true));
+    let other = SessionId::new(uuid::Uuid::from_u128(9));
+    m.sessions.expect_revoke_session().with(eq(UserId::new(1)), eq(other), eq(NOW)).returning(|_, _, _| Ok(false));
+    m.sessions.expect_revoke_session().with(eq(UserId::new(1)), eq(sid()), eq(NOW)).returning(|_, _, _| Ok(true));
     let service = m.service();
-    let principal = Principal { user_id: UserId(1), session_id: sid() };
+    let principal = Principal { user_id: UserId::new(1), session_id: sid() };
     assert!(matches!(service.revoke_own_session(principal, other).await, Err(RevokeSessionError::NotFound)));
     assert!(service.revoke_own_session(principal, sid()).await.is_ok());
 }
@@ -617,7 +621,7 @@ async fn revoking_a_session_that_is_not_the_callers_is_not_found() {
 // --- own password: change, delete ----------------------------------------
 
 fn principal() -> Principal {
-    Principal { user_id: UserId(1), session_id: sid() }
+    Principal { user_id: UserId::new(1), session_id: sid() }
 }
 
 fn plain(raw: &str) -> PlainPassword {
@@ -634,7 +638,7 @@ async fn change_password_keeps_the_calling_session_and_mails_a_notice() {
     m.accounts
         .expect_change_password()
         .withf(|id, hash, keep, now, notice| {
-            *id == UserId(1)
+            *id == UserId::new(1)
                 && hash.expose() == "$argon2id$new"
                 && *keep == Some(sid())
                 && *now == NOW
@@ -689,7 +693,7 @@ async fn delete_me_needs_the_password_and_queues_goodbye() {
     m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
     m.accounts
         .expect_delete_account()
-        .withf(|id, mail| *id == UserId(1) && mail.subject.contains("deleted"))
+        .withf(|id, mail| *id == UserId::new(1) && mail.subject.contains("deleted"))
         .times(1)
         .returning(|_, _| Ok(true));
     m.service().delete_me(principal(), &plain("right"), &ClientInfo::default()).await.unwrap();
@@ -719,7 +723,7 @@ async fn a_reset_link_goes_to_known_active_accounts_only() {
         m.accounts
             .expect_issue_token()
             .withf(|id, token, mails| {
-                *id == UserId(1)
+                *id == UserId::new(1)
                     && token.purpose == TokenPurpose::ResetPassword
                     && token.expires_at == NOW + Duration::seconds(600)
                     && mails[0].text.contains("https://app.example.com/reset-password?token=random-token")
@@ -806,7 +810,7 @@ async fn an_email_change_mails_a_link_to_the_new_address_and_a_notice_to_the_old
     m.accounts
         .expect_issue_token()
         .withf(|id, token, mails| {
-            *id == UserId(1)
+            *id == UserId::new(1)
                 && token.purpose == TokenPurpose::ChangeEmail
                 && token.new_email == Some(new_address())
                 && mails.len() == 2
@@ -938,7 +942,10 @@ async fn a_login_records_its_audit_event_with_the_session() {
     m.sessions
         .expect_start_session()
         .withf(|session| {
-            session.event.as_ref().is_some_and(|e| e.kind == AuditKind::LoginSucceeded && e.user_id == Some(UserId(1)))
+            session
+                .event
+                .as_ref()
+                .is_some_and(|e| e.kind == AuditKind::LoginSucceeded && e.user_id == Some(UserId::new(1)))
         })
         .times(1)
         .returning(|_| Ok(()));

@@ -60,7 +60,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         let mut conn = self.conn().await?;
         conn.as_db()
             .transaction(async move |tx| {
-                insert_token(tx, user_id.0, &token).await?;
+                insert_token(tx, user_id.get(), &token).await?;
                 insert_mails(tx, &mails, token.created_at).await
             })
             .await
@@ -90,7 +90,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, PortError> {
-        Ok(load_user(&mut self.conn().await?.as_db(), id.0).await?)
+        Ok(load_user(&mut self.conn().await?.as_db(), id.get()).await?)
     }
 
     async fn confirm_email(&self, token: &TokenHash, now: OffsetDateTime) -> Result<EmailConfirmation, PortError> {
@@ -150,7 +150,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
                     patch.first_name.as_ref().map(|n| users::first_name.eq(n)),
                     patch.last_name.as_ref().map(|n| users::last_name.eq(n)),
                 );
-                let found = run!(tx, |c| diesel::update(users::table.find(id.0))
+                let found = run!(tx, |c| diesel::update(users::table.find(id.get()))
                     .set((users::id.eq(users::id), names))
                     .execute(c))?;
                 if found == 0 {
@@ -162,16 +162,16 @@ impl<C: Connections> AccountStore for SqlStore<C> {
                         patch.gender.as_ref().map(|g| profiles::gender.eq(g)),
                         patch.bio.as_ref().map(|b| profiles::bio.eq(b)),
                     );
-                    run!(tx, |c| diesel::update(profiles::table.find(id.0)).set(profile).execute(c))?;
+                    run!(tx, |c| diesel::update(profiles::table.find(id.get())).set(profile).execute(c))?;
                 }
-                load_user(tx, id.0).await
+                load_user(tx, id.get()).await
             })
             .await
             .map_err(Into::into)
     }
 
     async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError> {
-        run!(&mut self.conn().await?, |c| diesel::update(users::table.find(id.0))
+        run!(&mut self.conn().await?, |c| diesel::update(users::table.find(id.get()))
             .set(users::password_hash.eq(hash.expose()))
             .execute(c))?;
         Ok(())
@@ -179,7 +179,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
 
     async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError> {
         let row = run_optional!(&mut self.conn().await?, |c| users::table
-            .find(id.0)
+            .find(id.get())
             .select(CREDENTIALS)
             .first::<CredentialsRow>(c))?;
         Ok(row.map(credentials))
@@ -213,11 +213,11 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         let mut conn = self.conn().await?;
         conn.as_db()
             .transaction(async move |tx| {
-                run!(tx, |c| diesel::update(users::table.find(id.0))
+                run!(tx, |c| diesel::update(users::table.find(id.get()))
                     .set(users::password_hash.eq(hash.expose()))
                     .execute(c))?;
-                revoke_user_sessions(tx, id.0, keep, now).await?;
-                kill_tokens(tx, id.0, TokenPurpose::ResetPassword, now).await?;
+                revoke_user_sessions(tx, id.get(), keep, now).await?;
+                kill_tokens(tx, id.get(), TokenPurpose::ResetPassword, now).await?;
                 insert_mails(tx, std::slice::from_ref(&notice), now).await
             })
             .await
@@ -256,7 +256,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         let mut conn = self.conn().await?;
         conn.as_db()
             .transaction(async move |tx| {
-                let deleted = run!(tx, |c| diesel::delete(users::table.find(id.0)).execute(c))?;
+                let deleted = run!(tx, |c| diesel::delete(users::table.find(id.get())).execute(c))?;
                 if deleted > 0 {
                     insert_mails(tx, std::slice::from_ref(&goodbye), OffsetDateTime::now_utc()).await?;
                 }

@@ -27,13 +27,13 @@ impl<C: Connections> AdminStore for SqlStore<C> {
     async fn grants_of(&self, id: UserId) -> Result<Option<Grants>, PortError> {
         let mut conn = self.conn().await?;
         let flags = run_optional!(&mut conn, |c| users::table
-            .find(id.0)
+            .find(id.get())
             .select((users::is_active, users::is_superuser))
             .first::<(bool, bool)>(c))?;
         let Some((is_active, is_superuser)) = flags else { return Ok(None) };
         let names = run!(&mut conn, |c| user_groups::table
             .inner_join(group_permissions::table.on(group_permissions::group_id.eq(user_groups::group_id)))
-            .filter(user_groups::user_id.eq(id.0))
+            .filter(user_groups::user_id.eq(id.get()))
             .select(group_permissions::permission)
             .load::<String>(c))?;
         let permissions = names.iter().filter_map(|n| Permission::parse(n)).collect();
@@ -68,7 +68,7 @@ impl<C: Connections> AdminStore for SqlStore<C> {
                 to_user(user, profile, groups)
             })
             .collect();
-        users.sort_by_key(|user| ids.iter().position(|id| *id == user.id.0));
+        users.sort_by_key(|user| ids.iter().position(|id| *id == user.id.get()));
         Ok(UserPage { count, results: users })
     }
 
@@ -147,10 +147,10 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
             .as_db()
             .transaction(async move |tx| {
                 let demotes = changes.is_superuser == Some(false) || changes.is_active == Some(false);
-                if demotes && is_last_superuser(tx, id.0).await? {
+                if demotes && is_last_superuser(tx, id.get()).await? {
                     return Ok(AdminWrite::LastSuperuser);
                 }
-                let found = run!(tx, |c| diesel::update(users::table.find(id.0))
+                let found = run!(tx, |c| diesel::update(users::table.find(id.get()))
                     .set((
                         users::id.eq(users::id),
                         changes.email.as_ref().map(|e| users::email.eq(e.as_ref().to_owned())),
@@ -168,14 +168,15 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
                     return Ok(AdminWrite::NotFound);
                 }
                 if let Some(groups) = &changes.groups {
-                    run!(tx, |c| diesel::delete(user_groups::table.filter(user_groups::user_id.eq(id.0))).execute(c))?;
+                    run!(tx, |c| diesel::delete(user_groups::table.filter(user_groups::user_id.eq(id.get())))
+                        .execute(c))?;
                     let names: Vec<&str> = groups.iter().map(String::as_str).collect();
-                    join_groups(tx, id.0, &names).await?;
+                    join_groups(tx, id.get(), &names).await?;
                 }
                 if changes.is_active == Some(false) {
-                    revoke_user_sessions(tx, id.0, None, now).await?;
+                    revoke_user_sessions(tx, id.get(), None, now).await?;
                 }
-                Ok(AdminWrite::Done(load_user(tx, id.0).await?.map(Box::new)))
+                Ok(AdminWrite::Done(load_user(tx, id.get()).await?.map(Box::new)))
             })
             .await;
         match outcome {
@@ -188,10 +189,10 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
         let mut conn = self.conn().await?;
         conn.as_db()
             .transaction(async move |tx| {
-                if is_last_superuser(tx, id.0).await? {
+                if is_last_superuser(tx, id.get()).await? {
                     return Ok(AdminWrite::LastSuperuser);
                 }
-                let deleted = run!(tx, |c| diesel::delete(users::table.find(id.0)).execute(c))?;
+                let deleted = run!(tx, |c| diesel::delete(users::table.find(id.get())).execute(c))?;
                 Ok(if deleted == 0 { AdminWrite::NotFound } else { AdminWrite::Done(None) })
             })
             .await

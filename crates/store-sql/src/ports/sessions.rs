@@ -20,11 +20,11 @@ impl<C: Connections> SessionStore for SqlStore<C> {
         let mut conn = self.conn().await?;
         conn.as_db()
             .transaction(async move |tx| {
-                let id = session.id.0;
+                let id = session.id.get();
                 run!(tx, |c| diesel::insert_into(sessions::table)
                     .values((
                         sessions::id.eq(Id(id)),
-                        sessions::user_id.eq(session.user_id.0),
+                        sessions::user_id.eq(session.user_id.get()),
                         sessions::created_at.eq(Utc(session.created_at)),
                         sessions::last_used_at.eq(Utc(session.created_at)),
                         sessions::expires_at.eq(Utc(session.refresh.expires_at)),
@@ -33,7 +33,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                     ))
                     .execute(c))?;
                 insert_refresh(tx, id, &session.refresh, session.created_at).await?;
-                run!(tx, |c| diesel::update(users::table.find(session.user_id.0))
+                run!(tx, |c| diesel::update(users::table.find(session.user_id.get()))
                     .set(users::last_login.eq(Utc(session.created_at)))
                     .execute(c))?;
                 if let Some(event) = &session.event {
@@ -82,7 +82,10 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                             .filter(sessions::revoked_at.is_null())
                             .set(sessions::revoked_at.eq(Utc(now)))
                             .execute(c))?;
-                        return Ok(Rotation::Reused { user_id: UserId(user_id), session_id: SessionId(session_id) });
+                        return Ok(Rotation::Reused {
+                            user_id: UserId::new(user_id),
+                            session_id: SessionId::new(session_id),
+                        });
                     }
                     // A retry within the grace window rotates again and keeps the first successor.
                     Some(_) => {}
@@ -97,7 +100,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                 run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
                     .set((sessions::last_used_at.eq(Utc(now)), sessions::expires_at.eq(Utc(next.expires_at))))
                     .execute(c))?;
-                Ok(Rotation::Rotated { user_id: UserId(user_id), session_id: SessionId(session_id) })
+                Ok(Rotation::Rotated { user_id: UserId::new(user_id), session_id: SessionId::new(session_id) })
             })
             .await
             .map_err(Into::into)
@@ -105,7 +108,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
 
     async fn list_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<Vec<SessionInfo>, PortError> {
         let rows = run!(&mut self.conn().await?, |c| sessions::table
-            .filter(sessions::user_id.eq(user_id.0))
+            .filter(sessions::user_id.eq(user_id.get()))
             .filter(sessions::revoked_at.is_null())
             .filter(sessions::expires_at.gt(Utc(now)))
             .order((sessions::last_used_at.desc(), sessions::created_at.desc()))
@@ -114,7 +117,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
         Ok(rows
             .into_iter()
             .map(|(id, created_at, last_used_at, user_agent, ip)| SessionInfo {
-                id: SessionId(id),
+                id: SessionId::new(id),
                 created_at,
                 last_used_at,
                 user_agent,
@@ -126,12 +129,12 @@ impl<C: Connections> SessionStore for SqlStore<C> {
     async fn session_state(&self, id: SessionId, now: OffsetDateTime) -> Result<SessionState, PortError> {
         let found = run_optional!(&mut self.conn().await?, |c| sessions::table
             .inner_join(users::table)
-            .filter(sessions::id.eq(Id(id.0)))
+            .filter(sessions::id.eq(Id(id.get())))
             .select((sessions::user_id, sessions::expires_at, sessions::revoked_at, users::is_active))
             .first::<(i64, OffsetDateTime, Option<OffsetDateTime>, bool)>(c))?;
         Ok(match found {
             Some((user_id, expires_at, None, true)) if expires_at > now => {
-                SessionState::Live { user_id: UserId(user_id) }
+                SessionState::Live { user_id: UserId::new(user_id) }
             }
             _ => SessionState::Dead,
         })
@@ -142,7 +145,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
             .inner_join(sessions::table)
             .left_join(profiles::table)
             .left_join(user_groups::table.inner_join(groups::table))
-            .filter(sessions::id.eq(Id(id.0)))
+            .filter(sessions::id.eq(Id(id.get())))
             .filter(sessions::revoked_at.is_null())
             .filter(sessions::expires_at.gt(Utc(now)))
             .filter(users::is_active.eq(true))
@@ -153,8 +156,8 @@ impl<C: Connections> SessionStore for SqlStore<C> {
 
     async fn revoke_session(&self, user_id: UserId, id: SessionId, now: OffsetDateTime) -> Result<bool, PortError> {
         let revoked = run!(&mut self.conn().await?, |c| diesel::update(sessions::table)
-            .filter(sessions::id.eq(Id(id.0)))
-            .filter(sessions::user_id.eq(user_id.0))
+            .filter(sessions::id.eq(Id(id.get())))
+            .filter(sessions::user_id.eq(user_id.get()))
             .filter(sessions::revoked_at.is_null())
             .set(sessions::revoked_at.eq(Utc(now)))
             .execute(c))?;
@@ -162,7 +165,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
     }
 
     async fn revoke_all_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<(), PortError> {
-        revoke_user_sessions(&mut self.conn().await?.as_db(), user_id.0, None, now).await?;
+        revoke_user_sessions(&mut self.conn().await?.as_db(), user_id.get(), None, now).await?;
         Ok(())
     }
 }
