@@ -3,7 +3,7 @@
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, spawn_app, Backend, TestApp, JWT_SECRET, PASSWORD};
+use crate::helpers::{assert_error, send, spawn_app, Backend, TestApp, JWT_SECRET, PASSWORD};
 
 async fn app() -> TestApp {
     spawn_app(Backend::Sqlite).await
@@ -190,4 +190,30 @@ async fn garbage_tampered_and_expired_tokens_are_refused() {
     // A refresh token is not an access token.
     let refresh = login["refresh"].as_str().unwrap();
     assert_error(app.get_auth("/api/v1/auth/me", refresh).await, 401, "token_invalid").await;
+}
+
+/// An authenticated route checks the session before it reads the body: a
+/// dead session is a 401 whatever the body holds, on every such route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_session_is_refused_before_its_body_is_read() {
+    let app = app().await;
+    let login = app.verified_login("ada@example.com").await;
+    let access = login["access"].as_str().unwrap();
+    assert_eq!(
+        app.post_auth("/api/v1/auth/logout", access, &json!({ "refresh": login["refresh"] })).await.status(),
+        204
+    );
+    for (method, path) in [
+        (reqwest::Method::PATCH, "/api/v1/auth/me"),
+        (reqwest::Method::DELETE, "/api/v1/auth/me"),
+        (reqwest::Method::POST, "/api/v1/auth/email/change"),
+        (reqwest::Method::POST, "/api/v1/auth/password/change"),
+        (reqwest::Method::POST, "/api/v1/admin/users"),
+        (reqwest::Method::POST, "/api/v1/admin/groups"),
+    ] {
+        for body in [json!({ "profile": 5, "password": null, "new_email": 1, "email": [] }), json!([1])] {
+            let response = send(&app, method.clone(), path, access, Some(body)).await;
+            assert_error(response, 401, "token_invalid").await;
+        }
+    }
 }

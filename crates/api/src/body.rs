@@ -1,13 +1,17 @@
 //! JSON request bodies: media type, size limit (chunked bodies included),
-//! nesting depth and shape are checked before any handler runs, and fields
-//! are read with per-field errors in the contract's shape.
+//! nesting depth and shape are checked before any handler runs, then the body
+//! is read into its type with every field's error in the contract's shape.
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
+use std::cell::RefCell;
+
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
+use gatehouse_domain::error::NON_FIELD_ERRORS;
 use gatehouse_domain::FieldErrors;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -110,130 +114,268 @@ impl FromRequest for JsonBody {
     }
 }
 
+/// A request body read into `T`, whose `Deserialize` shape is also its
+/// OpenAPI schema: the checks of [`JsonBody`] first, then every field's
+/// problem at once (see [`from_object`]), then the body's own [`BodyRules`].
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+/// Rules across a body's fields, found along with the fields' own problems.
+pub trait BodyRules {
+    fn check(&self, _errors: &mut FieldErrors) {}
+}
+
+impl<T: DeserializeOwned + BodyRules + 'static> FromRequest for Body<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let object = JsonBody::from_request(req, payload);
+        Box::pin(async move { from_object(object.await?.0).map(Body).map_err(ApiError::validation) })
+    }
+}
+
+/// A query string read into `T` as a body is (every field a string; a key
+/// given twice keeps its last value).
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned + BodyRules> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .map_err(|_| ApiError::validation(FieldErrors::single(NON_FIELD_ERRORS, "The query string is malformed.")));
+        std::future::ready(pairs.and_then(|pairs| {
+            let object = pairs.into_inner().into_iter().map(|(key, value)| (key, Value::String(value))).collect();
+            from_object(object).map(Query).map_err(ApiError::validation)
+        }))
+    }
+}
+
+/// A typed body read from a JSON object, with every field's problem collected
+/// in the contract's words (`This field is required.`, dotted keys for nested
+/// fields) instead of serde's first error. Unknown fields are ignored.
+pub fn from_object<T: DeserializeOwned + BodyRules>(map: Map<String, Value>) -> Result<T, FieldErrors> {
+    let errors = RefCell::new(FieldErrors::new());
+    let value = T::deserialize(Object { map, prefix: String::new(), errors: &errors, quiet: false });
+    let mut errors = errors.into_inner();
+    match value {
+        Ok(value) => {
+            value.check(&mut errors);
+            errors.finish(value)
+        }
+        // Only a body type the reader does not support gets here.
+        Err(error) => Err(FieldErrors::single(NON_FIELD_ERRORS, error.0)),
+    }
+}
+
+/// The reader's own error: a body type it does not support.
+#[derive(Debug)]
+pub struct Unsupported(String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+impl de::Error for Unsupported {
+    fn custom<M: std::fmt::Display>(message: M) -> Self {
+        Unsupported(message.to_string())
+    }
+}
+
+/// An object whose declared fields are read one by one. `quiet` reads
+/// defaults without reporting: the object itself was the wrong kind, and that
+/// is reported once, on its own key.
+struct Object<'e> {
+    map: Map<String, Value>,
+    prefix: String,
+    errors: &'e RefCell<FieldErrors>,
+    quiet: bool,
+}
+
+impl<'de, 'e> de::Deserializer<'de> for Object<'e> {
+    type Error = Unsupported;
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        mut self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Unsupported> {
+        let fields = fields.iter().map(|&name| (name, self.map.remove(name))).collect::<Vec<_>>().into_iter();
+        visitor.visit_map(Declared {
+            fields,
+            current: None,
+            prefix: self.prefix,
+            errors: self.errors,
+            quiet: self.quiet,
+        })
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Unsupported> {
+        Err(Unsupported("a request body is read into a struct".into()))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// Every declared field, present or not: a missing one is the field's problem to report.
+struct Declared<'e, I> {
+    fields: I,
+    current: Option<(&'static str, Option<Value>)>,
+    prefix: String,
+    errors: &'e RefCell<FieldErrors>,
+    quiet: bool,
+}
+
+impl<'de, 'e, I: Iterator<Item = (&'static str, Option<Value>)>> MapAccess<'de> for Declared<'e, I> {
+    type Error = Unsupported;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Unsupported> {
+        let Some((name, value)) = self.fields.next() else { return Ok(None) };
+        self.current = Some((name, value));
+        seed.deserialize(de::value::BorrowedStrDeserializer::new(name)).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Unsupported> {
+        let (name, value) = self.current.take().ok_or_else(|| Unsupported("a value before its key".into()))?;
+        let key = format!("{}{name}", self.prefix);
+        seed.deserialize(Field { key, value, errors: self.errors, quiet: self.quiet, optional: false })
+    }
+}
+
+/// One field's value (`None` when absent). A value of the wrong kind is
+/// reported under the field's key and read as its type's empty value, so
+/// reading goes on and every field's problem is found.
+struct Field<'e> {
+    key: String,
+    value: Option<Value>,
+    errors: &'e RefCell<FieldErrors>,
+    quiet: bool,
+    /// Inside an `Option`: absent is fine, and a blank string is kept.
+    optional: bool,
+}
+
 const REQUIRED: &str = "This field is required.";
 const NOT_NULL: &str = "This field may not be null.";
 const BLANK: &str = "This field may not be blank.";
 const NOT_STRING: &str = "Not a valid string.";
 const NOT_BOOLEAN: &str = "Must be a valid boolean.";
+const NOT_LIST: &str = "Expected a list of names.";
 const NOT_OBJECT: &str = "Expected an object.";
 
-/// Reads fields from an object, collecting every error before answering.
-#[derive(Debug)]
-pub struct Fields {
-    map: Map<String, Value>,
-    prefix: String,
-    errors: FieldErrors,
+impl Field<'_> {
+    fn fail(&self, message: &str) {
+        if !self.quiet {
+            self.errors.borrow_mut().add(&self.key, message);
+        }
+    }
+
+    /// The value, or the reason it is missing reported.
+    fn present(&mut self) -> Option<Value> {
+        match self.value.take() {
+            None => self.fail(REQUIRED),
+            Some(Value::Null) => self.fail(NOT_NULL),
+            Some(value) => return Some(value),
+        }
+        None
+    }
 }
 
-impl JsonBody {
-    pub fn fields(self) -> Fields {
-        Fields { map: self.0, prefix: String::new(), errors: FieldErrors::new() }
-    }
-}
+impl<'de> de::Deserializer<'de> for Field<'_> {
+    type Error = Unsupported;
 
-impl Fields {
-    fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    fn fail(&mut self, name: &str, message: &str) {
-        let key = self.key(name);
-        self.errors.add(&key, message);
-    }
-
-    /// Records an error found by a cross-field rule.
-    pub fn error(&mut self, field: &str, message: &str) {
-        self.errors.add(field, message);
-    }
-
-    /// A string that must be present and not blank. Passwords are not trimmed.
-    pub fn required_str(&mut self, name: &str) -> String {
-        match self.map.remove(name) {
-            None => self.fail(name, REQUIRED),
-            Some(Value::Null) => self.fail(name, NOT_NULL),
-            Some(Value::String(s)) if s.trim().is_empty() => self.fail(name, BLANK),
-            Some(Value::String(s)) => return s,
-            Some(_) => self.fail(name, NOT_STRING),
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Unsupported> {
+        match self.value {
+            None => visitor.visit_none(),
+            // `Option<Option<T>>` reads null as `Some(None)`; a plain `Option<T>` refuses it.
+            Some(Value::Null) if self.optional => visitor.visit_none(),
+            Some(_) => visitor.visit_some(Field { optional: true, ..self }),
         }
-        String::new()
     }
 
-    /// A string that may be absent (but not null).
-    pub fn optional_str(&mut self, name: &str) -> Option<String> {
-        match self.map.remove(name) {
-            None => None,
-            Some(Value::String(s)) => Some(s),
-            Some(Value::Null) => {
-                self.fail(name, NOT_NULL);
-                None
+    fn deserialize_string<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Unsupported> {
+        let text = match self.present() {
+            Some(Value::String(text)) if !self.optional && text.trim().is_empty() => {
+                self.fail(BLANK);
+                text
             }
+            Some(Value::String(text)) => text,
             Some(_) => {
-                self.fail(name, NOT_STRING);
-                None
+                self.fail(NOT_STRING);
+                String::new()
             }
-        }
+            None => String::new(),
+        };
+        visitor.visit_string(text)
     }
 
-    /// A string that may be absent (`None`) or null (`Some(None)`).
-    pub fn nullable_str(&mut self, name: &str) -> Option<Option<String>> {
-        match self.map.remove(name) {
-            None => None,
-            Some(Value::Null) => Some(None),
-            Some(Value::String(s)) => Some(Some(s)),
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Unsupported> {
+        self.deserialize_string(visitor)
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Unsupported> {
+        let flag = match self.present() {
+            Some(Value::Bool(flag)) => flag,
             Some(_) => {
-                self.fail(name, NOT_STRING);
-                None
+                self.fail(NOT_BOOLEAN);
+                false
             }
-        }
+            None => false,
+        };
+        visitor.visit_bool(flag)
     }
 
-    pub fn optional_bool(&mut self, name: &str) -> Option<bool> {
-        match self.map.remove(name) {
-            None => None,
-            Some(Value::Bool(b)) => Some(b),
+    fn deserialize_seq<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Unsupported> {
+        let names = match self.present() {
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items,
             Some(_) => {
-                self.fail(name, NOT_BOOLEAN);
-                None
+                self.fail(NOT_LIST);
+                Vec::new()
             }
-        }
+            None => Vec::new(),
+        };
+        let names = names.into_iter().filter_map(|item| match item {
+            Value::String(name) => Some(de::value::StringDeserializer::<Unsupported>::new(name)),
+            _ => None,
+        });
+        visitor.visit_seq(de::value::SeqDeserializer::new(names))
     }
 
-    /// A list of strings that may be absent.
-    pub fn optional_str_list(&mut self, name: &str) -> Option<Vec<String>> {
-        match self.map.remove(name) {
-            None => None,
-            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
-                Some(items.into_iter().filter_map(|item| item.as_str().map(str::to_owned)).collect())
-            }
+    fn deserialize_struct<V: Visitor<'de>>(
+        mut self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Unsupported> {
+        let (map, quiet) = match self.present() {
+            Some(Value::Object(map)) => (map, self.quiet),
             Some(_) => {
-                self.fail(name, "Expected a list of names.");
-                None
+                self.fail(NOT_OBJECT);
+                (Map::new(), true)
             }
-        }
+            None => (Map::new(), true),
+        };
+        let prefix = format!("{}.", self.key);
+        Object { map, prefix, errors: self.errors, quiet }.deserialize_struct(name, fields, visitor)
     }
 
-    /// A nested object, read with dotted error keys (`profile.phone`).
-    pub fn optional_object(&mut self, name: &str) -> Option<Fields> {
-        match self.map.remove(name) {
-            None => None,
-            Some(Value::Object(map)) => {
-                Some(Fields { map, prefix: format!("{}.", self.key(name)), errors: FieldErrors::new() })
-            }
-            Some(_) => {
-                self.fail(name, NOT_OBJECT);
-                None
-            }
-        }
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Unsupported> {
+        Err(Unsupported(format!("`{}` has a type request bodies do not use", self.key)))
     }
 
-    /// Folds a nested object's errors into this one's.
-    pub fn absorb(&mut self, nested: Fields) {
-        self.errors.merge(nested.errors);
-    }
-
-    /// `Ok` when every field read well; unknown fields are ignored, as DRF does.
-    pub fn finish(self) -> Result<(), ApiError> {
-        self.errors.finish(()).map_err(ApiError::validation)
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit
+        unit_struct newtype_struct tuple tuple_struct map enum identifier ignored_any
     }
 }
 
@@ -274,24 +416,67 @@ mod tests {
         assert_eq!(code(parse_object(br#"{"a": "{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"}"#)), "ok");
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    struct Sample {
+        a: String,
+        b: String,
+        c: String,
+        d: String,
+        missing: String,
+        e: Option<bool>,
+        spaced: Option<String>,
+        list: Option<Vec<String>>,
+        p: Option<Nested>,
+        q: Option<Nested>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Nested {
+        phone: Option<Option<String>>,
+        bio: Option<String>,
+    }
+
+    impl BodyRules for Sample {}
+    impl BodyRules for Nested {}
+
+    fn read(json: &[u8]) -> Result<Sample, FieldErrors> {
+        from_object(parse_object(json).unwrap())
+    }
+
     #[test]
-    fn fields_collect_every_error() {
-        let map = parse_object(br#"{"a": null, "b": 3, "c": "  ", "d": "x", "e": "yes", "p": {"phone": 5}}"#).unwrap();
-        let mut fields = JsonBody(map).fields();
-        fields.required_str("a");
-        fields.required_str("b");
-        fields.required_str("c");
-        assert_eq!(fields.required_str("d"), "x");
-        fields.required_str("missing");
-        fields.optional_bool("e");
-        let mut profile = fields.optional_object("p").unwrap();
-        profile.nullable_str("phone");
-        fields.absorb(profile);
-        let error = fields.finish().unwrap_err();
-        assert_eq!(error.code(), "validation_error");
-        let rendered = format!("{error:?}");
-        for key in ["\"a\"", "\"b\"", "\"c\"", "\"missing\"", "\"e\"", "\"p.phone\""] {
-            assert!(rendered.contains(key), "{key} in {rendered}");
+    fn every_field_error_is_collected_in_the_contracts_words() {
+        let body = br#"{"a": null, "b": 3, "c": "  ", "d": "x", "e": "yes", "spaced": " ", "list": [1],
+                        "p": {"phone": 5, "bio": null}, "q": 7, "unknown": {"ignored": true}}"#;
+        let errors = read(body).unwrap_err();
+        let expected = [
+            ("a", "This field may not be null."),
+            ("b", "Not a valid string."),
+            ("c", "This field may not be blank."),
+            ("missing", "This field is required."),
+            ("e", "Must be a valid boolean."),
+            ("list", "Expected a list of names."),
+            ("p.phone", "Not a valid string."),
+            ("p.bio", "This field may not be null."),
+            ("q", "Expected an object."),
+        ];
+        let mut wanted = FieldErrors::new();
+        for (field, message) in expected {
+            wanted.add(field, message);
         }
+        assert_eq!(errors, wanted, "and nothing for d, spaced (optional, kept as sent) or unknown fields");
+    }
+
+    #[test]
+    fn a_good_body_is_read_whole() {
+        let body = br#"{"a": "1", "b": "2", "c": "3", "d": "4", "missing": "5", "e": true, "spaced": " ",
+                        "list": ["x", "y"], "p": {"phone": null}}"#;
+        let sample = read(body).unwrap();
+        let texts = [&sample.a, &sample.b, &sample.c, &sample.d, &sample.missing].map(String::as_str);
+        assert_eq!(texts, ["1", "2", "3", "4", "5"]);
+        assert_eq!((sample.e, sample.spaced.as_deref()), (Some(true), Some(" ")));
+        assert_eq!(sample.list, Some(vec!["x".to_owned(), "y".to_owned()]));
+        let nested = sample.p.unwrap();
+        assert_eq!((nested.phone, nested.bio), (Some(None), None), "null clears, absent leaves alone");
+        assert!(sample.q.is_none());
     }
 }

@@ -8,6 +8,9 @@ use futures_util::future::{ready, LocalBoxFuture, Ready};
 use gatehouse_domain::auth::Principal;
 use gatehouse_domain::ClientInfo;
 
+use serde::de::DeserializeOwned;
+
+use crate::body::{Body, BodyRules};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -34,6 +37,26 @@ impl FromRequest for AuthUser {
             let Bearer(token) = token.into_inner()?;
             let state = state.ok_or_else(|| ApiError::internal("application state is missing"))?;
             Ok(AuthUser(state.auth.authenticate(&token).await?))
+        })
+    }
+}
+
+/// The caller, then a body read into `T`: the body is read only once the
+/// session is known to be live, so a dead session is a 401 whatever the body
+/// holds (extractors side by side would race, and the first error would win).
+#[derive(Debug)]
+pub struct AuthBody<T>(pub Principal, pub T);
+
+impl<T: DeserializeOwned + BodyRules + 'static> FromRequest for AuthBody<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = AuthUser::from_request(req, payload);
+        let body = Body::<T>::from_request(req, payload);
+        Box::pin(async move {
+            let AuthUser(principal) = caller.await?;
+            Ok(AuthBody(principal, body.await?.0))
         })
     }
 }

@@ -1,7 +1,8 @@
-//! The OpenAPI 3 document, generated from the handlers' annotations and the
-//! response types, served at `/api/openapi.json` and rendered at `/docs`
-//! without any outside asset. The request-body types here exist for the
-//! document: handlers read bodies field by field to report every error.
+//! The OpenAPI 3 document, generated from the handlers' annotations, the
+//! request types they read and the response types, served at
+//! `/api/openapi.json` and rendered at `/docs` without any outside asset. The
+//! shapes below exist only for the document: the answers that are built as
+//! plain JSON.
 
 #![allow(dead_code, missing_debug_implementations)]
 
@@ -13,7 +14,7 @@ use actix_web::http::header::ContentType;
 use actix_web::HttpResponse;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use crate::routes::admin::{AuditEventView, AuditPageView, GroupView, PageView};
 pub use crate::views::{LoginView, ProfileView, SessionView, SignupView, TokensView, UserView, VerifiedView};
@@ -54,150 +55,6 @@ pub struct ReadinessResponse {
 pub struct JwksResponse {
     #[schema(value_type = Vec<Object>)]
     keys: Vec<serde_json::Value>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SignupBody {
-    email: String,
-    password: String,
-    /// Must equal `password` when sent.
-    password2: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    /// Terms accepted; `false` is refused.
-    tc: Option<bool>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LoginBody {
-    email: String,
-    /// At most 1024 bytes, or 400 before any hashing.
-    password: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RefreshBody {
-    refresh: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenBody {
-    token: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EmailBody {
-    email: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PasswordBody {
-    password: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PasswordChangeBody {
-    old_password: String,
-    new_password: String,
-    new_password2: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ResetConfirmBody {
-    token: String,
-    new_password: String,
-    new_password2: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EmailChangeBody {
-    new_email: String,
-    password: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ProfileFields {
-    /// E.164 (`+` and 8 to 15 digits) or null.
-    phone: Option<String>,
-    /// At most 32 characters, or null.
-    gender: Option<String>,
-    /// At most 500 characters.
-    bio: Option<String>,
-}
-
-/// Other fields are ignored.
-#[derive(Serialize, ToSchema)]
-pub struct ProfilePatchBody {
-    first_name: Option<String>,
-    last_name: Option<String>,
-    profile: Option<ProfileFields>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AdminCreateBody {
-    email: String,
-    /// Without one, the user is mailed an invitation to choose it (24 h).
-    password: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    is_active: Option<bool>,
-    is_staff: Option<bool>,
-    is_verified: Option<bool>,
-    /// Group names; `Regular User` is always added.
-    groups: Option<Vec<String>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AdminUpdateBody {
-    email: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    is_active: Option<bool>,
-    is_staff: Option<bool>,
-    /// Only a superuser changes this; the last active superuser cannot lose it.
-    is_superuser: Option<bool>,
-    is_verified: Option<bool>,
-    /// The complete set of group names.
-    groups: Option<Vec<String>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct GroupBody {
-    name: String,
-    permissions: Option<Vec<String>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct GroupPatchBody {
-    name: Option<String>,
-    permissions: Option<Vec<String>>,
-}
-
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct UserListParams {
-    /// Case-insensitive substring of email, first or last name; `%` and `_` are literal.
-    search: Option<String>,
-    is_active: Option<bool>,
-    is_verified: Option<bool>,
-    is_staff: Option<bool>,
-    /// `email`, `date_joined` or `last_login`, `-` for descending; default `-date_joined`.
-    ordering: Option<String>,
-    /// From 1; a page past the end is empty.
-    page: Option<u32>,
-    /// Default 20, at most 100 (larger values are capped).
-    page_size: Option<u32>,
-}
-
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditParams {
-    /// A user id.
-    user: Option<i64>,
-    /// An event name, e.g. `login_failed`.
-    event: Option<String>,
-    page: Option<u32>,
-    page_size: Option<u32>,
 }
 
 struct BearerAuth;

@@ -5,19 +5,58 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use diesel::connection::AnsiTransactionManager;
 use diesel::connection::InstrumentationEvent;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::deadpool::{Object, PoolError};
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper, SyncTransactionManagerWrapper};
+use diesel_async::{AsyncConnection, AsyncPgConnection, TransactionManager};
+use futures_util::future::BoxFuture;
 use gatehouse_domain::ports::CreateAccountError;
 use gatehouse_domain::PortError;
 
-/// SQLite made async: each statement runs on tokio's blocking pool.
-pub type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection>;
+/// SQLite made async: each statement runs on the blocking pool of [`SqliteThreads`].
+pub type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection, SqliteThreads>;
+
+/// Where SQLite statements run: the blocking pool of one runtime kept for
+/// them as long as the process lives. A request worker's runtime would stop
+/// at shutdown while another worker still finishes a request on the same
+/// connection. And a statement whose request is given up (a client gone, an
+/// extractor failing beside another) is left to finish there: diesel-async's
+/// own tokio spawner blocks the dropping thread until it does, which panics
+/// on a request worker's single-threaded runtime.
+#[derive(Debug, Clone)]
+pub struct SqliteThreads(tokio::runtime::Handle);
+
+static SQLITE_RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
+
+impl SqliteThreads {
+    /// The process's SQLite runtime, started on first use.
+    pub fn start() -> Result<Self, String> {
+        let runtime = SQLITE_RUNTIME.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("sqlite").enable_all().build()
+        });
+        runtime.as_ref().map(|runtime| Self(runtime.handle().clone())).map_err(|e| e.to_string())
+    }
+}
+
+impl SpawnBlocking for SqliteThreads {
+    fn spawn_blocking<'a, R: Send + 'static>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> BoxFuture<'a, Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>> {
+        let running = self.0.spawn_blocking(task);
+        Box::pin(async move { running.await.map_err(Into::into) })
+    }
+
+    /// Only for a connection made without [`SqliteThreads::start`] having succeeded first.
+    fn get_runtime() -> Self {
+        Self::start().unwrap_or_else(|_| Self(tokio::runtime::Handle::current()))
+    }
+}
 
 /// A connection checked out of a pool, of either backend.
 // It lives on the stack for one port call; boxing it would cost an allocation per call.
@@ -166,7 +205,14 @@ impl Db<'_> {
             Db::Postgres(conn) => conn.transaction(async move |conn| work(&mut Db::Postgres(conn)).await).await,
             Db::Sqlite(conn, writer) => {
                 let _turn = writer.lock().await;
-                conn.immediate_transaction(async move |conn| work(&mut Db::Sqlite(conn, writer)).await).await
+                conn.spawn_blocking(|conn| AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE"))
+                    .await?;
+                let outcome = work(&mut Db::Sqlite(conn, writer)).await;
+                type Manager = SyncTransactionManagerWrapper<AnsiTransactionManager>;
+                match outcome {
+                    Ok(value) => Manager::commit_transaction(conn).await.map(|()| value).map_err(Into::into),
+                    Err(error) => Manager::rollback_transaction(conn).await.map_err(Into::into).and(Err(error)),
+                }
             }
         }
     }

@@ -19,7 +19,9 @@ use std::future::Future;
 
 use gatehouse_domain::PortError;
 
-pub use dialect::{checkout, connections_in_doubt, count_statements, Pooled, SqliteConnection, WriterTurn};
+pub use dialect::{
+    checkout, connections_in_doubt, count_statements, Pooled, SqliteConnection, SqliteThreads, WriterTurn,
+};
 
 /// Where a store gets its connections: an adapter's pools.
 pub trait Connections: Send + Sync + 'static {

@@ -23,9 +23,11 @@ pub struct UserRow {
     last_login: Option<OffsetDateTime>,
 }
 
-/// A new account's row.
+/// A new account's row. A missing password is bound as NULL rather than
+/// left to the column default, so the statement's SQL is always the same and
+/// stays in the prepared-statement cache.
 #[derive(Insertable)]
-#[diesel(table_name = users)]
+#[diesel(table_name = users, treat_none_as_default_value = false)]
 pub(crate) struct NewUserRow<'a> {
     pub email: &'a str,
     pub email_key: &'a str,

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
@@ -18,8 +18,7 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::AsyncConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use gatehouse_domain::PortError;
-use gatehouse_store_sql::{checkout, count_statements, Connections, Pooled, SqlStore, WriterTurn};
-use tokio::runtime::Runtime;
+use gatehouse_store_sql::{checkout, count_statements, Connections, Pooled, SqlStore, SqliteThreads, WriterTurn};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
@@ -67,18 +66,6 @@ fn open_connection(path: &str) -> diesel::ConnectionResult<SqliteConnection> {
     Ok(conn)
 }
 
-/// The runtime whose blocking pool runs every SQLite statement. It lives
-/// as long as the process: a connection made on a request worker's runtime
-/// would have its statements cancelled once that worker stops at shutdown,
-/// while another worker still finishes a request with it.
-fn statements_runtime() -> Result<&'static Runtime, SqliteSetupError> {
-    static RUNTIME: OnceLock<std::io::Result<Runtime>> = OnceLock::new();
-    let built = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("sqlite").enable_all().build()
-    });
-    built.as_ref().map_err(|e| SqliteSetupError::Open(format!("cannot start the SQLite runtime: {e}")))
-}
-
 impl SqlitePool {
     /// Opens (creating if needed) the database named by `sqlite://PATH`.
     pub fn open(url: &str, pool_size: u32) -> Result<SqliteStore, SqliteSetupError> {
@@ -91,19 +78,17 @@ impl SqlitePool {
         first
             .batch_execute(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL;"))
             .map_err(|e| SqliteSetupError::Open(e.to_string()))?;
-        let runtime = statements_runtime()?;
+        let threads = SqliteThreads::start().map_err(|e| SqliteSetupError::Open(format!("cannot start: {e}")))?;
         let mut config = ManagerConfig::default();
         config.recycling_method = RecyclingMethod::Fast;
         config.custom_setup = Box::new(move |path| {
             let path = path.to_owned();
+            let threads = threads.clone();
             Box::pin(async move {
-                let conn = runtime
-                    .spawn_blocking(move || open_connection(&path))
+                let conn = tokio::task::spawn_blocking(move || open_connection(&path))
                     .await
                     .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))??;
-                // The wrapper runs its statements on the runtime current when it is made.
-                let _statements_run_there = runtime.enter();
-                Ok(gatehouse_store_sql::SqliteConnection::new(conn))
+                Ok(gatehouse_store_sql::SqliteConnection::with_runtime(conn, threads))
             })
         });
         let manager = AsyncDieselConnectionManager::new_with_config(path, config);

@@ -6,13 +6,16 @@ use gatehouse_domain::auth::{RawSignup, SignupRequest};
 use gatehouse_domain::error::collect;
 use gatehouse_domain::user::{ProfilePatch, RawProfilePatch};
 use gatehouse_domain::{Email, FieldErrors, PlainPassword};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::{after_answering, no_store};
 // The schemas named in the OpenAPI attributes of the handlers below.
-use crate::body::JsonBody;
+use crate::body::{Body, BodyRules};
 use crate::error::ApiError;
-use crate::extract::{AuthUser, Bearer, Client};
+use crate::extract::{AuthBody, Bearer, Client};
 #[allow(unused_imports)]
 use crate::openapi::*;
 use crate::state::AppState;
@@ -26,19 +29,16 @@ use crate::views::{SignupView, UserView, VerifiedView};
     request_body = SignupBody,
     responses((status = 201, description = "Created; with tokens and user when verification is not required", body = SignupView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 409, description = "Address taken (only when verification is not required)", body = ErrorResponse), (status = 415, description = "Not JSON", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
 )]
-pub async fn signup(state: web::Data<AppState>, client: Client, body: JsonBody) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let email = fields.required_str("email");
-    let password = fields.required_str("password");
-    let password2 = fields.optional_str("password2");
-    let first_name = fields.optional_str("first_name");
-    let last_name = fields.optional_str("last_name");
-    let tc = fields.optional_bool("tc");
-    fields.finish()?;
+pub async fn signup(
+    state: web::Data<AppState>,
+    client: Client,
+    Body(body): Body<SignupBody>,
+) -> Result<HttpResponse, ApiError> {
+    let SignupBody { email, password, password2, first_name, last_name, tc } = body;
     let request = SignupRequest::parse(RawSignup {
         email: &email,
-        password: &password,
-        password2: password2.as_deref(),
+        password: password.expose_secret(),
+        password2: password2.as_ref().map(ExposeSecret::expose_secret),
         first_name: first_name.as_deref(),
         last_name: last_name.as_deref(),
         tc,
@@ -62,12 +62,9 @@ pub async fn signup(state: web::Data<AppState>, client: Client, body: JsonBody) 
 pub async fn verify_email(
     state: web::Data<AppState>,
     client: Client,
-    body: JsonBody,
+    Body(TokenBody { token }): Body<TokenBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let token = fields.required_str("token");
-    fields.finish()?;
-    let user = state.auth.verify_email(&token, &client.0).await?;
+    let user = state.auth.verify_email(token.expose_secret(), &client.0).await?;
     Ok(HttpResponse::Ok().json(VerifiedView { user: user.into() }))
 }
 
@@ -79,12 +76,12 @@ pub async fn verify_email(
     tag = "auth",
     summary = "Mail a new verification link (same answer for any address)",
     request_body = EmailBody,
-    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse))
 )]
-pub async fn resend_verification(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let email = fields.required_str("email");
-    fields.finish()?;
+pub async fn resend_verification(
+    state: web::Data<AppState>,
+    Body(EmailBody { email }): Body<EmailBody>,
+) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&email).map_err(|e| FieldErrors::single("email", e.to_string()))?;
     let auth = state.auth.clone();
     after_answering(async move { auth.resend_verification(&email).await }, "resending a verification mail");
@@ -115,18 +112,12 @@ pub async fn me(state: web::Data<AppState>, bearer: Bearer) -> Result<HttpRespon
     responses((status = 200, description = "The user", body = UserView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
     security(("bearer" = []))
 )]
-pub async fn update_me(state: web::Data<AppState>, caller: AuthUser, body: JsonBody) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let first_name = fields.optional_str("first_name");
-    let last_name = fields.optional_str("last_name");
-    let (mut phone, mut gender, mut bio) = (None, None, None);
-    if let Some(mut profile) = fields.optional_object("profile") {
-        phone = profile.nullable_str("phone");
-        gender = profile.nullable_str("gender");
-        bio = profile.optional_str("bio");
-        fields.absorb(profile);
-    }
-    fields.finish()?;
+pub async fn update_me(
+    state: web::Data<AppState>,
+    AuthBody(caller, body): AuthBody<ProfilePatchBody>,
+) -> Result<HttpResponse, ApiError> {
+    let ProfilePatchBody { first_name, last_name, profile } = body;
+    let ProfileFields { phone, gender, bio } = profile.unwrap_or_default();
     let patch = ProfilePatch::parse(RawProfilePatch {
         first_name: first_name.as_deref(),
         last_name: last_name.as_deref(),
@@ -134,7 +125,7 @@ pub async fn update_me(state: web::Data<AppState>, caller: AuthUser, body: JsonB
         gender: gender.as_ref().map(Option::as_deref),
         bio: bio.as_deref(),
     })?;
-    let user = state.auth.update_me(caller.0.user_id, patch).await?;
+    let user = state.auth.update_me(caller.user_id, patch).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
@@ -151,14 +142,11 @@ pub async fn update_me(state: web::Data<AppState>, caller: AuthUser, body: JsonB
 pub async fn delete_me(
     state: web::Data<AppState>,
     client: Client,
-    caller: AuthUser,
-    body: JsonBody,
+    AuthBody(caller, PasswordBody { password }): AuthBody<PasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let password = fields.required_str("password");
-    fields.finish()?;
-    let password = PlainPassword::parse(&password).map_err(|rule| FieldErrors::single("password", rule.to_string()))?;
-    state.auth.delete_me(caller.0, &password, &client.0).await?;
+    let password = PlainPassword::parse(password.expose_secret())
+        .map_err(|rule| FieldErrors::single("password", rule.to_string()))?;
+    state.auth.delete_me(caller, &password, &client.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -174,21 +162,84 @@ pub async fn delete_me(
 )]
 pub async fn change_email(
     state: web::Data<AppState>,
-    caller: AuthUser,
-    body: JsonBody,
+    AuthBody(caller, EmailChangeBody { new_email, password }): AuthBody<EmailChangeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let new_email = fields.required_str("new_email");
-    let password = fields.required_str("password");
-    fields.finish()?;
     let mut errors = FieldErrors::new();
     let new_email = collect(&mut errors, "new_email", Email::parse(&new_email));
-    let password = collect(&mut errors, "password", PlainPassword::parse(&password));
+    let password = collect(&mut errors, "password", PlainPassword::parse(password.expose_secret()));
     let (Some(new_email), Some(password)) = errors.finish((new_email, password))? else {
         return Err(ApiError::internal("parsed fields missing"));
     };
-    state.auth.request_email_change(caller.0, new_email, &password).await?;
+    state.auth.request_email_change(caller, new_email, &password).await?;
     Ok(HttpResponse::Accepted().json(json!({
         "detail": "A confirmation link was sent to the new address; the change takes effect when it is used."
     })))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SignupBody {
+    email: String,
+    #[schema(value_type = String)]
+    password: SecretString,
+    /// Must equal `password` when sent.
+    #[schema(value_type = Option<String>)]
+    password2: Option<SecretString>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    /// Terms accepted; `false` is refused.
+    tc: Option<bool>,
+}
+
+/// A one-time token from a mailed link.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenBody {
+    #[schema(value_type = String)]
+    pub token: SecretString,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmailBody {
+    pub email: String,
+}
+
+/// The caller's current password.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasswordBody {
+    #[schema(value_type = String)]
+    password: SecretString,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmailChangeBody {
+    new_email: String,
+    #[schema(value_type = String)]
+    password: SecretString,
+}
+
+/// Other fields are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ProfilePatchBody {
+    first_name: Option<String>,
+    last_name: Option<String>,
+    profile: Option<ProfileFields>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ProfileFields {
+    /// E.164 (`+` and 8 to 15 digits), or null to clear it.
+    #[schema(nullable)]
+    phone: Option<Option<String>>,
+    /// At most 32 characters, or null to clear it.
+    #[schema(nullable)]
+    gender: Option<Option<String>>,
+    /// At most 500 characters.
+    bio: Option<String>,
+}
+
+impl BodyRules for SignupBody {}
+impl BodyRules for TokenBody {}
+impl BodyRules for EmailBody {}
+impl BodyRules for PasswordBody {}
+impl BodyRules for EmailChangeBody {}
+impl BodyRules for ProfilePatchBody {}
+impl BodyRules for ProfileFields {}

@@ -1,20 +1,19 @@
 //! The admin API: users and groups, each route behind its permission.
 
-use std::collections::HashMap;
-
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use gatehouse_domain::admin::{AdminCreateRequest, Group, RawUserQuery};
 use gatehouse_domain::error::collect;
 use gatehouse_domain::ports::AdminUserChanges;
 use gatehouse_domain::user::parse_name;
 use gatehouse_domain::{Email, FieldErrors};
-use serde::Serialize;
-use utoipa::ToSchema;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 // The schemas named in the OpenAPI attributes of the handlers below.
-use crate::body::JsonBody;
+use crate::body::{BodyRules, Query};
 use crate::error::ApiError;
-use crate::extract::{AuthUser, Client};
+use crate::extract::{AuthBody, AuthUser, Client};
 #[allow(unused_imports)]
 use crate::openapi::*;
 use crate::state::AppState;
@@ -41,12 +40,6 @@ pub struct PageView {
     results: Vec<UserView>,
 }
 
-fn query_params(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
-    web::Query::<HashMap<String, String>>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|_| ApiError::validation(FieldErrors::single("non_field_errors", "The query string is malformed.")))
-}
-
 #[utoipa::path(
     get,
     path = "/api/v1/admin/users",
@@ -59,18 +52,16 @@ fn query_params(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> 
 pub async fn list_users(
     state: web::Data<AppState>,
     caller: AuthUser,
-    req: HttpRequest,
+    Query(params): Query<UserListParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = query_params(&req)?;
-    let param = |name: &str| params.get(name).map(String::as_str);
     let raw = RawUserQuery {
-        search: param("search"),
-        is_active: param("is_active"),
-        is_verified: param("is_verified"),
-        is_staff: param("is_staff"),
-        ordering: param("ordering"),
-        page: param("page"),
-        page_size: param("page_size"),
+        search: params.search.as_deref(),
+        is_active: params.is_active.as_deref(),
+        is_verified: params.is_verified.as_deref(),
+        is_staff: params.is_staff.as_deref(),
+        ordering: params.ordering.as_deref(),
+        page: params.page.as_deref(),
+        page_size: params.page_size.as_deref(),
     };
     let (query, page) = state.admin.list_users(caller.0, raw).await?;
     Ok(HttpResponse::Ok().json(PageView {
@@ -147,19 +138,9 @@ fn parse_email(errors: &mut FieldErrors, raw: Option<String>) -> Option<Email> {
 pub async fn create_user(
     state: web::Data<AppState>,
     client: Client,
-    caller: AuthUser,
-    body: JsonBody,
+    AuthBody(caller, body): AuthBody<AdminCreateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let email = fields.required_str("email");
-    let password = fields.optional_str("password");
-    let first_name = fields.optional_str("first_name");
-    let last_name = fields.optional_str("last_name");
-    let is_active = fields.optional_bool("is_active");
-    let is_staff = fields.optional_bool("is_staff");
-    let is_verified = fields.optional_bool("is_verified");
-    let groups = fields.optional_str_list("groups");
-    fields.finish()?;
+    let AdminCreateBody { email, password, first_name, last_name, is_active, is_staff, is_verified, groups } = body;
     let mut errors = FieldErrors::new();
     let email = parse_email(&mut errors, Some(email));
     let first_name = collect(&mut errors, "first_name", parse_name(first_name.as_deref().unwrap_or_default()));
@@ -169,7 +150,7 @@ pub async fn create_user(
     };
     let request = AdminCreateRequest {
         email,
-        password,
+        password: password.as_ref().map(|p| p.expose_secret().to_owned()),
         first_name,
         last_name,
         is_active: is_active.unwrap_or(true),
@@ -177,7 +158,7 @@ pub async fn create_user(
         is_verified: is_verified.unwrap_or(false),
         groups: groups.unwrap_or_default(),
     };
-    let user = state.admin.create_user(caller.0, request, &client.0).await?;
+    let user = state.admin.create_user(caller, request, &client.0).await?;
     Ok(HttpResponse::Created().json(UserView::from(user)))
 }
 
@@ -194,20 +175,10 @@ pub async fn create_user(
 pub async fn update_user(
     state: web::Data<AppState>,
     client: Client,
-    caller: AuthUser,
     id: web::Path<String>,
-    body: JsonBody,
+    AuthBody(caller, body): AuthBody<AdminUpdateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let email = fields.optional_str("email");
-    let first_name = fields.optional_str("first_name");
-    let last_name = fields.optional_str("last_name");
-    let is_active = fields.optional_bool("is_active");
-    let is_staff = fields.optional_bool("is_staff");
-    let is_superuser = fields.optional_bool("is_superuser");
-    let is_verified = fields.optional_bool("is_verified");
-    let groups = fields.optional_str_list("groups");
-    fields.finish()?;
+    let AdminUpdateBody { email, first_name, last_name, is_active, is_staff, is_superuser, is_verified, groups } = body;
     let mut errors = FieldErrors::new();
     let email = match email {
         Some(raw) => parse_email(&mut errors, Some(raw)),
@@ -218,7 +189,7 @@ pub async fn update_user(
     errors.finish(())?;
     let changes =
         AdminUserChanges { email, first_name, last_name, is_active, is_staff, is_superuser, is_verified, groups };
-    let user = state.admin.update_user(caller.0, &id, changes, &client.0).await?;
+    let user = state.admin.update_user(caller, &id, changes, &client.0).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
@@ -272,14 +243,9 @@ pub async fn revoke_sessions(
 pub async fn create_group(
     state: web::Data<AppState>,
     client: Client,
-    caller: AuthUser,
-    body: JsonBody,
+    AuthBody(caller, GroupBody { name, permissions }): AuthBody<GroupBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let name = fields.required_str("name");
-    let permissions = fields.optional_str_list("permissions");
-    fields.finish()?;
-    let group = state.admin.create_group(caller.0, &name, &permissions.unwrap_or_default(), &client.0).await?;
+    let group = state.admin.create_group(caller, &name, &permissions.unwrap_or_default(), &client.0).await?;
     Ok(HttpResponse::Created().json(GroupView::from(group)))
 }
 
@@ -296,15 +262,10 @@ pub async fn create_group(
 pub async fn update_group(
     state: web::Data<AppState>,
     client: Client,
-    caller: AuthUser,
     id: web::Path<String>,
-    body: JsonBody,
+    AuthBody(caller, GroupPatchBody { name, permissions }): AuthBody<GroupPatchBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let name = fields.optional_str("name");
-    let permissions = fields.optional_str_list("permissions");
-    fields.finish()?;
-    let group = state.admin.update_group(caller.0, &id, name.as_deref(), permissions.as_deref(), &client.0).await?;
+    let group = state.admin.update_group(caller, &id, name.as_deref(), permissions.as_deref(), &client.0).await?;
     Ok(HttpResponse::Ok().json(GroupView::from(group)))
 }
 
@@ -361,12 +322,13 @@ pub struct AuditPageView {
 pub async fn list_audit(
     state: web::Data<AppState>,
     caller: AuthUser,
-    req: HttpRequest,
+    Query(params): Query<AuditParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = query_params(&req)?;
-    let param = |name: &str| params.get(name).map(String::as_str);
-    let (query, page) =
-        state.admin.list_audit(caller.0, param("user"), param("event"), param("page"), param("page_size")).await?;
+    let AuditParams { user, event, page, page_size } = &params;
+    let (query, page) = state
+        .admin
+        .list_audit(caller.0, user.as_deref(), event.as_deref(), page.as_deref(), page_size.as_deref())
+        .await?;
     let results = page
         .results
         .into_iter()
@@ -388,3 +350,89 @@ pub async fn list_audit(
         results,
     }))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AdminCreateBody {
+    email: String,
+    /// Without one, the user is mailed an invitation to choose it (24 h).
+    #[schema(value_type = Option<String>)]
+    password: Option<SecretString>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    is_active: Option<bool>,
+    is_staff: Option<bool>,
+    is_verified: Option<bool>,
+    /// Group names; `Regular User` is always added.
+    groups: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AdminUpdateBody {
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    is_active: Option<bool>,
+    is_staff: Option<bool>,
+    /// Only a superuser changes this; the last active superuser cannot lose it.
+    is_superuser: Option<bool>,
+    is_verified: Option<bool>,
+    /// The complete set of group names.
+    groups: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GroupBody {
+    name: String,
+    permissions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GroupPatchBody {
+    name: Option<String>,
+    permissions: Option<Vec<String>>,
+}
+
+/// The user list's query string. Each value is read as text and parsed by
+/// the list's rules, which name the field that is wrong.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserListParams {
+    /// Case-insensitive substring of email, first or last name; `%` and `_` are literal.
+    search: Option<String>,
+    #[param(value_type = Option<bool>)]
+    is_active: Option<String>,
+    #[param(value_type = Option<bool>)]
+    is_verified: Option<String>,
+    #[param(value_type = Option<bool>)]
+    is_staff: Option<String>,
+    /// `email`, `date_joined` or `last_login`, `-` for descending; default `-date_joined`.
+    ordering: Option<String>,
+    /// From 1; a page past the end is empty.
+    #[param(value_type = Option<u32>)]
+    page: Option<String>,
+    /// Default 20, at most 100 (larger values are capped).
+    #[param(value_type = Option<u32>)]
+    page_size: Option<String>,
+}
+
+/// The audit trail's query string.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// A user id.
+    #[param(value_type = Option<i64>)]
+    user: Option<String>,
+    /// An event name, e.g. `login_failed`.
+    event: Option<String>,
+    #[param(value_type = Option<u32>)]
+    page: Option<String>,
+    #[param(value_type = Option<u32>)]
+    page_size: Option<String>,
+}
+
+impl BodyRules for UserListParams {}
+impl BodyRules for AuditParams {}
+impl BodyRules for AdminCreateBody {}
+impl BodyRules for AdminUpdateBody {}
+impl BodyRules for GroupBody {}
+impl BodyRules for GroupPatchBody {}

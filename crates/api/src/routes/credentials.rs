@@ -3,26 +3,20 @@
 use actix_web::{web, HttpResponse};
 use gatehouse_domain::error::NON_FIELD_ERRORS;
 use gatehouse_domain::{Email, FieldErrors, PlainPassword};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
+use super::account::EmailBody;
 use super::after_answering;
 // The schemas named in the OpenAPI attributes of the handlers below.
-use crate::body::{Fields, JsonBody};
+use crate::body::{Body, BodyRules};
 use crate::error::ApiError;
-use crate::extract::{AuthUser, Client};
+use crate::extract::{AuthBody, Client};
 #[allow(unused_imports)]
 use crate::openapi::*;
 use crate::state::AppState;
-
-/// `new_password` and the optional `new_password2`, which must match when sent.
-fn new_password(fields: &mut Fields) -> String {
-    let new_password = fields.required_str("new_password");
-    let confirmation = fields.optional_str("new_password2");
-    if confirmation.is_some_and(|c| c != new_password) {
-        fields.error(NON_FIELD_ERRORS, "Passwords do not match.");
-    }
-    new_password
-}
 
 #[utoipa::path(
     post,
@@ -36,16 +30,12 @@ fn new_password(fields: &mut Fields) -> String {
 pub async fn change_password(
     state: web::Data<AppState>,
     client: Client,
-    caller: AuthUser,
-    body: JsonBody,
+    AuthBody(caller, body): AuthBody<PasswordChangeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let old_password = fields.required_str("old_password");
-    let new_password = new_password(&mut fields);
-    fields.finish()?;
-    let old_password =
-        PlainPassword::parse(&old_password).map_err(|rule| FieldErrors::single("old_password", rule.to_string()))?;
-    state.auth.change_password(caller.0, &old_password, &new_password, &client.0).await?;
+    let old_password = PlainPassword::parse(body.old_password.expose_secret())
+        .map_err(|rule| FieldErrors::single("old_password", rule.to_string()))?;
+    let new_password = body.new_password.expose_secret();
+    state.auth.change_password(caller, &old_password, new_password, &client.0).await?;
     Ok(HttpResponse::Ok().json(json!({ "detail": "Your password was changed; your other sessions were logged out." })))
 }
 
@@ -56,12 +46,12 @@ pub async fn change_password(
     tag = "auth",
     summary = "Mail a reset link (same answer for any address)",
     request_body = EmailBody,
-    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse))
 )]
-pub async fn request_reset(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let email = fields.required_str("email");
-    fields.finish()?;
+pub async fn request_reset(
+    state: web::Data<AppState>,
+    Body(EmailBody { email }): Body<EmailBody>,
+) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&email).map_err(|e| FieldErrors::single("email", e.to_string()))?;
     let auth = state.auth.clone();
     after_answering(async move { auth.request_password_reset(&email).await }, "issuing a reset link");
@@ -81,12 +71,50 @@ pub async fn request_reset(state: web::Data<AppState>, body: JsonBody) -> Result
 pub async fn confirm_reset(
     state: web::Data<AppState>,
     client: Client,
-    body: JsonBody,
+    Body(body): Body<ResetConfirmBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let token = fields.required_str("token");
-    let new_password = new_password(&mut fields);
-    fields.finish()?;
-    state.auth.confirm_password_reset(&token, &new_password, &client.0).await?;
+    let (token, new_password) = (body.token.expose_secret(), body.new_password.expose_secret());
+    state.auth.confirm_password_reset(token, new_password, &client.0).await?;
     Ok(HttpResponse::Ok().json(json!({ "detail": "Your password was reset; log in with the new one." })))
+}
+
+/// `new_password2`, when sent, must repeat `new_password`.
+fn check_repeated(new_password: &SecretString, again: Option<&SecretString>, errors: &mut FieldErrors) {
+    if again.is_some_and(|again| again.expose_secret() != new_password.expose_secret()) {
+        errors.add(NON_FIELD_ERRORS, "Passwords do not match.");
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasswordChangeBody {
+    #[schema(value_type = String)]
+    old_password: SecretString,
+    #[schema(value_type = String)]
+    new_password: SecretString,
+    /// Must equal `new_password` when sent.
+    #[schema(value_type = Option<String>)]
+    new_password2: Option<SecretString>,
+}
+
+impl BodyRules for PasswordChangeBody {
+    fn check(&self, errors: &mut FieldErrors) {
+        check_repeated(&self.new_password, self.new_password2.as_ref(), errors);
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResetConfirmBody {
+    #[schema(value_type = String)]
+    token: SecretString,
+    #[schema(value_type = String)]
+    new_password: SecretString,
+    /// Must equal `new_password` when sent.
+    #[schema(value_type = Option<String>)]
+    new_password2: Option<SecretString>,
+}
+
+impl BodyRules for ResetConfirmBody {
+    fn check(&self, errors: &mut FieldErrors) {
+        check_repeated(&self.new_password, self.new_password2.as_ref(), errors);
+    }
 }

@@ -2,11 +2,15 @@
 
 use actix_web::{web, HttpResponse};
 use gatehouse_domain::auth::{LoginError, LoginRequest, RefreshError};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::no_store;
 // The schemas named in the OpenAPI attributes of the handlers below.
-use crate::body::JsonBody;
+use super::account::TokenBody;
+use crate::body::{Body, BodyRules};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, Client};
 use crate::metrics::METRICS;
@@ -23,12 +27,12 @@ use crate::views::{LoginView, TokensView};
     request_body = LoginBody,
     responses((status = 200, description = "Tokens and the user", body = LoginView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Unknown email or wrong password", body = ErrorResponse), (status = 403, description = "Not verified, or disabled", body = ErrorResponse), (status = 429, description = "Too many failures; see Retry-After", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
 )]
-pub async fn login(state: web::Data<AppState>, client: Client, body: JsonBody) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let email = fields.required_str("email");
-    let password = fields.required_str("password");
-    fields.finish()?;
-    let request = LoginRequest::parse(&email, &password)?;
+pub async fn login(
+    state: web::Data<AppState>,
+    client: Client,
+    Body(body): Body<LoginBody>,
+) -> Result<HttpResponse, ApiError> {
+    let request = LoginRequest::parse(&body.email, body.password.expose_secret())?;
     let outcome = state.auth.login(request, client.0).await;
     METRICS.login(outcome.as_ref().map_or_else(LoginError::reason, |_| "success"));
     let outcome = outcome?;
@@ -43,11 +47,12 @@ pub async fn login(state: web::Data<AppState>, client: Client, body: JsonBody) -
     request_body = RefreshBody,
     responses((status = 200, description = "A new pair", body = TokensView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "token_invalid, token_expired or token_reused", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
 )]
-pub async fn refresh(state: web::Data<AppState>, client: Client, body: JsonBody) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let token = fields.required_str("refresh");
-    fields.finish()?;
-    let pair = state.auth.refresh(&token, &client.0).await;
+pub async fn refresh(
+    state: web::Data<AppState>,
+    client: Client,
+    Body(body): Body<RefreshBody>,
+) -> Result<HttpResponse, ApiError> {
+    let pair = state.auth.refresh(body.refresh.expose_secret(), &client.0).await;
     METRICS.refresh(pair.as_ref().map_or_else(RefreshError::reason, |_| "rotated"));
     let pair = pair?;
     Ok(no_store(HttpResponse::Ok().json(TokensView::from(pair))))
@@ -62,11 +67,8 @@ pub async fn refresh(state: web::Data<AppState>, client: Client, body: JsonBody)
     request_body = TokenBody,
     responses((status = 200, description = "Live", body = EmptyResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
 )]
-pub async fn verify(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
-    let mut fields = body.fields();
-    let token = fields.required_str("token");
-    fields.finish()?;
-    state.auth.authenticate(&token).await.map_err(ApiError::of_presented_token)?;
+pub async fn verify(state: web::Data<AppState>, Body(body): Body<TokenBody>) -> Result<HttpResponse, ApiError> {
+    state.auth.authenticate(body.token.expose_secret()).await.map_err(ApiError::of_presented_token)?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -99,3 +101,20 @@ pub async fn logout_all(
     state.auth.logout_all(caller.0.user_id, &client.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginBody {
+    email: String,
+    /// At most 1024 bytes, or 400 before any hashing.
+    #[schema(value_type = String)]
+    password: SecretString,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshBody {
+    #[schema(value_type = String)]
+    refresh: SecretString,
+}
+
+impl BodyRules for LoginBody {}
+impl BodyRules for RefreshBody {}
