@@ -108,16 +108,11 @@ impl PoolGauge {
 
     pub fn usage(&self) -> PoolStats {
         let wide = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        match self {
-            Self::Postgres(store) => {
-                let usage = store.pool_usage();
-                PoolStats { size: wide(usage.size), idle: wide(usage.available), max: wide(usage.max_size) }
-            }
-            Self::Sqlite(store) => {
-                let (size, idle, max) = store.pool_usage();
-                PoolStats { size: wide(size), idle: wide(idle), max: wide(max) }
-            }
-        }
+        let (size, idle, max) = match self {
+            Self::Postgres(store) => store.pool_usage(),
+            Self::Sqlite(store) => store.pool_usage(),
+        };
+        PoolStats { size: wide(size), idle: wide(idle), max: wide(max) }
     }
 }
 

@@ -66,26 +66,12 @@ impl std::fmt::Debug for PostgresPools {
     }
 }
 
-/// Pool figures for metrics.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolUsage {
-    pub size: usize,
-    pub available: usize,
-    pub max_size: usize,
-}
-
 impl PostgresPools {
-    /// Builds one pool shared by every thread; connections are opened lazily,
-    /// so this works while the server is still down.
-    pub fn connect(url: &str, pool_size: usize) -> Result<PostgresStore, PostgresSetupError> {
-        let statements = Arc::new(AtomicU64::new(0));
-        let shared = pool(url, pool_size, &statements)?;
-        Ok(SqlStore::new(Self { shared, per_thread: Arc::new([]), next_thread: Arc::default(), statements }))
-    }
-
     /// Splits `pool_size` connections between `threads` pools, one for each
     /// thread that calls [`Self::bind_current_thread`] (the request workers),
-    /// plus a small shared pool for every other thread. A connection's I/O is
+    /// plus a small shared pool for every other thread; with no threads, one
+    /// shared pool of `pool_size`. Connections are opened lazily, so this
+    /// works while the server is still down. A connection's I/O is
     /// driven by the runtime that opened it, so a worker borrowing a connection
     /// opened on another thread pays two thread wake-ups per query; with a
     /// pool of its own it never does.
@@ -94,11 +80,10 @@ impl PostgresPools {
         pool_size: usize,
         threads: usize,
     ) -> Result<PostgresStore, PostgresSetupError> {
-        let threads = threads.max(1);
-        let each = pool_size.div_ceil(threads);
+        let each = pool_size.div_ceil(threads.max(1));
         let statements = Arc::new(AtomicU64::new(0));
         let per_thread = (0..threads).map(|_| pool(url, each, &statements)).collect::<Result<Vec<_>, _>>()?;
-        let shared = pool(url, BACKGROUND_CONNECTIONS, &statements)?;
+        let shared = pool(url, if threads == 0 { pool_size } else { BACKGROUND_CONNECTIONS }, &statements)?;
         Ok(SqlStore::new(Self { shared, per_thread: per_thread.into(), next_thread: Arc::default(), statements }))
     }
 
@@ -122,12 +107,10 @@ impl PostgresPools {
         self.per_thread.get(THREAD_POOL.get().wrapping_sub(1)).unwrap_or(&self.shared)
     }
 
-    /// Connections open, idle, and allowed, over all pools.
-    pub fn pool_usage(&self) -> PoolUsage {
+    /// Connections open, idle, and allowed, over all pools (for metrics).
+    pub fn pool_usage(&self) -> (usize, usize, usize) {
         let statuses = std::iter::once(&self.shared).chain(self.per_thread.iter()).map(Pool::status);
-        let (size, available, max_size) =
-            statuses.fold((0, 0, 0), |(size, idle, max), s| (size + s.size, idle + s.available, max + s.max_size));
-        PoolUsage { size, available, max_size }
+        statuses.fold((0, 0, 0), |(size, idle, max), s| (size + s.size, idle + s.available, max + s.max_size))
     }
 
     /// Applies pending migrations under an advisory lock, so two instances
@@ -249,7 +232,7 @@ mod store_contract {
     async fn fresh() -> PostgresStore {
         let url = super::testing::fresh_database().await;
         PostgresPools::migrate(&url).await.expect("migrates");
-        PostgresPools::connect(&url, 4).expect("pool")
+        PostgresPools::connect_per_thread(&url, 4, 0).expect("pool")
     }
 
     gatehouse_domain::store_contract_tests!(fresh());
@@ -273,7 +256,7 @@ mod store_contract {
         use gatehouse_domain::ports::StoreHealth;
         let url = super::testing::fresh_database().await;
         let store = PostgresPools::connect_per_thread(&url, 4, 2).expect("pools");
-        assert_eq!(store.connections().pool_usage().max_size, 2 + 2 + super::BACKGROUND_CONNECTIONS);
+        assert_eq!(store.connections().pool_usage().2, 2 + 2 + super::BACKGROUND_CONNECTIONS);
         let before = store.connections().statements_sent();
         store.ping().await.expect("answers");
         store.ping().await.expect("answers");
@@ -285,7 +268,8 @@ mod store_contract {
     async fn an_unreachable_server_is_unavailable() {
         use gatehouse_domain::ports::StoreHealth;
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let store = PostgresPools::connect(&format!("postgres://nobody@127.0.0.1:{port}/none"), 2).unwrap();
+        let store =
+            PostgresPools::connect_per_thread(&format!("postgres://nobody@127.0.0.1:{port}/none"), 2, 0).unwrap();
         assert!(matches!(store.ping().await, Err(gatehouse_domain::PortError::Unavailable(_))));
     }
 }

@@ -19,6 +19,8 @@ use std::future::Future;
 
 use gatehouse_domain::PortError;
 
+use dialect::{AsDb, Db, StoreError, Work};
+
 pub use dialect::{
     checkout, connections_in_doubt, count_statements, Pooled, SqliteConnection, SqliteThreads, WriterTurn,
 };
@@ -46,5 +48,16 @@ impl<C: Connections> SqlStore<C> {
 
     async fn conn(&self) -> Result<Pooled, PortError> {
         self.connections.connection().await
+    }
+
+    /// Runs `work` in one transaction on a pooled connection (see `Db::transaction`).
+    async fn write<R, E, F>(&self, work: F) -> Result<R, E>
+    where
+        F: for<'t, 'c> Work<&'t mut Db<'c>, R> + Send,
+        R: Send,
+        E: From<StoreError>,
+    {
+        let mut conn = self.conn().await.map_err(StoreError::Port)?;
+        Ok(conn.as_db().transaction(work).await?)
     }
 }

@@ -27,28 +27,25 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         token: NewOneTimeToken,
         mail: OutgoingMail,
     ) -> Result<User, CreateAccountError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                let key = account.email.key();
-                let row = NewUserRow {
-                    email: account.email.as_ref(),
-                    email_key: key.as_str(),
-                    password_hash: Some(account.password_hash.expose()),
-                    first_name: &account.first_name,
-                    last_name: &account.last_name,
-                    is_active: true,
-                    is_staff: false,
-                    is_verified: account.is_verified,
-                    date_joined: Utc(account.date_joined),
-                };
-                let id = insert_user(tx, &row, &[REGULAR_USER_GROUP]).await?;
-                insert_token(tx, id, &token).await?;
-                insert_mails(tx, std::slice::from_ref(&mail), account.date_joined).await?;
-                require_user(tx, id).await
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            let key = account.email.key();
+            let row = NewUserRow {
+                email: account.email.as_ref(),
+                email_key: key.as_str(),
+                password_hash: Some(account.password_hash.expose()),
+                first_name: &account.first_name,
+                last_name: &account.last_name,
+                is_active: true,
+                is_staff: false,
+                is_verified: account.is_verified,
+                date_joined: Utc(account.date_joined),
+            };
+            let id = insert_user(tx, &row, &[REGULAR_USER_GROUP]).await?;
+            insert_token(tx, id, &token).await?;
+            insert_mails(tx, std::slice::from_ref(&mail), account.date_joined).await?;
+            require_user(tx, id).await
+        })
+        .await
     }
 
     async fn issue_token(
@@ -57,14 +54,11 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         token: NewOneTimeToken,
         mails: Vec<OutgoingMail>,
     ) -> Result<(), PortError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                insert_token(tx, user_id.get(), &token).await?;
-                insert_mails(tx, &mails, token.created_at).await
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            insert_token(tx, user_id.get(), &token).await?;
+            insert_mails(tx, &mails, token.created_at).await
+        })
+        .await
     }
 
     async fn enqueue_mails(&self, mails: Vec<OutgoingMail>) -> Result<(), PortError> {
@@ -95,10 +89,8 @@ impl<C: Connections> AccountStore for SqlStore<C> {
 
     async fn confirm_email(&self, token: &TokenHash, now: OffsetDateTime) -> Result<EmailConfirmation, PortError> {
         let hash = token.as_str().to_owned();
-        let mut conn = self.conn().await?;
-        let outcome = conn
-            .as_db()
-            .transaction(async move |tx| {
+        let outcome: Result<_, StoreError> = self
+            .write(async move |tx| {
                 let purposes = [TokenPurpose::VerifyEmail, TokenPurpose::ChangeEmail];
                 let Some((user_id, purpose, new_email)) = take_live_token(tx, &hash, &purposes, now).await? else {
                     return Ok(EmailConfirmation::NotLive);
@@ -143,31 +135,28 @@ impl<C: Connections> AccountStore for SqlStore<C> {
     }
 
     async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> Result<Option<User>, PortError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                let names = (
-                    patch.first_name.as_ref().map(|n| users::first_name.eq(n)),
-                    patch.last_name.as_ref().map(|n| users::last_name.eq(n)),
+        self.write(async move |tx| {
+            let names = (
+                patch.first_name.as_ref().map(|n| users::first_name.eq(n)),
+                patch.last_name.as_ref().map(|n| users::last_name.eq(n)),
+            );
+            let found = run!(tx, |c| diesel::update(users::table.find(id.get()))
+                .set((users::id.eq(users::id), names))
+                .execute(c))?;
+            if found == 0 {
+                return Ok(None);
+            }
+            if patch.phone.is_some() || patch.gender.is_some() || patch.bio.is_some() {
+                let profile = (
+                    patch.phone.as_ref().map(|p| profiles::phone.eq(p)),
+                    patch.gender.as_ref().map(|g| profiles::gender.eq(g)),
+                    patch.bio.as_ref().map(|b| profiles::bio.eq(b)),
                 );
-                let found = run!(tx, |c| diesel::update(users::table.find(id.get()))
-                    .set((users::id.eq(users::id), names))
-                    .execute(c))?;
-                if found == 0 {
-                    return Ok(None);
-                }
-                if patch.phone.is_some() || patch.gender.is_some() || patch.bio.is_some() {
-                    let profile = (
-                        patch.phone.as_ref().map(|p| profiles::phone.eq(p)),
-                        patch.gender.as_ref().map(|g| profiles::gender.eq(g)),
-                        patch.bio.as_ref().map(|b| profiles::bio.eq(b)),
-                    );
-                    run!(tx, |c| diesel::update(profiles::table.find(id.get())).set(profile).execute(c))?;
-                }
-                load_user(tx, id.get()).await
-            })
-            .await
-            .map_err(Into::into)
+                run!(tx, |c| diesel::update(profiles::table.find(id.get())).set(profile).execute(c))?;
+            }
+            load_user(tx, id.get()).await
+        })
+        .await
     }
 
     async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError> {
@@ -210,18 +199,15 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         now: OffsetDateTime,
         notice: OutgoingMail,
     ) -> Result<(), PortError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                run!(tx, |c| diesel::update(users::table.find(id.get()))
-                    .set(users::password_hash.eq(hash.expose()))
-                    .execute(c))?;
-                revoke_user_sessions(tx, id.get(), keep, now).await?;
-                kill_tokens(tx, id.get(), TokenPurpose::ResetPassword, now).await?;
-                insert_mails(tx, std::slice::from_ref(&notice), now).await
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            run!(tx, |c| diesel::update(users::table.find(id.get()))
+                .set(users::password_hash.eq(hash.expose()))
+                .execute(c))?;
+            revoke_user_sessions(tx, id.get(), keep, now).await?;
+            kill_tokens(tx, id.get(), TokenPurpose::ResetPassword, now).await?;
+            insert_mails(tx, std::slice::from_ref(&notice), now).await
+        })
+        .await
     }
 
     async fn reset_password(
@@ -232,73 +218,64 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         notice: OutgoingMail,
     ) -> Result<Option<User>, PortError> {
         let token = token.as_str().to_owned();
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                let purpose = TokenPurpose::ResetPassword;
-                // The lock makes concurrent confirms queue; the first spends the token.
-                let Some((user_id, _, _)) = take_live_token(tx, &token, &[purpose], now).await? else {
-                    return Ok(None);
-                };
-                kill_tokens(tx, user_id, purpose, now).await?;
-                run!(tx, |c| diesel::update(users::table.find(user_id))
-                    .set((users::password_hash.eq(hash.expose()), users::is_verified.eq(true)))
-                    .execute(c))?;
-                revoke_user_sessions(tx, user_id, None, now).await?;
-                insert_mails(tx, std::slice::from_ref(&notice), now).await?;
-                load_user(tx, user_id).await
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            let purpose = TokenPurpose::ResetPassword;
+            // The lock makes concurrent confirms queue; the first spends the token.
+            let Some((user_id, _, _)) = take_live_token(tx, &token, &[purpose], now).await? else {
+                return Ok(None);
+            };
+            kill_tokens(tx, user_id, purpose, now).await?;
+            run!(tx, |c| diesel::update(users::table.find(user_id))
+                .set((users::password_hash.eq(hash.expose()), users::is_verified.eq(true)))
+                .execute(c))?;
+            revoke_user_sessions(tx, user_id, None, now).await?;
+            insert_mails(tx, std::slice::from_ref(&notice), now).await?;
+            load_user(tx, user_id).await
+        })
+        .await
     }
 
     async fn delete_account(&self, id: UserId, goodbye: OutgoingMail) -> Result<bool, PortError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                let deleted = run!(tx, |c| diesel::delete(users::table.find(id.get())).execute(c))?;
-                if deleted > 0 {
-                    insert_mails(tx, std::slice::from_ref(&goodbye), OffsetDateTime::now_utc()).await?;
-                }
-                Ok(deleted > 0)
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            let deleted = run!(tx, |c| diesel::delete(users::table.find(id.get())).execute(c))?;
+            if deleted > 0 {
+                insert_mails(tx, std::slice::from_ref(&goodbye), OffsetDateTime::now_utc()).await?;
+            }
+            Ok(deleted > 0)
+        })
+        .await
     }
 
     async fn upsert_superuser(&self, email: Email, hash: PasswordHash, now: OffsetDateTime) -> Result<User, PortError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                let key = email.key();
-                let superuser = (
-                    users::password_hash.eq(hash.expose()),
-                    users::is_superuser.eq(true),
-                    users::is_staff.eq(true),
-                    users::is_verified.eq(true),
-                    users::is_active.eq(true),
-                );
-                // One upsert: safe against a concurrent signup of the same address.
-                let id = run!(tx, |c| diesel::insert_into(users::table)
-                    .values((
-                        users::email.eq(email.as_ref()),
-                        users::email_key.eq(key.as_str()),
-                        users::date_joined.eq(Utc(now)),
-                        superuser,
-                    ))
-                    .on_conflict(users::email_key)
-                    .do_update()
-                    .set(superuser)
-                    .returning(users::id)
-                    .get_result::<i64>(c))?;
-                run!(tx, |c| diesel::insert_into(profiles::table)
-                    .values(profiles::user_id.eq(id))
-                    .on_conflict_do_nothing()
-                    .execute(c))?;
-                join_groups(tx, id, &[REGULAR_USER_GROUP, ADMIN_USER_GROUP]).await?;
-                require_user(tx, id).await
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            let key = email.key();
+            let superuser = (
+                users::password_hash.eq(hash.expose()),
+                users::is_superuser.eq(true),
+                users::is_staff.eq(true),
+                users::is_verified.eq(true),
+                users::is_active.eq(true),
+            );
+            // One upsert: safe against a concurrent signup of the same address.
+            let id = run!(tx, |c| diesel::insert_into(users::table)
+                .values((
+                    users::email.eq(email.as_ref()),
+                    users::email_key.eq(key.as_str()),
+                    users::date_joined.eq(Utc(now)),
+                    superuser,
+                ))
+                .on_conflict(users::email_key)
+                .do_update()
+                .set(superuser)
+                .returning(users::id)
+                .get_result::<i64>(c))?;
+            run!(tx, |c| diesel::insert_into(profiles::table)
+                .values(profiles::user_id.eq(id))
+                .on_conflict_do_nothing()
+                .execute(c))?;
+            join_groups(tx, id, &[REGULAR_USER_GROUP, ADMIN_USER_GROUP]).await?;
+            require_user(tx, id).await
+        })
+        .await
     }
 }

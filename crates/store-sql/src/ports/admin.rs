@@ -105,10 +105,8 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
         user: AdminNewUser,
         invitation: Option<(NewOneTimeToken, OutgoingMail)>,
     ) -> Result<AdminWrite, PortError> {
-        let mut conn = self.conn().await?;
-        let outcome = conn
-            .as_db()
-            .transaction(async move |tx| {
+        let outcome: Result<_, StoreError> = self
+            .write(async move |tx| {
                 let key = user.email.key();
                 let row = NewUserRow {
                     email: user.email.as_ref(),
@@ -142,10 +140,8 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
         changes: AdminUserChanges,
         now: OffsetDateTime,
     ) -> Result<AdminWrite, PortError> {
-        let mut conn = self.conn().await?;
-        let outcome = conn
-            .as_db()
-            .transaction(async move |tx| {
+        let outcome: Result<_, StoreError> = self
+            .write(async move |tx| {
                 let demotes = changes.is_superuser == Some(false) || changes.is_active == Some(false);
                 if demotes && is_last_superuser(tx, id.get()).await? {
                     return Ok(AdminWrite::LastSuperuser);
@@ -186,36 +182,30 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
     }
 
     async fn admin_delete_user(&self, id: UserId) -> Result<AdminWrite, PortError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                if is_last_superuser(tx, id.get()).await? {
-                    return Ok(AdminWrite::LastSuperuser);
-                }
-                let deleted = run!(tx, |c| diesel::delete(users::table.find(id.get())).execute(c))?;
-                Ok(if deleted == 0 { AdminWrite::NotFound } else { AdminWrite::Done(None) })
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            if is_last_superuser(tx, id.get()).await? {
+                return Ok(AdminWrite::LastSuperuser);
+            }
+            let deleted = run!(tx, |c| diesel::delete(users::table.find(id.get())).execute(c))?;
+            Ok(if deleted == 0 { AdminWrite::NotFound } else { AdminWrite::Done(None) })
+        })
+        .await
     }
 
     async fn create_group(&self, name: &str, permissions: &[Permission]) -> Result<Option<Group>, PortError> {
         let (name, permissions) = (name.to_owned(), permissions.to_vec());
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                let id = run_optional!(tx, |c| diesel::insert_into(groups::table)
-                    .values(groups::name.eq(&name))
-                    .on_conflict(groups::name)
-                    .do_nothing()
-                    .returning(groups::id)
-                    .get_result::<i64>(c))?;
-                let Some(id) = id else { return Ok(None) };
-                set_permissions(tx, id, &permissions).await?;
-                Ok(with_permissions(tx, vec![(id, name)]).await?.pop())
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            let id = run_optional!(tx, |c| diesel::insert_into(groups::table)
+                .values(groups::name.eq(&name))
+                .on_conflict(groups::name)
+                .do_nothing()
+                .returning(groups::id)
+                .get_result::<i64>(c))?;
+            let Some(id) = id else { return Ok(None) };
+            set_permissions(tx, id, &permissions).await?;
+            Ok(with_permissions(tx, vec![(id, name)]).await?.pop())
+        })
+        .await
     }
 
     async fn update_group(
@@ -224,27 +214,24 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
         name: Option<String>,
         permissions: Option<Vec<Permission>>,
     ) -> Result<GroupWrite, PortError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                if let Some(name) = &name {
-                    let taken = run_optional!(tx, |c| groups::table
-                        .filter(groups::name.eq(name))
-                        .filter(groups::id.ne(id))
-                        .select(groups::id)
-                        .first::<i64>(c))?;
-                    if taken.is_some() {
-                        return Ok(GroupWrite::NameTaken);
-                    }
-                    run!(tx, |c| diesel::update(groups::table.find(id)).set(groups::name.eq(name)).execute(c))?;
+        self.write(async move |tx| {
+            if let Some(name) = &name {
+                let taken = run_optional!(tx, |c| groups::table
+                    .filter(groups::name.eq(name))
+                    .filter(groups::id.ne(id))
+                    .select(groups::id)
+                    .first::<i64>(c))?;
+                if taken.is_some() {
+                    return Ok(GroupWrite::NameTaken);
                 }
-                if let Some(permissions) = &permissions {
-                    set_permissions(tx, id, permissions).await?;
-                }
-                Ok(group(tx, id).await?.map_or(GroupWrite::NotFound, GroupWrite::Done))
-            })
-            .await
-            .map_err(Into::into)
+                run!(tx, |c| diesel::update(groups::table.find(id)).set(groups::name.eq(name)).execute(c))?;
+            }
+            if let Some(permissions) = &permissions {
+                set_permissions(tx, id, permissions).await?;
+            }
+            Ok(group(tx, id).await?.map_or(GroupWrite::NotFound, GroupWrite::Done))
+        })
+        .await
     }
 
     async fn delete_group(&self, id: i64) -> Result<bool, PortError> {

@@ -21,39 +21,36 @@ impl<C: Connections> Outbox for SqlStore<C> {
         lease_until: OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<QueuedMail>, PortError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                let due =
-                    outbox::table.filter(outbox::next_attempt_at.le(Utc(now))).order(outbox::id).limit(limit).select((
-                        outbox::id,
-                        outbox::recipient,
-                        outbox::subject,
-                        outbox::text_body,
-                        outbox::html_body,
-                        outbox::attempts,
-                    ));
-                let due = match tx.as_db() {
-                    // SKIP LOCKED: several workers (or instances) share the queue without waiting on each other.
-                    Db::Postgres(c) => due.for_update().skip_locked().load::<QueuedRow>(c).await,
-                    // The write transaction holds SQLite's one write lock.
-                    Db::Sqlite(c, _) => due.load::<QueuedRow>(c).await,
-                }?;
-                let ids: Vec<i64> = due.iter().map(|row| row.0).collect();
-                run!(tx, |c| diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
-                    .set(outbox::next_attempt_at.eq(Utc(lease_until)))
-                    .execute(c))?;
-                Ok(due
-                    .into_iter()
-                    .map(|(id, to, subject, text, html, attempts)| QueuedMail {
-                        id,
-                        attempts,
-                        mail: OutgoingMail { to: Email::from_trusted(to), subject, text, html },
-                    })
-                    .collect())
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            let due =
+                outbox::table.filter(outbox::next_attempt_at.le(Utc(now))).order(outbox::id).limit(limit).select((
+                    outbox::id,
+                    outbox::recipient,
+                    outbox::subject,
+                    outbox::text_body,
+                    outbox::html_body,
+                    outbox::attempts,
+                ));
+            let due = match tx.as_db() {
+                // SKIP LOCKED: several workers (or instances) share the queue without waiting on each other.
+                Db::Postgres(c) => due.for_update().skip_locked().load::<QueuedRow>(c).await,
+                // The write transaction holds SQLite's one write lock.
+                Db::Sqlite(c, _) => due.load::<QueuedRow>(c).await,
+            }?;
+            let ids: Vec<i64> = due.iter().map(|row| row.0).collect();
+            run!(tx, |c| diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+                .set(outbox::next_attempt_at.eq(Utc(lease_until)))
+                .execute(c))?;
+            Ok(due
+                .into_iter()
+                .map(|(id, to, subject, text, html, attempts)| QueuedMail {
+                    id,
+                    attempts,
+                    mail: OutgoingMail { to: Email::from_trusted(to), subject, text, html },
+                })
+                .collect())
+        })
+        .await
     }
 
     async fn mark_sent(&self, id: i64) -> Result<(), PortError> {

@@ -17,32 +17,29 @@ use crate::{Connections, SqlStore};
 #[async_trait]
 impl<C: Connections> SessionStore for SqlStore<C> {
     async fn start_session(&self, session: NewSession) -> Result<(), PortError> {
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                let id = session.id.get();
-                run!(tx, |c| diesel::insert_into(sessions::table)
-                    .values((
-                        sessions::id.eq(Id(id)),
-                        sessions::user_id.eq(session.user_id.get()),
-                        sessions::created_at.eq(Utc(session.created_at)),
-                        sessions::last_used_at.eq(Utc(session.created_at)),
-                        sessions::expires_at.eq(Utc(session.refresh.expires_at)),
-                        sessions::user_agent.eq(&session.client.user_agent),
-                        sessions::ip.eq(&session.client.ip),
-                    ))
-                    .execute(c))?;
-                insert_refresh(tx, id, &session.refresh, session.created_at).await?;
-                run!(tx, |c| diesel::update(users::table.find(session.user_id.get()))
-                    .set(users::last_login.eq(Utc(session.created_at)))
-                    .execute(c))?;
-                if let Some(event) = &session.event {
-                    insert_event(tx, event, session.created_at).await?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            let id = session.id.get();
+            run!(tx, |c| diesel::insert_into(sessions::table)
+                .values((
+                    sessions::id.eq(Id(id)),
+                    sessions::user_id.eq(session.user_id.get()),
+                    sessions::created_at.eq(Utc(session.created_at)),
+                    sessions::last_used_at.eq(Utc(session.created_at)),
+                    sessions::expires_at.eq(Utc(session.refresh.expires_at)),
+                    sessions::user_agent.eq(&session.client.user_agent),
+                    sessions::ip.eq(&session.client.ip),
+                ))
+                .execute(c))?;
+            insert_refresh(tx, id, &session.refresh, session.created_at).await?;
+            run!(tx, |c| diesel::update(users::table.find(session.user_id.get()))
+                .set(users::last_login.eq(Utc(session.created_at)))
+                .execute(c))?;
+            if let Some(event) = &session.event {
+                insert_event(tx, event, session.created_at).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn rotate_refresh(
@@ -53,57 +50,54 @@ impl<C: Connections> SessionStore for SqlStore<C> {
         grace: Duration,
     ) -> Result<Rotation, PortError> {
         let presented = presented.as_str().to_owned();
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                // The lock makes concurrent presenters of one token queue here.
-                let token = run_locked!(
-                    tx,
-                    refresh_tokens::table.find(&presented).select((
-                        refresh_tokens::session_id,
-                        refresh_tokens::expires_at,
-                        refresh_tokens::used_at
-                    )),
-                    |query, c| query.first::<(Uuid, OffsetDateTime, Option<OffsetDateTime>)>(c)
-                )
-                .optional()?;
-                let Some((session_id, expires_at, used_at)) = token else { return Ok(Rotation::Unknown) };
-                let (user_id, revoked_at, is_active) = run!(tx, |c| sessions::table
-                    .inner_join(users::table)
-                    .filter(sessions::id.eq(Id(session_id)))
-                    .select((sessions::user_id, sessions::revoked_at, users::is_active))
-                    .first::<(i64, Option<OffsetDateTime>, bool)>(c))?;
-                if revoked_at.is_some() || !is_active {
-                    return Ok(Rotation::SessionDead);
+        self.write(async move |tx| {
+            // The lock makes concurrent presenters of one token queue here.
+            let token = run_locked!(
+                tx,
+                refresh_tokens::table.find(&presented).select((
+                    refresh_tokens::session_id,
+                    refresh_tokens::expires_at,
+                    refresh_tokens::used_at
+                )),
+                |query, c| query.first::<(Uuid, OffsetDateTime, Option<OffsetDateTime>)>(c)
+            )
+            .optional()?;
+            let Some((session_id, expires_at, used_at)) = token else { return Ok(Rotation::Unknown) };
+            let (user_id, revoked_at, is_active) = run!(tx, |c| sessions::table
+                .inner_join(users::table)
+                .filter(sessions::id.eq(Id(session_id)))
+                .select((sessions::user_id, sessions::revoked_at, users::is_active))
+                .first::<(i64, Option<OffsetDateTime>, bool)>(c))?;
+            if revoked_at.is_some() || !is_active {
+                return Ok(Rotation::SessionDead);
+            }
+            match used_at {
+                Some(spent) if now - spent >= grace => {
+                    run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
+                        .filter(sessions::revoked_at.is_null())
+                        .set(sessions::revoked_at.eq(Utc(now)))
+                        .execute(c))?;
+                    return Ok(Rotation::Reused {
+                        user_id: UserId::new(user_id),
+                        session_id: SessionId::new(session_id),
+                    });
                 }
-                match used_at {
-                    Some(spent) if now - spent >= grace => {
-                        run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
-                            .filter(sessions::revoked_at.is_null())
-                            .set(sessions::revoked_at.eq(Utc(now)))
-                            .execute(c))?;
-                        return Ok(Rotation::Reused {
-                            user_id: UserId::new(user_id),
-                            session_id: SessionId::new(session_id),
-                        });
-                    }
-                    // A retry within the grace window rotates again and keeps the first successor.
-                    Some(_) => {}
-                    None if expires_at <= now => return Ok(Rotation::Expired),
-                    None => {
-                        run!(tx, |c| diesel::update(refresh_tokens::table.find(&presented))
-                            .set(refresh_tokens::used_at.eq(Utc(now)))
-                            .execute(c))?;
-                    }
+                // A retry within the grace window rotates again and keeps the first successor.
+                Some(_) => {}
+                None if expires_at <= now => return Ok(Rotation::Expired),
+                None => {
+                    run!(tx, |c| diesel::update(refresh_tokens::table.find(&presented))
+                        .set(refresh_tokens::used_at.eq(Utc(now)))
+                        .execute(c))?;
                 }
-                insert_refresh(tx, session_id, &next, now).await?;
-                run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
-                    .set((sessions::last_used_at.eq(Utc(now)), sessions::expires_at.eq(Utc(next.expires_at))))
-                    .execute(c))?;
-                Ok(Rotation::Rotated { user_id: UserId::new(user_id), session_id: SessionId::new(session_id) })
-            })
-            .await
-            .map_err(Into::into)
+            }
+            insert_refresh(tx, session_id, &next, now).await?;
+            run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
+                .set((sessions::last_used_at.eq(Utc(now)), sessions::expires_at.eq(Utc(next.expires_at))))
+                .execute(c))?;
+            Ok(Rotation::Rotated { user_id: UserId::new(user_id), session_id: SessionId::new(session_id) })
+        })
+        .await
     }
 
     async fn list_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<Vec<SessionInfo>, PortError> {
@@ -198,33 +192,30 @@ impl<C: Connections> LoginAttempts for SqlStore<C> {
         forget_before: OffsetDateTime,
     ) -> Result<(), PortError> {
         let keys = keys.to_vec();
-        let mut conn = self.conn().await?;
-        conn.as_db()
-            .transaction(async move |tx| {
-                for key in &keys {
-                    run!(tx, |c| diesel::delete(login_failures::table)
-                        .filter(login_failures::scope.eq(key.scope()))
-                        .filter(login_failures::subject.eq(key.subject()))
-                        .filter(login_failures::failed_at.lt(Utc(forget_before)))
-                        .execute(c))?;
-                }
-                let rows: Vec<_> = keys
-                    .iter()
-                    .map(|key| {
-                        (
-                            login_failures::scope.eq(key.scope()),
-                            login_failures::subject.eq(key.subject()),
-                            login_failures::failed_at.eq(Utc(at)),
-                        )
-                    })
-                    .collect();
-                if !rows.is_empty() {
-                    insert_rows!(tx, login_failures::table, &rows)?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(Into::into)
+        self.write(async move |tx| {
+            for key in &keys {
+                run!(tx, |c| diesel::delete(login_failures::table)
+                    .filter(login_failures::scope.eq(key.scope()))
+                    .filter(login_failures::subject.eq(key.subject()))
+                    .filter(login_failures::failed_at.lt(Utc(forget_before)))
+                    .execute(c))?;
+            }
+            let rows: Vec<_> = keys
+                .iter()
+                .map(|key| {
+                    (
+                        login_failures::scope.eq(key.scope()),
+                        login_failures::subject.eq(key.subject()),
+                        login_failures::failed_at.eq(Utc(at)),
+                    )
+                })
+                .collect();
+            if !rows.is_empty() {
+                insert_rows!(tx, login_failures::table, &rows)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn clear_failures(&self, key: &ThrottleKey) -> Result<(), PortError> {
