@@ -477,23 +477,23 @@ impl AuthService {
             self.ports.hasher.verify_dummy(&request.password).await.map_err(|e| (e.into(), None))?;
             return Err((LoginError::InvalidCredentials, None));
         };
-        let known = Some(credentials.user_id);
+        let user = credentials.user;
+        let known = Some(user.id);
         let needs_rehash =
             match self.ports.hasher.verify(&request.password, &hash).await.map_err(|e| (e.into(), known))? {
                 PasswordCheck::Mismatch => return Err((LoginError::InvalidCredentials, known)),
                 PasswordCheck::Match { needs_rehash } => needs_rehash,
             };
-        if !credentials.is_active {
+        if !user.is_active {
             return Err((LoginError::AccountDisabled, known));
         }
-        if self.policy.require_verified_email && !credentials.is_verified {
+        if self.policy.require_verified_email && !user.is_verified {
             return Err((LoginError::EmailNotVerified, known));
         }
         if needs_rehash {
-            self.upgrade_hash(credentials.user_id, &request.password).await;
+            self.upgrade_hash(user.id, &request.password).await;
         }
-        let user = self.ports.accounts.get_user(credentials.user_id).await.map_err(|e| (e.into(), known))?;
-        user.ok_or((LoginError::InvalidCredentials, known))
+        Ok(user)
     }
 
     async fn audit_login_failure(&self, user_id: Option<UserId>, error: &LoginError, client: &ClientInfo) {

@@ -151,7 +151,7 @@ pub async fn create_account_stores_user_profile_group_and_mail<S: Store>(store: 
     assert!(created.last_login.is_none());
     assert_eq!(store.get_user(created.id).await.expect("read"), Some(created.clone()));
     let credentials = store.find_credentials(&email("ADA@example.COM").key()).await.expect("read").expect("found");
-    assert_eq!(credentials.user_id, created.id);
+    assert_eq!(credentials.user, created, "the whole account comes with its hash");
     assert!(credentials.password_hash.expect("has a hash").expose().starts_with("$argon2id$"));
     assert_eq!(store.pending_count().await.expect("count"), 1);
 }

@@ -65,13 +65,12 @@ pub struct NewOneTimeToken {
     pub expires_at: OffsetDateTime,
 }
 
-/// What a login needs to know about an address, and no more.
+/// An account and its password hash, read together: what a login needs.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    pub user_id: UserId,
+    pub user: User,
+    /// `None` for an account that never set one (an invitation not yet used).
     pub password_hash: Option<PasswordHash>,
-    pub is_active: bool,
-    pub is_verified: bool,
 }
 
 /// What spending a mailbox-proving link did.

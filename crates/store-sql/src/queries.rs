@@ -8,7 +8,7 @@ use gatehouse_domain::audit::AuditEvent;
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{Credentials, NewOneTimeToken, TokenPurpose};
 use gatehouse_domain::session::NewRefreshToken;
-use gatehouse_domain::{PasswordHash, PortError, SessionId, User, UserId};
+use gatehouse_domain::{PasswordHash, PortError, SessionId, User};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -207,13 +207,29 @@ pub async fn take_live_token(
     Ok(found.optional()?)
 }
 
-pub type CredentialsRow = (i64, Option<String>, bool, bool);
+/// A user read with their password hash: a row per group membership, as for [`load_user`].
+pub type CredentialsRow = (UserRow, Option<String>, Option<ProfileRow>, Option<String>);
 
-pub const CREDENTIALS: (users::id, users::password_hash, users::is_active, users::is_verified) =
-    (users::id, users::password_hash, users::is_active, users::is_verified);
+/// What [`CredentialsRow`]s select; the users are filtered by the caller.
+macro_rules! credentials_of {
+    () => {{
+        use $crate::rows::{ProfileRow, UserRow};
+        use $crate::schema::{groups, profiles, user_groups, users};
+        users::table.left_join(profiles::table).left_join(user_groups::table.inner_join(groups::table)).select((
+            UserRow::as_select(),
+            users::password_hash,
+            Option::<ProfileRow>::as_select(),
+            groups::name.nullable(),
+        ))
+    }};
+}
 
-pub fn credentials((id, hash, is_active, is_verified): CredentialsRow) -> Credentials {
-    Credentials { user_id: UserId::new(id), password_hash: hash.map(PasswordHash::new), is_active, is_verified }
+pub(crate) use credentials_of;
+
+pub fn credentials(rows: Vec<CredentialsRow>) -> Option<Credentials> {
+    let password_hash = <[CredentialsRow]>::first(&rows)?.1.clone().map(PasswordHash::new);
+    let user = user_from_rows(rows.into_iter().map(|(user, _, profile, group)| (user, profile, group)).collect())?;
+    Some(Credentials { user, password_hash })
 }
 
 /// Stores a link token; a newer reset or email-change link kills the older ones.

@@ -33,10 +33,8 @@ fn user(id: i64, verified: bool) -> User {
 
 fn credentials(active: bool, verified: bool) -> Credentials {
     Credentials {
-        user_id: UserId::new(1),
+        user: User { is_active: active, ..user(1, verified) },
         password_hash: Some(PasswordHash::new("$argon2id$stored")),
-        is_active: active,
-        is_verified: verified,
     }
 }
 
@@ -72,7 +70,6 @@ impl Mocks {
     fn expect_right_password(&mut self) {
         self.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
         self.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
-        self.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
     }
 
     fn expect_session_opened(&mut self) {
@@ -248,9 +245,9 @@ async fn signup_passes_store_failures_through() {
 #[tokio::test]
 async fn login_with_the_right_password_opens_a_session() {
     let mut m = Mocks::new();
-    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.accounts.expect_find_credentials().times(1).returning(|_| Ok(Some(credentials(true, true))));
+    m.accounts.expect_get_user().never();
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
-    m.accounts.expect_get_user().with(eq(UserId::new(1))).returning(|_| Ok(Some(user(1, true))));
     m.expect_session_opened();
     let outcome = m.service().login(login_request("pw-right"), ClientInfo::default()).await.unwrap();
     assert_eq!(outcome.user.id, UserId::new(1));
@@ -319,7 +316,6 @@ async fn login_of_an_unverified_account_passes_when_verification_is_optional() {
     m.policy.require_verified_email = false;
     m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, false))));
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
-    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, false))));
     m.expect_session_opened();
     assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
 }
@@ -335,7 +331,6 @@ async fn login_upgrades_an_outdated_hash() {
         .withf(|id, hash| *id == UserId::new(1) && hash.expose() == "$argon2id$upgraded")
         .times(1)
         .returning(|_, _| Ok(()));
-    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
     m.expect_session_opened();
     assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
 }

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use crate::dialect::{run, run_optional, AsDb, StoreError};
 use crate::queries::{
-    credentials, insert_mails, insert_token, insert_user, join_groups, kill_tokens, load_found, load_user,
-    require_user, revoke_user_sessions, take_live_token, CredentialsRow, CREDENTIALS,
+    credentials, credentials_of, insert_mails, insert_token, insert_user, join_groups, kill_tokens, load_found,
+    load_user, require_user, revoke_user_sessions, take_live_token, CredentialsRow,
 };
 use crate::rows::NewUserRow;
 use crate::schema::{one_time_tokens, profiles, users};
@@ -67,11 +67,10 @@ impl<C: Connections> AccountStore for SqlStore<C> {
     }
 
     async fn find_credentials(&self, email: &EmailKey) -> Result<Option<Credentials>, PortError> {
-        let row = run_optional!(&mut self.conn().await?, |c| users::table
+        let rows = run!(&mut self.conn().await?, |c| credentials_of!()
             .filter(users::email_key.eq(email.as_str()))
-            .select(CREDENTIALS)
-            .first::<CredentialsRow>(c))?;
-        Ok(row.map(credentials))
+            .load::<CredentialsRow>(c))?;
+        Ok(credentials(rows))
     }
 
     async fn find_user_by_email(&self, email: &EmailKey) -> Result<Option<User>, PortError> {
@@ -167,11 +166,10 @@ impl<C: Connections> AccountStore for SqlStore<C> {
     }
 
     async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError> {
-        let row = run_optional!(&mut self.conn().await?, |c| users::table
-            .find(id.get())
-            .select(CREDENTIALS)
-            .first::<CredentialsRow>(c))?;
-        Ok(row.map(credentials))
+        let rows = run!(&mut self.conn().await?, |c| credentials_of!()
+            .filter(users::id.eq(id.get()))
+            .load::<CredentialsRow>(c))?;
+        Ok(credentials(rows))
     }
 
     async fn peek_token(
