@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::dialect::{insert_rows, run, run_locked, Db, StoreError};
-use crate::rows::{user_from_rows, NewUserRow, ProfileRow, UserRow, UserWithGroupRow};
+use crate::rows::{user_from_rows, NewUserRow, ProfileRow, UserRow};
 use crate::schema::{
     audit_events, group_permissions, groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups,
     users,
@@ -21,21 +21,13 @@ use crate::schema::{
 use crate::sql_types::{Id, Utc};
 
 pub async fn load_user(db: &mut Db<'_>, id: i64) -> Result<Option<User>, StoreError> {
-    let rows = run!(db, |c| users::table
-        .left_join(profiles::table)
-        .left_join(user_groups::table.inner_join(groups::table))
-        .filter(users::id.eq(id))
-        .select((UserRow::as_select(), Option::<ProfileRow>::as_select(), groups::name.nullable()))
-        .load::<UserWithGroupRow>(c))?;
-    Ok(user_from_rows(rows))
+    Ok(load_credentials(db, id).await?.map(|found| found.user))
 }
 
-/// The user a lookup found, if it found one.
-pub async fn load_found(db: &mut Db<'_>, id: Option<i64>) -> Result<Option<User>, StoreError> {
-    match id {
-        Some(id) => load_user(db, id).await,
-        None => Ok(None),
-    }
+/// A user with profile, groups and password hash, in one read.
+pub async fn load_credentials(db: &mut Db<'_>, id: i64) -> Result<Option<Credentials>, StoreError> {
+    let rows = run!(db, |c| credentials_of!().filter(users::id.eq(id)).load::<CredentialsRow>(c))?;
+    Ok(credentials(rows))
 }
 
 pub async fn require_user(db: &mut Db<'_>, id: i64) -> Result<User, StoreError> {

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::dialect::{run, run_optional, AsDb, StoreError};
 use crate::queries::{
-    credentials, credentials_of, insert_mails, insert_token, insert_user, join_groups, kill_tokens, load_found,
+    credentials, credentials_of, insert_mails, insert_token, insert_user, join_groups, kill_tokens, load_credentials,
     load_user, require_user, revoke_user_sessions, take_live_token, CredentialsRow,
 };
 use crate::rows::NewUserRow;
@@ -74,12 +74,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
     }
 
     async fn find_user_by_email(&self, email: &EmailKey) -> Result<Option<User>, PortError> {
-        let mut conn = self.conn().await?;
-        let id = run_optional!(&mut conn, |c| users::table
-            .filter(users::email_key.eq(email.as_str()))
-            .select(users::id)
-            .first::<i64>(c))?;
-        Ok(load_found(&mut conn.as_db(), id).await?)
+        Ok(self.find_credentials(email).await?.map(|found| found.user))
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, PortError> {
@@ -166,10 +161,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
     }
 
     async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError> {
-        let rows = run!(&mut self.conn().await?, |c| credentials_of!()
-            .filter(users::id.eq(id.get()))
-            .load::<CredentialsRow>(c))?;
-        Ok(credentials(rows))
+        Ok(load_credentials(&mut self.conn().await?.as_db(), id.get()).await?)
     }
 
     async fn peek_token(
@@ -186,7 +178,10 @@ impl<C: Connections> AccountStore for SqlStore<C> {
             .filter(one_time_tokens::expires_at.gt(Utc(now)))
             .select(one_time_tokens::user_id)
             .first::<i64>(c))?;
-        Ok(load_found(&mut conn.as_db(), id).await?)
+        Ok(match id {
+            Some(id) => load_user(&mut conn.as_db(), id).await?,
+            None => None,
+        })
     }
 
     async fn change_password(
