@@ -1,6 +1,16 @@
 //! The account use cases: signup, email verification, login, tokens, sessions
 //! and the caller's own profile.
 
+mod errors;
+mod requests;
+#[cfg(test)]
+mod tests;
+
+pub use errors::{
+    AuthenticateError, ChangePasswordError, EmailChangeError, LoginError, MeError, OwnPasswordError, RefreshError,
+    ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
+};
+pub use requests::{LoginOutcome, LoginRequest, Principal, RawSignup, SignupOutcome, SignupRequest, TokenPair};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -8,7 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::audit::{record_or_warn, AuditEvent, AuditKind};
 use crate::email::Email;
-use crate::error::{collect, FieldErrors, PortError, NON_FIELD_ERRORS};
+use crate::error::{FieldErrors, PortError};
 use crate::mail::{self, Links};
 use crate::password::{Password, PlainPassword};
 use crate::ports::{
@@ -19,7 +29,7 @@ use crate::ports::{
 use crate::session::{
     ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionInfo, SessionState, TokenHash,
 };
-use crate::user::{parse_name, ProfilePatch, User, UserId};
+use crate::user::{ProfilePatch, User, UserId};
 
 /// Presented tokens longer than this are rejected before any work.
 const MAX_PRESENTED_TOKEN_LEN: usize = 512;
@@ -93,263 +103,9 @@ impl std::fmt::Debug for AuthService {
     }
 }
 
-/// A signup body as it came in.
-#[derive(Debug, Clone, Default)]
-pub struct RawSignup<'a> {
-    pub email: &'a str,
-    pub password: &'a str,
-    pub password2: Option<&'a str>,
-    pub first_name: Option<&'a str>,
-    pub last_name: Option<&'a str>,
-    /// Terms and conditions; when sent it must be true.
-    pub tc: Option<bool>,
-}
-
-/// A signup that passed every field rule.
-#[derive(Debug, Clone)]
-pub struct SignupRequest {
-    pub email: Email,
-    pub password: Password,
-    pub first_name: String,
-    pub last_name: String,
-}
-
-impl SignupRequest {
-    pub fn parse(raw: RawSignup<'_>) -> Result<Self, FieldErrors> {
-        let mut errors = FieldErrors::new();
-        let email = collect(&mut errors, "email", Email::parse(raw.email));
-        let first_name = collect(&mut errors, "first_name", parse_name(raw.first_name.unwrap_or_default()));
-        let last_name = collect(&mut errors, "last_name", parse_name(raw.last_name.unwrap_or_default()));
-        let personal = [
-            raw.email,
-            email.as_ref().map_or("", |e| e.local_part()),
-            first_name.as_deref().unwrap_or_default(),
-            last_name.as_deref().unwrap_or_default(),
-        ];
-        let password = match Password::parse(raw.password, &personal) {
-            Ok(password) => Some(password),
-            Err(rules) => {
-                errors.add_all("password", &rules);
-                None
-            }
-        };
-        if raw.password2.is_some_and(|p2| p2 != raw.password) {
-            errors.add(NON_FIELD_ERRORS, "Passwords do not match.");
-        }
-        if raw.tc == Some(false) {
-            errors.add("tc", "You must accept the terms and conditions.");
-        }
-        match (email, password, first_name, last_name) {
-            (Some(email), Some(password), Some(first_name), Some(last_name)) if errors.is_empty() => {
-                Ok(Self { email, password, first_name, last_name })
-            }
-            _ => Err(errors),
-        }
-    }
-}
-
-/// Login credentials that passed the size and syntax checks.
-#[derive(Debug, Clone)]
-pub struct LoginRequest {
-    pub email: Email,
-    pub password: PlainPassword,
-}
-
-impl LoginRequest {
-    pub fn parse(email: &str, password: &str) -> Result<Self, FieldErrors> {
-        let mut errors = FieldErrors::new();
-        let email = collect(&mut errors, "email", Email::parse(email));
-        let password = collect(&mut errors, "password", PlainPassword::parse(password));
-        match (email, password) {
-            (Some(email), Some(password)) => Ok(Self { email, password }),
-            _ => Err(errors),
-        }
-    }
-}
-
-/// A token pair handed to a client.
-#[derive(Debug, Clone)]
-pub struct TokenPair {
-    pub access: OpaqueToken,
-    pub refresh: OpaqueToken,
-    pub expires_in: u64,
-}
-
-/// A logged-in user with their fresh tokens.
-#[derive(Debug, Clone)]
-pub struct LoginOutcome {
-    pub user: User,
-    pub tokens: TokenPair,
-}
-
-#[derive(Debug)]
-pub struct SignupOutcome {
-    /// The address as stored (domain lower-cased).
-    pub email: Email,
-    /// Present when the account may log in at once (verification not required).
-    pub login: Option<LoginOutcome>,
-}
-
-/// The caller behind a live access token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Principal {
-    pub user_id: UserId,
-    pub session_id: SessionId,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SignupError {
-    /// Only when verification is not required; otherwise signup never tells.
-    #[error("the email address is taken")]
-    EmailTaken,
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoginError {
-    #[error("unknown email or wrong password")]
-    InvalidCredentials,
-    /// Too many recent failures on the address or from the client.
-    #[error("too many failed logins; retry after {retry_after} s")]
-    Throttled { retry_after: u64 },
-    #[error("the email address is not verified")]
-    EmailNotVerified,
-    #[error("the account is disabled")]
-    AccountDisabled,
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-impl LoginError {
-    /// The failure's name, as the audit trail and the metrics record it.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            LoginError::InvalidCredentials => "invalid_credentials",
-            LoginError::Throttled { .. } => "throttled",
-            LoginError::EmailNotVerified => "email_not_verified",
-            LoginError::AccountDisabled => "account_disabled",
-            LoginError::Port(_) => "error",
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RefreshError {
-    #[error("the refresh token is not live")]
-    Invalid,
-    #[error("the refresh token has expired")]
-    Expired,
-    #[error("a spent refresh token came back; its session is revoked")]
-    Reused,
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-impl RefreshError {
-    /// The failure's name, as the metrics record it.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            RefreshError::Invalid => "invalid",
-            RefreshError::Expired => "expired",
-            RefreshError::Reused => "reused",
-            RefreshError::Port(_) => "error",
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuthenticateError {
-    #[error("the access token is not live")]
-    Invalid,
-    #[error("the access token has expired")]
-    Expired,
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyEmailError {
-    #[error("the link token is unknown, used or expired")]
-    InvalidToken,
-    /// An email change whose new address another account took meanwhile.
-    #[error("the new address belongs to another account")]
-    AddressTaken,
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
 /// The words a user's password must not resemble.
 fn personal_words(user: &User) -> Vec<&str> {
     vec![user.email.as_ref(), user.email.local_part(), &user.first_name, &user.last_name]
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OwnPasswordError {
-    /// The current password given does not match.
-    #[error("the current password is wrong")]
-    WrongPassword,
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ChangePasswordError {
-    #[error("the current password is wrong")]
-    WrongPassword,
-    /// The new password breaks a rule.
-    #[error("the new password is refused")]
-    Invalid(FieldErrors),
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-impl From<OwnPasswordError> for ChangePasswordError {
-    fn from(error: OwnPasswordError) -> Self {
-        match error {
-            OwnPasswordError::WrongPassword => Self::WrongPassword,
-            OwnPasswordError::Port(error) => Self::Port(error),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ResetPasswordError {
-    /// Unknown, used, expired or superseded.
-    #[error("the reset link is not live")]
-    InvalidToken,
-    #[error("the new password is refused")]
-    Invalid(FieldErrors),
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EmailChangeError {
-    #[error("the current password is wrong")]
-    WrongPassword,
-    #[error("the new address is the current one")]
-    SameAddress,
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RevokeSessionError {
-    /// No live session of the caller has this id.
-    #[error("no such session")]
-    NotFound,
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MeError {
-    /// The account vanished between authentication and this call.
-    #[error("the user no longer exists")]
-    NotFound,
-    #[error(transparent)]
-    Port(#[from] PortError),
 }
 
 impl AuthService {
@@ -861,6 +617,3 @@ impl AuthService {
         NewOneTimeToken { hash: token.hash(), purpose, new_email: None, created_at: now, expires_at: now + ttl }
     }
 }
-
-#[cfg(test)]
-mod tests;
