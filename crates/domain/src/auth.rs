@@ -11,6 +11,7 @@ pub use errors::{
     ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
 };
 pub use requests::{LoginOutcome, LoginRequest, Principal, RawSignup, SignupOutcome, SignupRequest, TokenPair};
+
 use std::sync::Arc;
 
 use serde_json::json;
