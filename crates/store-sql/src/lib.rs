@@ -12,8 +12,8 @@ mod dialect;
 mod ports;
 mod queries;
 mod rows;
-pub mod schema;
-pub mod sql_types;
+mod schema;
+mod sql_types;
 
 use std::future::Future;
 
