@@ -17,6 +17,7 @@ mod credentials;
 mod database_outage;
 mod docs;
 mod email_change;
+mod hardening;
 mod logs;
 mod metrics;
 mod reset;

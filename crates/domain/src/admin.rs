@@ -26,7 +26,10 @@ use crate::ports::{
     NewOneTimeToken, PasswordHasher, Random, SessionStore, TokenPurpose,
 };
 use crate::session::ClientInfo;
-use crate::user::{User, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
+use crate::user::{single_line, ProfileRule, User, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
+
+/// The longest group name, as Django's `auth_group.name`.
+pub const MAX_GROUP_NAME_CHARS: usize = 150;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -134,7 +137,10 @@ impl AdminService {
         if added.is_empty() {
             return Ok(());
         }
-        let found = self.writes.groups_named(&added).await?;
+        // No group can be named with a control character: those are not looked up.
+        let storable: Vec<String> =
+            added.iter().filter(|name| single_line(name, usize::MAX).is_ok()).cloned().collect();
+        let found = if storable.is_empty() { Vec::new() } else { self.writes.groups_named(&storable).await? };
         let mut errors = FieldErrors::new();
         for name in &added {
             if !found.iter().any(|group| &group.name == name) {
@@ -320,10 +326,17 @@ impl AdminService {
         permissions: Option<&[String]>,
     ) -> Result<(Option<String>, Option<Vec<Permission>>), AdminError> {
         let mut errors = FieldErrors::new();
-        let name = name.map(str::trim).map(str::to_owned);
-        if name.as_ref().is_some_and(|n| n.is_empty() || n.chars().count() > 150) {
-            errors.add("name", "A group name has 1 to 150 characters.");
-        }
+        let name = name.map(str::trim).and_then(|raw| match single_line(raw, MAX_GROUP_NAME_CHARS) {
+            Ok(name) if !name.is_empty() => Some(name),
+            Err(ProfileRule::ControlCharacter) => {
+                errors.add("name", ProfileRule::ControlCharacter.to_string());
+                None
+            }
+            _ => {
+                errors.add("name", "A group name has 1 to 150 characters.");
+                None
+            }
+        });
         let permissions = permissions.map(|codes| {
             let mut parsed: Vec<Permission> = codes
                 .iter()

@@ -110,7 +110,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed_addresses() {
-        for raw in ["", "ada", "ada@", "@example.com", "ada@@example.com", "Ada <ada@example.com>", "a b@example.com"] {
+        for raw in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@@example.com",
+            "Ada <ada@example.com>",
+            "a b@example.com",
+            "a\u{0}b@example.com",
+            "ada@exa\u{0}mple.com",
+            "ada\t@example.com",
+        ] {
             assert_eq!(Email::parse(raw), Err(EmailError::Invalid), "{raw:?}");
         }
     }

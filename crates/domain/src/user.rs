@@ -64,6 +64,25 @@ pub enum ProfileRule {
     TooLong(usize),
     #[error("Enter a phone number in E.164 format: + and 8 to 15 digits.")]
     Phone,
+    #[error("Remove the control characters (such as NUL): they have no place in this field.")]
+    ControlCharacter,
+}
+
+/// One line of text (a name, a label, a search): no control character at
+/// all, since none has a place in it and PostgreSQL cannot store NUL.
+pub fn single_line(raw: &str, max: usize) -> Result<String, ProfileRule> {
+    if raw.chars().any(char::is_control) {
+        return Err(ProfileRule::ControlCharacter);
+    }
+    at_most(raw, max)
+}
+
+/// Free text over several lines: line breaks and tabs, no other control character.
+fn multi_line(raw: &str, max: usize) -> Result<String, ProfileRule> {
+    if raw.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(ProfileRule::ControlCharacter);
+    }
+    at_most(raw, max)
 }
 
 fn at_most(raw: &str, max: usize) -> Result<String, ProfileRule> {
@@ -76,7 +95,7 @@ fn at_most(raw: &str, max: usize) -> Result<String, ProfileRule> {
 
 /// A first or last name, trimmed.
 pub fn parse_name(raw: &str) -> Result<String, ProfileRule> {
-    at_most(raw.trim(), MAX_NAME_CHARS)
+    single_line(raw.trim(), MAX_NAME_CHARS)
 }
 
 /// E.164: a `+` then 8 to 15 digits, the first not zero.
@@ -92,11 +111,11 @@ pub fn parse_phone(raw: &str) -> Result<String, ProfileRule> {
 }
 
 pub fn parse_gender(raw: &str) -> Result<String, ProfileRule> {
-    at_most(raw.trim(), MAX_GENDER_CHARS)
+    single_line(raw.trim(), MAX_GENDER_CHARS)
 }
 
 pub fn parse_bio(raw: &str) -> Result<String, ProfileRule> {
-    at_most(raw, MAX_BIO_CHARS)
+    multi_line(raw, MAX_BIO_CHARS)
 }
 
 /// A partial update of the caller's own account; `None` leaves a field alone,
@@ -173,6 +192,17 @@ mod tests {
         assert!(parse_bio(&"b".repeat(500)).is_ok());
         assert_eq!(parse_bio(&"b".repeat(501)), Err(ProfileRule::TooLong(500)));
         assert_eq!(parse_name(&"n".repeat(151)), Err(ProfileRule::TooLong(150)));
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_a_bio_keeps_its_lines() {
+        for name in ["a\u{0}b", "tab\there", "bell\u{7}", "del\u{7f}", "c1\u{85}x"] {
+            assert_eq!(parse_name(name), Err(ProfileRule::ControlCharacter), "{name:?}");
+            assert_eq!(parse_gender(name), Err(ProfileRule::ControlCharacter), "{name:?}");
+        }
+        assert_eq!(parse_bio("line one\r\nline two\tend").as_deref(), Ok("line one\r\nline two\tend"));
+        assert_eq!(parse_bio("a\u{0}b"), Err(ProfileRule::ControlCharacter));
+        assert_eq!(parse_name("  Zoë Ñandú  ").as_deref(), Ok("Zoë Ñandú"));
     }
 
     #[test]

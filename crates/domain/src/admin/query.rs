@@ -1,7 +1,7 @@
 //! The user list's query: filters, search, ordering and paging, parsed from the query string.
 
-use crate::error::FieldErrors;
-use crate::user::User;
+use crate::error::{collect, FieldErrors};
+use crate::user::{single_line, User};
 
 /// Fields the user list may be ordered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,10 @@ impl UserQuery {
             }),
         };
         let query = Self {
-            search: raw.search.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned),
+            search: raw.search.map(str::trim).filter(|s| !s.is_empty()).and_then(|s| {
+                let parsed = single_line(s, usize::MAX);
+                collect(&mut errors, "search", parsed)
+            }),
             is_active: parse_flag(&mut errors, "is_active", raw.is_active),
             is_verified: parse_flag(&mut errors, "is_verified", raw.is_verified),
             is_staff: parse_flag(&mut errors, "is_staff", raw.is_staff),

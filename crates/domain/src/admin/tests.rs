@@ -90,6 +90,8 @@ fn the_query_follows_the_list_rules() {
         assert!(errors.contains(field), "{field}");
     }
     assert_eq!(UserQuery::parse(RawUserQuery::default()).unwrap(), UserQuery::default());
+    let errors = UserQuery::parse(RawUserQuery { search: Some("a\u{0}b"), ..RawUserQuery::default() }).unwrap_err();
+    assert!(errors.contains("search"));
 }
 
 #[tokio::test]
@@ -179,6 +181,20 @@ async fn unknown_groups_are_refused_by_name() {
     writes.expect_groups_named().returning(|_| Ok(vec![]));
     let service = admin_service(grants(true, &[]), writes);
     let changes = AdminUserChanges { groups: Some(vec!["Wizards".into()]), ..AdminUserChanges::default() };
+    let Err(AdminError::Invalid(errors)) = service.update_user(caller(), "2", changes, &ClientInfo::default()).await
+    else {
+        panic!("expected a validation error");
+    };
+    assert!(errors.contains("groups"));
+}
+
+#[tokio::test]
+async fn a_group_name_with_a_control_character_is_refused_without_a_lookup() {
+    let mut writes = MockAdminWrites::new();
+    writes.expect_groups_named().never();
+    writes.expect_admin_update_user().never();
+    let service = admin_service(grants(true, &[]), writes);
+    let changes = AdminUserChanges { groups: Some(vec!["Wiz\u{0}ards".into()]), ..AdminUserChanges::default() };
     let Err(AdminError::Invalid(errors)) = service.update_user(caller(), "2", changes, &ClientInfo::default()).await
     else {
         panic!("expected a validation error");

@@ -1,0 +1,65 @@
+//! The defects an outside battery found, each shown closed from outside.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, send, spawn_app, Backend, PASSWORD};
+use crate::on_both_stores;
+
+on_both_stores!(control_characters_are_validation_errors_everywhere_text_comes_in);
+
+/// Sends a request that must be a 400 naming `field`.
+async fn refused(response: reqwest::Response, field: &str) {
+    let body = assert_error(response, 400, "validation_error").await;
+    assert!(body["errors"][field].is_array(), "{field}: {body}");
+}
+
+async fn control_characters_are_validation_errors_everywhere_text_comes_in(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let nul = "a\u{0}b";
+    for field in ["first_name", "last_name"] {
+        let body = json!({ "email": "nul@example.com", "password": PASSWORD, field: nul });
+        refused(app.post("/api/v1/auth/signup", &body).await, field).await;
+    }
+    refused(
+        app.post("/api/v1/auth/signup", &json!({ "email": "a\u{0}b@example.com", "password": PASSWORD })).await,
+        "email",
+    )
+    .await;
+    assert!(app.mails_to("nul@example.com").is_empty(), "no account was made");
+
+    let root = app.superuser_login("root@example.com").await;
+    let access = root["access"].as_str().unwrap();
+    let me_before: Value = app.get_auth("/api/v1/auth/me", access).await.json().await.unwrap();
+    for (body, field) in [
+        (json!({ "first_name": nul }), "first_name"),
+        (json!({ "last_name": "tab\there" }), "last_name"),
+        (json!({ "profile": { "gender": nul } }), "profile.gender"),
+        (json!({ "profile": { "bio": nul } }), "profile.bio"),
+        (json!({ "profile": { "phone": "+1234\u{0}5678" } }), "profile.phone"),
+    ] {
+        refused(send(&app, Method::PATCH, "/api/v1/auth/me", access, Some(body)).await, field).await;
+    }
+    let lines = json!({ "profile": { "bio": "line one\nline two\ttabbed" } });
+    let changed = send(&app, Method::PATCH, "/api/v1/auth/me", access, Some(lines)).await;
+    assert_eq!(changed.status(), 200, "a bio keeps its line breaks and tabs");
+    let me_after: Value = changed.json().await.unwrap();
+    assert_eq!(me_after["first_name"], me_before["first_name"]);
+    assert_eq!(me_after["profile"]["bio"], "line one\nline two\ttabbed");
+
+    let search = app.get_auth("/api/v1/admin/users?search=a%00b", access).await;
+    refused(search, "search").await;
+    refused(send(&app, Method::POST, "/api/v1/admin/groups", access, Some(json!({ "name": nul }))).await, "name").await;
+    let create = json!({ "email": "new@example.com", "first_name": nul });
+    refused(send(&app, Method::POST, "/api/v1/admin/users", access, Some(create)).await, "first_name").await;
+    let create = json!({ "email": "new@example.com", "groups": [nul] });
+    refused(send(&app, Method::POST, "/api/v1/admin/users", access, Some(create)).await, "groups").await;
+    let id = root["user"]["id"].as_i64().unwrap();
+    let path = format!("/api/v1/admin/users/{id}");
+    refused(send(&app, Method::PATCH, &path, access, Some(json!({ "last_name": nul }))).await, "last_name").await;
+    refused(send(&app, Method::PATCH, &path, access, Some(json!({ "groups": [nul] }))).await, "groups").await;
+    let groups: Value = app.get_auth("/api/v1/admin/groups", access).await.json().await.unwrap();
+    assert_eq!(groups.as_array().map(Vec::len), Some(2), "no group was made: {groups}");
+    let users: Value = app.get_auth("/api/v1/admin/users", access).await.json().await.unwrap();
+    assert_eq!(users["count"], 1, "no user was made: {users}");
+}
