@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, send, spawn_app, Backend, PASSWORD};
+use crate::helpers::{assert_error, send, spawn_app, Backend, JWT_SECRET, PASSWORD};
 use crate::on_both_stores;
 
 on_both_stores!(control_characters_are_validation_errors_everywhere_text_comes_in);
@@ -62,4 +62,47 @@ async fn control_characters_are_validation_errors_everywhere_text_comes_in(backe
     assert_eq!(groups.as_array().map(Vec::len), Some(2), "no group was made: {groups}");
     let users: Value = app.get_auth("/api/v1/admin/users", access).await.json().await.unwrap();
     assert_eq!(users["count"], 1, "no user was made: {users}");
+}
+
+/// Signs `claims` under `header` (raw JSON) with the test secret, as a forger holding the key would.
+fn forge_with_header(header: &str, claims: &Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+    format!("{signing_input}.{signature}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_are_read_strictly() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let login = app.verified_login("strict@example.com").await;
+    let access = login["access"].as_str().unwrap();
+    let claims: Value = {
+        use base64::Engine as _;
+        let payload = access.split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    };
+    let plain = r#"{"alg":"HS256","typ":"JWT"}"#;
+    assert_eq!(app.get_auth("/api/v1/auth/me", &forge_with_header(plain, &claims)).await.status(), 200);
+
+    let critical = r#"{"alg":"HS256","typ":"JWT","crit":["x-ext"],"x-ext":true}"#;
+    assert_error(app.get_auth("/api/v1/auth/me", &forge_with_header(critical, &claims)).await, 401, "token_invalid")
+        .await;
+    for claim in ["jti", "iat", "sid"] {
+        let mut missing = claims.clone();
+        missing.as_object_mut().unwrap().remove(claim);
+        let response = app.get_auth("/api/v1/auth/me", &forge_with_header(plain, &missing)).await;
+        assert_error(response, 401, "token_invalid").await;
+    }
+    let mut future = claims.clone();
+    future["iat"] = json!(claims["iat"].as_i64().unwrap() + 3600);
+    future["nbf"] = claims["iat"].clone();
+    future["exp"] = json!(claims["iat"].as_i64().unwrap() + 7200);
+    assert_error(app.get_auth("/api/v1/auth/me", &forge_with_header(plain, &future)).await, 401, "token_invalid").await;
+
+    let non_ascii = reqwest::header::HeaderValue::from_bytes(b"Bearer caf\xc3\xa9\xff").unwrap();
+    let response = app.client.get(app.url("/api/v1/auth/me")).header("authorization", non_ascii).send().await.unwrap();
+    assert_error(response, 401, "token_invalid").await;
 }

@@ -19,11 +19,13 @@ use crate::state::AppState;
 pub struct AuthUser(pub Principal);
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
+/// Read as bytes: a token that is not ASCII is still `Bearer <something>`,
+/// so it fails as a token (`token_invalid`), not as a missing header.
 fn bearer_token(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+    let value = req.headers().get(header::AUTHORIZATION)?.as_bytes().trim_ascii();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, token) = (&value[..space], value[space..].trim_ascii());
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then(|| String::from_utf8_lossy(token).into_owned())
 }
 
 impl FromRequest for AuthUser {
@@ -108,5 +110,8 @@ mod tests {
         assert_eq!(token("Basic dXNlcjpwYXNz"), None);
         assert_eq!(token("Token abc"), None);
         assert_eq!(bearer_token(&TestRequest::default().to_http_request()), None);
+        let non_ascii = header::HeaderValue::from_bytes(b"Bearer caf\xc3\xa9.\xff").unwrap();
+        let request = TestRequest::default().insert_header((header::AUTHORIZATION, non_ascii)).to_http_request();
+        assert!(bearer_token(&request).is_some_and(|token| token.starts_with("caf")));
     }
 }

@@ -18,22 +18,38 @@ pub const ACCESS_TOKEN_TYPE: &str = "access";
 /// HS256 keys shorter than this are refused: they can be brute-forced.
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// `jti`, `iat` and `nbf` are always issued, but only `nbf` is checked, and
-/// only when present, so a token's failures are reported in a stable order.
+/// `nbf` is issued but checked only when present; `jti`, `iat` and `sid`
+/// are required, so a token missing one is not a token of ours.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     sid: String,
-    #[serde(default)]
-    jti: Option<String>,
-    #[serde(default)]
-    iat: Option<i64>,
+    jti: String,
+    iat: i64,
     #[serde(default)]
     nbf: Option<i64>,
     exp: i64,
     iss: String,
     aud: String,
     token_type: String,
+}
+
+/// How far in the future an `iat` may be: the clock skew tolerated between replicas.
+const IAT_LEEWAY_SECONDS: i64 = 60;
+
+/// The one header parameter read beyond what the JWT library checks.
+#[derive(Deserialize)]
+struct CriticalParameters {
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// True when the header lists critical extensions (RFC 7515 §4.1.11): this
+/// verifier understands none, so such a token must be refused.
+fn has_critical_extensions(token: &str) -> bool {
+    let Some(header) = token.split('.').next().and_then(|part| URL_SAFE_NO_PAD.decode(part).ok()) else {
+        return true;
+    };
+    serde_json::from_slice::<CriticalParameters>(&header).map_or(true, |parameters| parameters.crit.is_some())
 }
 
 #[derive(Debug, Clone)]
@@ -105,8 +121,8 @@ impl AccessTokens for JwtAccessTokens {
         let claims = Claims {
             sub: claims.user_id.to_string(),
             sid: claims.session_id.to_string(),
-            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
-            iat: Some(iat),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            iat,
             nbf: Some(iat),
             exp: iat + self.ttl.whole_seconds(),
             iss: self.issuer.clone(),
@@ -130,7 +146,8 @@ impl AccessTokens for JwtAccessTokens {
                 }
             })?;
         let claims = data.claims;
-        if claims.token_type != ACCESS_TOKEN_TYPE {
+        let issued_in_the_future = claims.iat > OffsetDateTime::now_utc().unix_timestamp() + IAT_LEEWAY_SECONDS;
+        if claims.token_type != ACCESS_TOKEN_TYPE || issued_in_the_future || has_critical_extensions(token) {
             return Err(AccessTokenError::Invalid);
         }
         let user_id = claims.sub.parse::<i64>().map(UserId::new).map_err(|_| AccessTokenError::Invalid)?;
@@ -283,6 +300,46 @@ mod tests {
         claims.as_object_mut().unwrap().remove("nbf");
         claims["exp"] = (now().unix_timestamp() - 10).into();
         assert_eq!(tokens().verify(&forge(claims, Algorithm::HS256, SECRET)), Err(AccessTokenError::Expired));
+    }
+
+    #[test]
+    fn jti_iat_and_sid_are_required() {
+        for claim in ["jti", "iat", "sid"] {
+            let mut claims = standard_claims();
+            claims.as_object_mut().unwrap().remove(claim);
+            assert_eq!(
+                tokens().verify(&forge(claims, Algorithm::HS256, SECRET)),
+                Err(AccessTokenError::Invalid),
+                "{claim}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_iat_beyond_the_leeway_is_invalid() {
+        let mut claims = standard_claims();
+        claims["iat"] = (now().unix_timestamp() + 30).into();
+        assert!(tokens().verify(&forge(claims.clone(), Algorithm::HS256, SECRET)).is_ok(), "within the leeway");
+        claims["iat"] = (now().unix_timestamp() + 600).into();
+        assert_eq!(tokens().verify(&forge(claims, Algorithm::HS256, SECRET)), Err(AccessTokenError::Invalid));
+    }
+
+    #[test]
+    fn a_critical_header_parameter_is_refused() {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT","crit":["exp-ext"],"exp-ext":1}"#);
+        let payload = URL_SAFE_NO_PAD.encode(standard_claims().to_string());
+        let signing_input = format!("{header}.{payload}");
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &EncodingKey::from_secret(SECRET), Algorithm::HS256)
+                .unwrap();
+        let token = format!("{signing_input}.{signature}");
+        assert_eq!(tokens().verify(&token), Err(AccessTokenError::Invalid));
+        let plain = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+        let signing_input = format!("{plain}.{payload}");
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &EncodingKey::from_secret(SECRET), Algorithm::HS256)
+                .unwrap();
+        assert!(tokens().verify(&format!("{signing_input}.{signature}")).is_ok(), "the same token without crit");
     }
 
     #[test]
