@@ -3,10 +3,14 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, send, spawn_app, Backend, JWT_SECRET, PASSWORD};
+use crate::helpers::{assert_error, send, spawn_app, spawn_app_with, Backend, Options, TestApp, JWT_SECRET, PASSWORD};
 use crate::on_both_stores;
 
-on_both_stores!(control_characters_are_validation_errors_everywhere_text_comes_in);
+on_both_stores!(
+    control_characters_are_validation_errors_everywhere_text_comes_in,
+    without_grace_concurrent_refreshes_spend_a_token_once,
+    replays_within_the_grace_window_get_the_one_successor,
+);
 
 /// Sends a request that must be a 400 naming `field`.
 async fn refused(response: reqwest::Response, field: &str) {
@@ -105,4 +109,54 @@ async fn access_tokens_are_read_strictly() {
     let non_ascii = reqwest::header::HeaderValue::from_bytes(b"Bearer caf\xc3\xa9\xff").unwrap();
     let response = app.client.get(app.url("/api/v1/auth/me")).header("authorization", non_ascii).send().await.unwrap();
     assert_error(response, 401, "token_invalid").await;
+}
+
+async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
+    app.post("/api/v1/auth/token/refresh", &json!({ "refresh": token })).await
+}
+
+/// Two refreshes of one token at once, 20 times over: exactly one rotates,
+/// the other is reuse and ends the session, so neither chain lives on.
+async fn without_grace_concurrent_refreshes_spend_a_token_once(backend: Backend) {
+    let grace = vec![("GATEHOUSE__AUTH__REFRESH_GRACE_SECONDS".to_owned(), "0".to_owned())];
+    let app = spawn_app_with(backend, Options { extra: grace, ..Options::default() }).await;
+    app.verified_login("twice@example.com").await;
+    for trial in 0..20 {
+        let login: Value = app.login("twice@example.com", PASSWORD).await.json().await.unwrap();
+        let token = login["refresh"].as_str().unwrap();
+        let (a, b) = tokio::join!(refresh(&app, token), refresh(&app, token));
+        let (winner, loser) = if a.status() == 200 { (a, b) } else { (b, a) };
+        assert_eq!(winner.status(), 200, "trial {trial}: one rotation succeeds");
+        assert_error(loser, 401, "token_reused").await;
+        let successor: Value = winner.json().await.unwrap();
+        let next = refresh(&app, successor["refresh"].as_str().unwrap()).await;
+        assert_error(next, 401, "token_invalid").await;
+    }
+}
+
+/// A fresh token refreshed by five tabs at once, 20 times over: every answer
+/// carries the same successor, and the session has that one live token.
+async fn replays_within_the_grace_window_get_the_one_successor(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.verified_login("tabs@example.com").await;
+    for trial in 0..20 {
+        let login: Value = app.login("tabs@example.com", PASSWORD).await.json().await.unwrap();
+        let token = login["refresh"].as_str().unwrap();
+        let answers = futures_util::future::join_all((0..5).map(|_| refresh(&app, token))).await;
+        let mut successors = Vec::new();
+        for answer in answers {
+            assert_eq!(answer.status(), 200, "trial {trial}");
+            let pair: Value = answer.json().await.unwrap();
+            assert_eq!(app.get_auth("/api/v1/auth/me", pair["access"].as_str().unwrap()).await.status(), 200);
+            successors.push(pair["refresh"].as_str().unwrap().to_owned());
+        }
+        successors.dedup();
+        assert_eq!(successors.len(), 1, "trial {trial}: one successor, not a fork");
+        let next = refresh(&app, &successors[0]).await;
+        assert_eq!(next.status(), 200, "the successor rotates on");
+        let next: Value = next.json().await.unwrap();
+        assert_ne!(next["refresh"].as_str(), Some(successors[0].as_str()));
+        let again: Value = refresh(&app, &successors[0]).await.json().await.unwrap();
+        assert_eq!(again["refresh"], next["refresh"], "and its replay gets its one successor");
+    }
 }

@@ -86,6 +86,8 @@ pub struct AuthSettings {
     pub reset_ttl_seconds: i64,
     pub refresh_grace_seconds: i64,
     pub login_ip_limit: u32,
+    /// The HMAC key every replica shares; empty derives it from the JWT secret.
+    pub server_key: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,6 +236,13 @@ impl Settings {
         if secret_len > 0 && secret_len < gatehouse_token_jwt::MIN_SECRET_BYTES {
             return Err(ConfigError::new(
                 "jwt.secret",
+                format!("must be at least {} bytes", gatehouse_token_jwt::MIN_SECRET_BYTES),
+            ));
+        }
+        let server_key_len = secrecy::ExposeSecret::expose_secret(&self.auth.server_key).len();
+        if server_key_len > 0 && server_key_len < gatehouse_token_jwt::MIN_SECRET_BYTES {
+            return Err(ConfigError::new(
+                "auth.server_key",
                 format!("must be at least {} bytes", gatehouse_token_jwt::MIN_SECRET_BYTES),
             ));
         }

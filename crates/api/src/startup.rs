@@ -18,7 +18,7 @@ use gatehouse_domain::ports::{
     AccountStore, AdminStore, AdminWrites, AuditLog, Clock, LoginAttempts, Outbox, PasswordHasher, SessionStore,
     StoreHealth,
 };
-use gatehouse_domain::{AuthPolicy, AuthService};
+use gatehouse_domain::{AuthPolicy, AuthService, ServerKey};
 use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
 use gatehouse_mail_smtp::{LettreMailer, MailerConfigError};
 use gatehouse_store_postgres::PostgresPools;
@@ -222,8 +222,13 @@ pub fn services(
         HashParams { memory_kib: hashing.memory_kib, iterations: hashing.iterations, parallelism: hashing.parallelism };
     let hasher = Argon2Hasher::new(params, concurrency, hashing.queue_limit)
         .map_err(|e| StartupError::Setting { variable: "GATEHOUSE__HASHING__*", problem: e.to_string() })?;
+    let jwt_secret = jwt_secret(settings)?;
+    let server_key = match settings.auth.server_key.expose_secret() {
+        "" => ServerKey::derived_from(jwt_secret.expose_secret()),
+        configured => ServerKey::new(configured.as_bytes()),
+    };
     let tokens = JwtAccessTokens::new(JwtSettings {
-        secret: jwt_secret(settings)?,
+        secret: jwt_secret,
         issuer: settings.jwt.issuer.clone(),
         audience: settings.jwt.audience.clone(),
         ttl: time::Duration::seconds(settings.auth.access_ttl_seconds),
@@ -240,6 +245,7 @@ pub fn services(
         tokens: Arc::new(tokens),
         random: Arc::new(OsRandom),
         clock: Arc::new(SystemClock),
+        server_key,
     };
     let admin_ports = AdminPorts {
         store: stores.admin.clone(),

@@ -28,7 +28,8 @@ use crate::ports::{
     TokenPurpose,
 };
 use crate::session::{
-    ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionInfo, SessionState, TokenHash,
+    ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, ServerKey, SessionId, SessionInfo, SessionState,
+    TokenHash,
 };
 use crate::user::{ProfilePatch, User, UserId};
 
@@ -88,6 +89,7 @@ pub struct Ports {
     pub tokens: Arc<dyn AccessTokens>,
     pub random: Arc<dyn Random>,
     pub clock: Arc<dyn Clock>,
+    pub server_key: ServerKey,
 }
 
 /// The account use cases, over their ports.
@@ -309,7 +311,7 @@ impl AuthService {
             return Err(RefreshError::Invalid);
         }
         let now = self.ports.clock.now();
-        let next = self.ports.random.token();
+        let next = self.ports.server_key.successor(presented);
         let rotation = self
             .ports
             .sessions

@@ -269,27 +269,31 @@ pub async fn refresh_rotation_spends_the_token_and_detects_reuse<S: Store>(store
     assert_eq!(unknown.expect("write"), Rotation::Unknown);
 }
 
-pub async fn a_retry_within_the_grace_window_rotates_again<S: Store>(store: &S) {
+pub async fn a_replay_within_the_grace_window_keeps_the_one_successor<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
     login(store, id, session_id(1), "r1").await;
     let grace = Duration::seconds(10);
     let expires = T0 + Duration::days(1);
-    let first = store.rotate_refresh(&TokenHash::of("r1"), refresh("tab-a", expires), T0, grace).await.expect("write");
-    assert_eq!(first, Rotation::Rotated { user_id: id, session_id: session_id(1) });
-    let retry =
-        store.rotate_refresh(&TokenHash::of("r1"), refresh("tab-b", expires), T0 + Duration::seconds(9), grace).await;
-    assert_eq!(retry.expect("write"), Rotation::Rotated { user_id: id, session_id: session_id(1) }, "two tabs at once");
-    for successor in ["tab-a", "tab-b"] {
-        let next = refresh(&format!("after-{successor}"), expires);
-        let rotation = store.rotate_refresh(&TokenHash::of(successor), next, T0 + Duration::seconds(10), grace).await;
-        assert!(matches!(rotation.expect("write"), Rotation::Rotated { .. }), "both successors live");
+    let rotated = Rotation::Rotated { user_id: id, session_id: session_id(1) };
+    let first = store.rotate_refresh(&TokenHash::of("r1"), refresh("s1", expires), T0, grace).await.expect("write");
+    assert_eq!(first, rotated);
+    // Tabs replaying at once, their clocks a little apart, one before the spender's.
+    let r1 = TokenHash::of("r1");
+    let replays = (-2..18).map(|ms| {
+        let at = T0 + Duration::milliseconds(ms * 500);
+        store.rotate_refresh(&r1, refresh("s1", expires), at, grace)
+    });
+    for replay in join_all(replays).await {
+        assert_eq!(replay.expect("a replay stores nothing, so nothing conflicts"), rotated);
     }
+    let next =
+        store.rotate_refresh(&TokenHash::of("s1"), refresh("s2", expires), T0 + Duration::seconds(10), grace).await;
+    assert_eq!(next.expect("write"), rotated, "the one successor rotates on");
     let late =
-        store.rotate_refresh(&TokenHash::of("r1"), refresh("late", expires), T0 + Duration::seconds(11), grace).await;
+        store.rotate_refresh(&TokenHash::of("r1"), refresh("s1", expires), T0 + Duration::seconds(11), grace).await;
     assert_eq!(late.expect("write"), Rotation::Reused { user_id: id, session_id: session_id(1) });
-    let newest = store
-        .rotate_refresh(&TokenHash::of("after-tab-a"), refresh("x", expires), T0 + Duration::seconds(12), grace)
-        .await;
+    let newest =
+        store.rotate_refresh(&TokenHash::of("s2"), refresh("s3", expires), T0 + Duration::seconds(12), grace).await;
     assert_eq!(newest.expect("write"), Rotation::SessionDead);
 }
 
@@ -336,6 +340,26 @@ pub async fn concurrent_rotations_of_one_token_rotate_once<S: Store>(store: &S) 
     let rotated =
         outcomes.into_iter().filter(|o| matches!(o.as_ref().expect("write"), Rotation::Rotated { .. })).count();
     assert_eq!(rotated, 1);
+}
+
+/// Without grace, one token is spent once even when the callers' clocks
+/// disagree and a later caller's reads earlier than the spender's: 20 trials.
+pub async fn without_grace_a_token_is_spent_once_whatever_the_clocks<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    for trial in 0..20_u128 {
+        let presented = format!("trial-{trial}");
+        login(store, id, session_id(100 + trial), &presented).await;
+        let hash = TokenHash::of(&presented);
+        let attempts = (0..6).map(|n| {
+            let at = T0 + Duration::milliseconds(10 * (3 - n));
+            let next = refresh(&format!("trial-{trial}-next-{n}"), T0 + Duration::days(1));
+            store.rotate_refresh(&hash, next, at, Duration::ZERO)
+        });
+        let outcomes: Vec<Rotation> = join_all(attempts).await.into_iter().map(|o| o.expect("write")).collect();
+        let rotated = outcomes.iter().filter(|o| matches!(o, Rotation::Rotated { .. })).count();
+        assert_eq!(rotated, 1, "trial {trial}: {outcomes:?}");
+        assert!(outcomes.iter().any(|o| matches!(o, Rotation::Reused { .. })), "trial {trial}: {outcomes:?}");
+    }
 }
 
 pub async fn sessions_are_revoked_only_by_their_owner<S: Store>(store: &S) {
@@ -986,7 +1010,8 @@ macro_rules! store_contract_tests {
             a_sessions_audit_event_is_recorded_with_it,
             refresh_rotation_spends_the_token_and_detects_reuse,
             an_expired_refresh_token_is_expired,
-            a_retry_within_the_grace_window_rotates_again,
+            a_replay_within_the_grace_window_keeps_the_one_successor,
+            without_grace_a_token_is_spent_once_whatever_the_clocks,
             sessions_are_listed_newest_use_first_without_dead_ones,
             sessions_are_revoked_only_by_their_owner,
             a_profile_patch_changes_only_what_it_names,

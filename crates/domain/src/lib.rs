@@ -23,5 +23,5 @@ pub use auth::{AuthPolicy, AuthService};
 pub use email::{Email, EmailKey};
 pub use error::{FieldErrors, PortError};
 pub use password::{Password, PasswordHash, PlainPassword};
-pub use session::{ClientInfo, OpaqueToken, SessionId, TokenHash};
+pub use session::{ClientInfo, OpaqueToken, ServerKey, SessionId, TokenHash};
 pub use user::{Profile, User, UserId};

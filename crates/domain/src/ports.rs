@@ -192,9 +192,11 @@ pub trait SessionStore: Send + Sync {
 
     /// Spends `presented` and stores `next` in its session, atomically: of
     /// several concurrent callers with one token, exactly one gets `Rotated`
-    /// when `grace` is zero. A spent token presented again within `grace` of
-    /// its spending rotates again (tabs refreshing together); later, it
-    /// revokes its session (`Reused`).
+    /// when `grace` is zero, whatever their clocks say. A spent token
+    /// presented again within `grace` of its spending (tabs refreshing
+    /// together) is `Rotated` again without storing anything: the caller
+    /// derives `next` from `presented`, so the successor is the one the first
+    /// rotation stored. Later, or with no grace, it revokes its session (`Reused`).
     async fn rotate_refresh(
         &self,
         presented: &TokenHash,

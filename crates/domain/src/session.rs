@@ -1,6 +1,7 @@
 //! Sessions (one login on one device) and the opaque secrets handed to clients.
 
-use secrecy::{ExposeSecret, SecretString};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use time::OffsetDateTime;
@@ -74,6 +75,46 @@ impl fmt::Debug for OpaqueToken {
     }
 }
 
+/// The server's HMAC key, the same on every replica: it derives what a
+/// replica must recompute rather than store, such as the successor of a
+/// refresh token (so every replay within the grace window gets the one
+/// successor the first rotation stored).
+#[derive(Clone)]
+pub struct ServerKey(SecretSlice<u8>);
+
+impl ServerKey {
+    pub fn new(key: &[u8]) -> Self {
+        Self(SecretSlice::from(key.to_vec()))
+    }
+
+    /// A key derived from another secret (the HS256 signing secret when no
+    /// server key is configured): distinct from it, as shared as it is.
+    pub fn derived_from(secret: &[u8]) -> Self {
+        Self::new(Self::new(secret).derive("server key", &[]).as_bytes())
+    }
+
+    /// HMAC-SHA256 of `input` under the key, separated by `purpose`, hex-encoded.
+    fn derive(&self, purpose: &str, input: &[u8]) -> String {
+        #[allow(clippy::expect_used)] // HMAC takes keys of any length
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret()).expect("any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(input);
+        format!("{:x}", mac.finalize().into_bytes())
+    }
+
+    /// The refresh token that follows `presented` when it is rotated.
+    pub fn successor(&self, presented: &str) -> OpaqueToken {
+        OpaqueToken::new(self.derive("refresh successor", presented.as_bytes()))
+    }
+}
+
+impl fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerKey([REDACTED])")
+    }
+}
+
 /// SHA-256 of an opaque token, hex-encoded: what the store keeps and looks up.
 /// A fast hash is enough because the tokens carry 256 bits of entropy.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -120,7 +161,8 @@ pub struct NewRefreshToken {
 /// What a refresh-token rotation found, decided atomically by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    /// The token was live; it is now spent and the new one is stored.
+    /// The token was live and is now spent, its successor stored; or it was
+    /// spent within the grace window, and its successor is already stored.
     Rotated { user_id: UserId, session_id: SessionId },
     /// No such token.
     Unknown,

@@ -100,6 +100,7 @@ impl Mocks {
             tokens: Arc::new(self.tokens),
             random: Arc::new(random),
             clock: Arc::new(clock),
+            server_key: server_key(),
         };
         AuthService::new(ports, Links::new("https://app.example.com"), self.policy)
     }
@@ -371,6 +372,10 @@ async fn login_records_the_client_on_the_session() {
 
 // --- refresh -------------------------------------------------------------
 
+fn server_key() -> ServerKey {
+    ServerKey::new(b"a server key for the unit tests of the domain")
+}
+
 async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
     let mut m = Mocks::new();
     let expected = rotation.clone();
@@ -378,7 +383,7 @@ async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
         .expect_rotate_refresh()
         .withf(|presented, next, now, grace| {
             *presented == TokenHash::of("old-token")
-                && next.hash == TokenHash::of("random-token")
+                && next.hash == server_key().successor("old-token").hash()
                 && *now == NOW
                 && *grace == Duration::seconds(10)
         })
@@ -392,8 +397,17 @@ async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
 #[tokio::test]
 async fn refresh_rotates_the_token() {
     let pair = refresh_with(Rotation::Rotated { user_id: UserId::new(1), session_id: sid() }).await.unwrap();
-    assert_eq!(pair.refresh.expose(), "random-token");
+    assert_eq!(pair.refresh.expose(), server_key().successor("old-token").expose());
     assert_eq!(pair.access.expose(), "access.jwt");
+}
+
+#[test]
+fn successors_are_keyed_and_deterministic() {
+    let key = server_key();
+    assert_eq!(key.successor("a").expose(), key.successor("a").expose(), "a replay recomputes the same one");
+    assert_ne!(key.successor("a").expose(), key.successor("b").expose());
+    assert_ne!(key.successor("a").expose(), ServerKey::new(b"another key").successor("a").expose());
+    assert_eq!(key.successor("a").expose().len(), 64, "256 bits");
 }
 
 #[tokio::test]

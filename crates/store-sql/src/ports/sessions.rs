@@ -72,7 +72,9 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                 return Ok(Rotation::SessionDead);
             }
             match used_at {
-                Some(spent) if now - spent >= grace => {
+                // With no grace any replay is reuse, even from a caller whose
+                // clock read earlier than the spender's.
+                Some(spent) if grace <= Duration::ZERO || now - spent >= grace => {
                     run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
                         .filter(sessions::revoked_at.is_null())
                         .set(sessions::revoked_at.eq(Utc(now)))
@@ -82,19 +84,20 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                         session_id: SessionId::new(session_id),
                     });
                 }
-                // A retry within the grace window rotates again and keeps the first successor.
+                // A replay within the grace window: its successor is stored
+                // already, and the session was used a moment ago.
                 Some(_) => {}
                 None if expires_at <= now => return Ok(Rotation::Expired),
                 None => {
                     run!(tx, |c| diesel::update(refresh_tokens::table.find(&presented))
                         .set(refresh_tokens::used_at.eq(Utc(now)))
                         .execute(c))?;
+                    insert_refresh(tx, session_id, &next, now).await?;
+                    run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
+                        .set((sessions::last_used_at.eq(Utc(now)), sessions::expires_at.eq(Utc(next.expires_at))))
+                        .execute(c))?;
                 }
             }
-            insert_refresh(tx, session_id, &next, now).await?;
-            run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
-                .set((sessions::last_used_at.eq(Utc(now)), sessions::expires_at.eq(Utc(next.expires_at))))
-                .execute(c))?;
             Ok(Rotation::Rotated { user_id: UserId::new(user_id), session_id: SessionId::new(session_id) })
         })
         .await
