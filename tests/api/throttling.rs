@@ -9,6 +9,7 @@ use crate::on_both_stores;
 on_both_stores!(
     the_eleventh_failure_on_an_address_is_refused_even_with_the_right_password,
     the_ip_limit_counts_across_addresses,
+    concurrent_guesses_over_two_instances_are_checked_no_more_than_the_limit,
 );
 
 async fn fail(app: &TestApp, email: &str) -> reqwest::Response {
@@ -37,6 +38,31 @@ async fn the_eleventh_failure_on_an_address_is_refused_even_with_the_right_passw
     }
     assert_throttled(fail(&app, "ghost@example.com").await).await;
     app.verified_login("grace@example.com").await;
+}
+
+/// Sixty wrong guesses at once on one address, spread over two instances of
+/// one database, 20 times over: each is counted before it is checked, so
+/// exactly ten are checked and the rest refused, and then the right password
+/// is refused too.
+async fn concurrent_guesses_over_two_instances_are_checked_no_more_than_the_limit(backend: Backend) {
+    // The one address's limit is under test; the client IP's is another test's.
+    let no_ip_limit = vec![("GATEHOUSE_LOGIN_IP_LIMIT".to_owned(), "0".to_owned())];
+    let options = Options { require_verified_email: Some(false), extra: no_ip_limit, ..Options::default() };
+    let first = spawn_app_with(backend, options.clone()).await;
+    let shared = Options { database_url: Some(first.database_url.clone()), ..options };
+    let second = spawn_app_with(backend, shared).await;
+    for trial in 0..20 {
+        let email = format!("target-{trial}@example.com");
+        assert_eq!(first.signup(&email).await.status(), 201);
+        let guesses = (0..60).map(|n| fail(if n % 2 == 0 { &first } else { &second }, &email));
+        let mut statuses: Vec<u16> =
+            futures_util::future::join_all(guesses).await.iter().map(|r| r.status().as_u16()).collect();
+        statuses.sort_unstable();
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!((checked, refused), (10, 50), "trial {trial}: {statuses:?}");
+        assert_throttled(second.login(&email, PASSWORD).await).await;
+    }
 }
 
 async fn the_ip_limit_counts_across_addresses(backend: Backend) {

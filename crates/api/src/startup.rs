@@ -15,8 +15,7 @@ use gatehouse_domain::auth::Ports;
 use gatehouse_domain::mail::Links;
 use gatehouse_domain::outbox::{DeliveryPolicy, MailDelivery};
 use gatehouse_domain::ports::{
-    AccountStore, AdminStore, AdminWrites, AuditLog, Clock, LoginAttempts, Outbox, PasswordHasher, SessionStore,
-    StoreHealth,
+    AccountStore, AdminStore, AdminWrites, AuditLog, Clock, Outbox, PasswordHasher, SessionStore, StoreHealth, Throttle,
 };
 use gatehouse_domain::{AuthPolicy, AuthService, ServerKey};
 use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
@@ -65,7 +64,7 @@ impl Clock for SystemClock {
 pub struct Stores {
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
-    pub attempts: Arc<dyn LoginAttempts>,
+    pub throttle: Arc<dyn Throttle>,
     pub admin: Arc<dyn AdminStore>,
     pub admin_writes: Arc<dyn AdminWrites>,
     pub audit: Arc<dyn AuditLog>,
@@ -118,15 +117,7 @@ impl PoolGauge {
 
 impl Stores {
     fn of<
-        S: AccountStore
-            + SessionStore
-            + LoginAttempts
-            + AdminStore
-            + AdminWrites
-            + AuditLog
-            + Outbox
-            + StoreHealth
-            + 'static,
+        S: AccountStore + SessionStore + Throttle + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + 'static,
     >(
         store: S,
         pool: PoolGauge,
@@ -135,7 +126,7 @@ impl Stores {
         Self {
             accounts: store.clone(),
             sessions: store.clone(),
-            attempts: store.clone(),
+            throttle: store.clone(),
             admin: store.clone(),
             admin_writes: store.clone(),
             audit: store.clone(),
@@ -239,7 +230,7 @@ pub fn services(
     let ports = Ports {
         accounts: stores.accounts.clone(),
         sessions: stores.sessions.clone(),
-        attempts: stores.attempts.clone(),
+        throttle: stores.throttle.clone(),
         audit: stores.audit.clone(),
         hasher: hasher.clone(),
         tokens: Arc::new(tokens),

@@ -24,7 +24,7 @@ use crate::mail::{self, Links};
 use crate::password::{Password, PlainPassword};
 use crate::ports::{
     AccessClaims, AccessTokenError, AccessTokens, AccountStore, AuditLog, Clock, CreateAccountError, EmailConfirmation,
-    LoginAttempts, NewAccount, NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, ThrottleKey,
+    NewAccount, NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, Throttle, ThrottleKey,
     TokenPurpose,
 };
 use crate::session::{
@@ -83,7 +83,7 @@ impl Default for AuthPolicy {
 pub struct Ports {
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
-    pub attempts: Arc<dyn LoginAttempts>,
+    pub throttle: Arc<dyn Throttle>,
     pub audit: Arc<dyn AuditLog>,
     pub hasher: Arc<dyn PasswordHasher>,
     pub tokens: Arc<dyn AccessTokens>,
@@ -160,34 +160,35 @@ impl AuthService {
     }
 
     /// Checks the password (against a dummy hash for unknown addresses, so
-    /// timing tells nothing) and opens a session. Too many recent failures on
-    /// the address or from the client answer `Throttled` before any hashing.
+    /// timing tells nothing) and opens a session. Each attempt is counted
+    /// before the password is checked, so that however many arrive at once,
+    /// no more than the limit are ever checked; past it, `Throttled` before
+    /// any hashing. A wrong password leaves its count standing as the failure.
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, request: LoginRequest, client: ClientInfo) -> Result<LoginOutcome, LoginError> {
         let now = self.ports.clock.now();
         let keys = self.throttle_keys(&request.email, &client);
-        let address_failures = match self.check_throttle(&keys, now).await {
-            Ok(address_failures) => address_failures,
-            Err(error) => {
-                self.audit_login_failure(None, &error, &client).await;
-                return Err(error);
-            }
-        };
+        if let Err(error) = self.reserve_attempt(&keys, now).await {
+            self.audit_login_failure(None, &error, &client).await;
+            return Err(error);
+        }
         match self.check_credentials(&request).await {
             Err((LoginError::InvalidCredentials, user_id)) => {
-                let forget_before = now - self.policy.throttle_window;
-                self.ports.attempts.record_failure(&keys, now, forget_before).await?;
                 tracing::info!("login failed");
                 self.audit_login_failure(user_id, &LoginError::InvalidCredentials, &client).await;
                 Err(LoginError::InvalidCredentials)
             }
             Err((error, user_id)) => {
+                // The right password on an account that may not log in, or
+                // no answer at all: not a guess to hold against anyone.
+                self.ports.throttle.release(&keys).await?;
                 self.audit_login_failure(user_id, &error, &client).await;
                 Err(error)
             }
             Ok(user) => {
-                if address_failures > 0 {
-                    self.ports.attempts.clear_failures(&keys[0]).await?;
+                self.ports.throttle.clear(&keys[0]).await?;
+                if keys.len() > 1 {
+                    self.ports.throttle.release(&keys[1..]).await?;
                 }
                 let event = AuditEvent::new(AuditKind::LoginSucceeded, Some(user.id), &client);
                 let outcome = self.open_session(user, client, self.ports.clock.now(), Some(event)).await?;
@@ -206,25 +207,25 @@ impl AuthService {
         keys
     }
 
-    /// Refuses a throttled login; otherwise gives the address's recent
-    /// failures (keys[0]), so a success clears only what is there.
-    async fn check_throttle(&self, keys: &[ThrottleKey], now: OffsetDateTime) -> Result<i64, LoginError> {
+    /// Counts the attempt under each key in turn; past a key's limit, gives
+    /// back what it counted (a refused attempt checks nothing, so it is no
+    /// guess, and an address's refusals do not count against the IP) and refuses.
+    async fn reserve_attempt(&self, keys: &[ThrottleKey], now: OffsetDateTime) -> Result<(), LoginError> {
         let window = self.policy.throttle_window;
-        let windows = self.ports.attempts.failures_since(keys, now - window).await?;
-        let address_failures = windows.first().map_or(0, |w| w.count);
-        for (key, failures) in keys.iter().zip(windows) {
+        for (counted_keys, key) in keys.iter().enumerate() {
+            let counted = self.ports.throttle.reserve(key, now, window).await?;
             let limit = match key {
                 ThrottleKey::Email(_) => self.policy.max_failures_per_email,
                 ThrottleKey::Ip(_) => self.policy.max_failures_per_ip,
             };
-            if failures.count >= limit {
-                let frees_at = failures.oldest.unwrap_or(now) + window;
-                let retry_after = (frees_at - now).whole_seconds().max(1).unsigned_abs();
+            if counted.hits > limit {
+                self.ports.throttle.release(&keys[..=counted_keys]).await?;
+                let retry_after = (counted.opened_at + window - now).whole_seconds().max(1).unsigned_abs();
                 tracing::warn!(scope = key.scope(), retry_after, "login throttled");
                 return Err(LoginError::Throttled { retry_after });
             }
         }
-        Ok(address_failures)
+        Ok(())
     }
 
     /// The user behind the credentials, if they may log in; on failure, the

@@ -13,8 +13,8 @@ use crate::admin::{Permission, UserOrdering, UserQuery};
 use crate::audit::{AuditEvent, AuditKind, AuditQuery};
 use crate::mail::OutgoingMail;
 use crate::ports::{
-    AccountStore, AdminUserChanges, CreateAccountError, EmailConfirmation, FailureWindow, LoginAttempts, NewAccount,
-    NewOneTimeToken, Outbox, SessionStore, StoreHealth, ThrottleKey, TokenPurpose,
+    AccountStore, AdminUserChanges, CreateAccountError, EmailConfirmation, NewAccount, NewOneTimeToken, Outbox,
+    SessionStore, StoreHealth, Throttle, ThrottleKey, ThrottleWindow, TokenPurpose,
 };
 use crate::ports::{AdminNewUser, AdminStore, AdminWrite, AdminWrites, AuditLog, GroupWrite};
 use crate::session::{ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, TokenHash};
@@ -23,19 +23,11 @@ use crate::{Email, PasswordHash};
 
 /// Everything a store adapter implements.
 pub trait Store:
-    AccountStore + SessionStore + LoginAttempts + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + 'static
+    AccountStore + SessionStore + Throttle + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + 'static
 {
 }
 impl<T> Store for T where
-    T: AccountStore
-        + SessionStore
-        + LoginAttempts
-        + AdminStore
-        + AdminWrites
-        + AuditLog
-        + Outbox
-        + StoreHealth
-        + 'static
+    T: AccountStore + SessionStore + Throttle + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + 'static
 {
 }
 
@@ -628,51 +620,62 @@ pub async fn an_email_change_to_an_address_taken_meanwhile_changes_nothing<S: St
     assert_eq!(store.get_user(id).await.expect("read").expect("found").email.as_ref(), "ada@example.com");
 }
 
-pub async fn failed_logins_are_counted_per_key_within_the_window<S: Store>(store: &S) {
+pub async fn attempts_are_counted_per_key_in_fixed_windows<S: Store>(store: &S) {
     let email = ThrottleKey::Email(email("ada@example.com").key());
     let ip = ThrottleKey::Ip("203.0.113.7".into());
-    let other_ip = ThrottleKey::Ip("198.51.100.1".into());
-    let keys = [email.clone(), ip.clone()];
+    let window = Duration::minutes(15);
+    let counted = async |key: &ThrottleKey, at: OffsetDateTime| store.reserve(key, at, window).await.expect("write");
     for minute in 0..3 {
         let at = T0 + Duration::minutes(minute);
-        store.record_failure(&keys, at, at - Duration::minutes(15)).await.expect("write");
+        let expected = ThrottleWindow { hits: minute + 1, opened_at: T0 };
+        assert_eq!(counted(&email, at).await, expected, "the window opened with the first attempt");
+        assert_eq!(counted(&ip, at).await, expected);
     }
-    store.record_failure(std::slice::from_ref(&other_ip), T0, T0 - Duration::minutes(15)).await.expect("write");
-    let windows = store.failures_since(&[email.clone(), ip.clone(), other_ip.clone()], T0).await.expect("read");
-    assert_eq!(
-        windows,
-        [
-            FailureWindow { count: 3, oldest: Some(T0) },
-            FailureWindow { count: 3, oldest: Some(T0) },
-            FailureWindow { count: 1, oldest: Some(T0) }
-        ]
-    );
-    let later = store.failures_since(std::slice::from_ref(&email), T0 + Duration::minutes(1)).await.expect("read");
-    assert_eq!(later, [FailureWindow { count: 2, oldest: Some(T0 + Duration::minutes(1)) }]);
-    store.clear_failures(&email).await.expect("write");
-    let cleared = store.failures_since(&keys, T0).await.expect("read");
-    assert_eq!(cleared, [FailureWindow::default(), FailureWindow { count: 3, oldest: Some(T0) }]);
-    // Old failures are forgotten as new ones arrive.
-    let much_later = T0 + Duration::hours(1);
-    store
-        .record_failure(std::slice::from_ref(&ip), much_later, much_later - Duration::minutes(15))
-        .await
-        .expect("write");
-    let pruned = store.failures_since(&[ip], T0 - Duration::days(1)).await.expect("read");
-    assert_eq!(pruned, [FailureWindow { count: 1, oldest: Some(much_later) }]);
+    let other_ip = ThrottleKey::Ip("198.51.100.1".into());
+    assert_eq!(counted(&other_ip, T0).await, ThrottleWindow { hits: 1, opened_at: T0 }, "keys count apart");
+    store.release(&[email.clone(), ip.clone()]).await.expect("write");
+    assert_eq!(counted(&email, T0 + Duration::minutes(4)).await.hits, 3, "one given back, one counted");
+    store.clear(&email).await.expect("write");
+    let after_clear = T0 + Duration::minutes(5);
+    assert_eq!(counted(&email, after_clear).await, ThrottleWindow { hits: 1, opened_at: after_clear });
+    assert_eq!(counted(&ip, after_clear).await, ThrottleWindow { hits: 3, opened_at: T0 }, "the IP kept its count");
+    // A window over: the next attempt opens a new one.
+    let later = T0 + Duration::minutes(15);
+    assert_eq!(counted(&ip, later).await, ThrottleWindow { hits: 1, opened_at: later });
+    // Giving back never goes below nothing, and an unknown key is no error.
+    for _ in 0..2 {
+        store.release(std::slice::from_ref(&ip)).await.expect("write");
+    }
+    store.release(&[ThrottleKey::Ip("192.0.2.1".into())]).await.expect("write");
+    assert_eq!(counted(&ip, later).await, ThrottleWindow { hits: 1, opened_at: later });
 }
 
-/// Many write transactions at once all commit: none is refused or starved.
+/// Sixty attempts on one key at once, 20 times over: each sees its own
+/// count, so no more than the limit can ever pass.
+pub async fn concurrent_attempts_are_each_counted_once<S: Store>(store: &S) {
+    for trial in 0..20 {
+        let key = ThrottleKey::Email(email(&format!("trial-{trial}@example.com")).key());
+        let attempts = (0..60).map(|n| store.reserve(&key, T0 + Duration::milliseconds(n), Duration::minutes(15)));
+        let mut hits: Vec<i64> =
+            join_all(attempts).await.into_iter().map(|counted| counted.expect("write").hits).collect();
+        hits.sort_unstable();
+        assert_eq!(hits, (1..=60).collect::<Vec<_>>(), "trial {trial}");
+    }
+}
+
+/// Many writes at once all commit: none is refused or starved.
 pub async fn concurrent_writers_all_commit<S: Store>(store: &S) {
     let ip = ThrottleKey::Ip("198.51.100.9".into());
     let writes = (0..64).map(|n| {
-        let keys = [ThrottleKey::Email(email(&format!("w{n}@example.com")).key()), ip.clone()];
-        async move { store.record_failure(&keys, T0, T0 - Duration::minutes(15)).await }
+        let (email, ip) = (ThrottleKey::Email(email(&format!("w{n}@example.com")).key()), ip.clone());
+        async move {
+            store.reserve(&email, T0, Duration::minutes(15)).await?;
+            store.reserve(&ip, T0, Duration::minutes(15)).await
+        }
     });
     let outcomes = join_all(writes).await;
     assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
-    let window = store.failures_since(&[ip], T0 - Duration::minutes(1)).await.expect("read");
-    assert_eq!(window[0].count, 64);
+    assert_eq!(store.reserve(&ip, T0, Duration::minutes(15)).await.expect("write").hits, 65);
 }
 
 pub async fn grants_come_from_groups_and_the_superuser_flag<S: Store>(store: &S) {
@@ -1023,7 +1026,8 @@ macro_rules! store_contract_tests {
             grants_come_from_groups_and_the_superuser_flag,
             the_two_built_in_groups_exist,
             the_user_list_searches_filters_orders_and_pages,
-            failed_logins_are_counted_per_key_within_the_window,
+            attempts_are_counted_per_key_in_fixed_windows,
+            concurrent_attempts_are_each_counted_once,
             an_email_change_link_moves_the_account_and_kills_other_links,
             an_email_change_to_an_address_taken_meanwhile_changes_nothing,
             a_reset_sets_the_password_once_verifies_and_ends_every_session,

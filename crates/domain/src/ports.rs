@@ -247,34 +247,34 @@ impl ThrottleKey {
     }
 }
 
-/// Recent failures under one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FailureWindow {
-    pub count: i64,
-    pub oldest: Option<OffsetDateTime>,
+/// One key's attempts in its current window, the one just counted included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleWindow {
+    pub hits: i64,
+    /// When the window opened: it closes `window` later.
+    pub opened_at: OffsetDateTime,
 }
 
-/// Failed logins, counted in the store so that every instance sees them.
+/// Attempts counted in the store, so that every instance sees them, in
+/// fixed windows per key opened by the first attempt.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait LoginAttempts: Send + Sync {
-    /// For each key, in order: the failures at or after `since`.
-    async fn failures_since(
+pub trait Throttle: Send + Sync {
+    /// Counts one attempt under the key, atomically however many arrive at
+    /// once, opening a new window if the last one is over; the window after
+    /// the count.
+    async fn reserve(
         &self,
-        keys: &[ThrottleKey],
-        since: OffsetDateTime,
-    ) -> Result<Vec<FailureWindow>, PortError>;
+        key: &ThrottleKey,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Result<ThrottleWindow, PortError>;
 
-    /// Records one failure under each key, and forgets failures before `forget_before`.
-    async fn record_failure(
-        &self,
-        keys: &[ThrottleKey],
-        at: OffsetDateTime,
-        forget_before: OffsetDateTime,
-    ) -> Result<(), PortError>;
+    /// Gives back one attempt under each key: it turned out not to count.
+    async fn release(&self, keys: &[ThrottleKey]) -> Result<(), PortError>;
 
-    /// Forgets the failures under a key (after a successful login).
-    async fn clear_failures(&self, key: &ThrottleKey) -> Result<(), PortError>;
+    /// Forgets every attempt under a key (a successful login clears its address).
+    async fn clear(&self, key: &ThrottleKey) -> Result<(), PortError>;
 }
 
 /// A queued mail as the delivery worker sees it.

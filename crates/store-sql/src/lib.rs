@@ -60,4 +60,15 @@ impl<C: Connections> SqlStore<C> {
         let mut conn = self.conn().await.map_err(StoreError::Port)?;
         Ok(conn.as_db().transaction(work).await?)
     }
+
+    /// Runs `work` on a pooled connection, each statement committing by itself (see `Db::autocommit`).
+    async fn autocommit<R, E, F>(&self, work: F) -> Result<R, E>
+    where
+        F: for<'t, 'c> Work<&'t mut Db<'c>, R> + Send,
+        R: Send,
+        E: From<StoreError>,
+    {
+        let mut conn = self.conn().await.map_err(StoreError::Port)?;
+        Ok(conn.as_db().autocommit(work).await?)
+    }
 }

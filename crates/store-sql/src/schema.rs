@@ -98,11 +98,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    login_failures (id) {
-        id -> BigInt,
+    throttle_windows (scope, subject) {
         scope -> Text,
         subject -> Text,
-        failed_at -> crate::sql_types::UtcTimestamp,
+        opened_at -> crate::sql_types::UtcTimestamp,
+        hits -> BigInt,
     }
 }
 
@@ -137,6 +137,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     one_time_tokens,
     outbox,
-    login_failures,
+    throttle_windows,
     audit_events,
 );

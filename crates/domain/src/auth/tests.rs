@@ -4,8 +4,8 @@ use super::*;
 use crate::password::PasswordHash;
 use crate::ports::ThrottleKey;
 use crate::ports::{
-    Credentials, FailureWindow, MockAccessTokens, MockAccountStore, MockAuditLog, MockClock, MockLoginAttempts,
-    MockPasswordHasher, MockRandom, MockSessionStore, SignedAccessToken,
+    Credentials, MockAccessTokens, MockAccountStore, MockAuditLog, MockClock, MockPasswordHasher, MockRandom,
+    MockSessionStore, MockThrottle, SignedAccessToken, ThrottleWindow,
 };
 use crate::session::SessionInfo;
 use crate::user::Profile;
@@ -46,7 +46,7 @@ fn sid() -> SessionId {
 struct Mocks {
     accounts: MockAccountStore,
     sessions: MockSessionStore,
-    attempts: MockLoginAttempts,
+    throttle: MockThrottle,
     audit: MockAuditLog,
     hasher: MockPasswordHasher,
     tokens: MockAccessTokens,
@@ -58,7 +58,7 @@ impl Mocks {
         Self {
             accounts: MockAccountStore::new(),
             sessions: MockSessionStore::new(),
-            attempts: MockLoginAttempts::new(),
+            throttle: MockThrottle::new(),
             audit: MockAuditLog::new(),
             hasher: MockPasswordHasher::new(),
             tokens: MockAccessTokens::new(),
@@ -81,10 +81,10 @@ impl Mocks {
     }
 
     fn service(mut self) -> AuthService {
-        // No recent failures unless a test says otherwise (its expectations come first).
-        self.attempts.expect_failures_since().returning(|keys, _| Ok(vec![FailureWindow::default(); keys.len()]));
-        self.attempts.expect_record_failure().returning(|_, _, _| Ok(()));
-        self.attempts.expect_clear_failures().returning(|_| Ok(()));
+        // The first attempt in its window unless a test says otherwise (its expectations come first).
+        self.throttle.expect_reserve().returning(|_, now, _| Ok(ThrottleWindow { hits: 1, opened_at: now }));
+        self.throttle.expect_release().returning(|_| Ok(()));
+        self.throttle.expect_clear().returning(|_| Ok(()));
         self.audit.expect_record().returning(|_, _| Ok(()));
         let mut random = MockRandom::new();
         random.expect_token().returning(|| OpaqueToken::new("random-token".into()));
@@ -94,7 +94,7 @@ impl Mocks {
         let ports = Ports {
             accounts: Arc::new(self.accounts),
             sessions: Arc::new(self.sessions),
-            attempts: Arc::new(self.attempts),
+            throttle: Arc::new(self.throttle),
             audit: Arc::new(self.audit),
             hasher: Arc::new(self.hasher),
             tokens: Arc::new(self.tokens),
@@ -874,14 +874,19 @@ async fn confirming_a_change_to_a_taken_address_is_refused() {
 
 // --- throttling ----------------------------------------------------------
 
+fn counted(hits: i64, opened_at: OffsetDateTime) -> ThrottleWindow {
+    ThrottleWindow { hits, opened_at }
+}
+
 #[tokio::test]
-async fn the_eleventh_attempt_on_an_address_is_throttled_without_hashing() {
+async fn the_eleventh_attempt_on_an_address_is_throttled_without_hashing_and_given_back() {
     let mut m = Mocks::new();
-    m.attempts.expect_failures_since().returning(|keys, since| {
-        assert_eq!(since, NOW - Duration::minutes(15));
-        assert_eq!(keys[0], ThrottleKey::Email(Email::parse("ADA@example.com").unwrap().key()));
-        Ok(vec![FailureWindow { count: 10, oldest: Some(NOW - Duration::minutes(5)) }, FailureWindow::default()])
+    m.throttle.expect_reserve().times(1).returning(|key, now, window| {
+        assert_eq!((now, window), (NOW, Duration::minutes(15)));
+        assert_eq!(*key, ThrottleKey::Email(Email::parse("ADA@example.com").unwrap().key()));
+        Ok(counted(11, NOW - Duration::minutes(5)))
     });
+    m.throttle.expect_release().withf(|keys| matches!(keys, [ThrottleKey::Email(_)])).times(1).returning(|_| Ok(()));
     m.hasher.expect_verify().never();
     m.hasher.expect_verify_dummy().never();
     m.accounts.expect_find_credentials().never();
@@ -891,12 +896,29 @@ async fn the_eleventh_attempt_on_an_address_is_throttled_without_hashing() {
 }
 
 #[tokio::test]
-async fn a_client_ip_over_its_limit_is_throttled() {
+async fn the_tenth_attempt_is_still_checked() {
     let mut m = Mocks::new();
-    m.attempts.expect_failures_since().returning(|keys, _| {
-        assert_eq!(keys[1], ThrottleKey::Ip("203.0.113.9".into()));
-        Ok(vec![FailureWindow::default(), FailureWindow { count: 100, oldest: Some(NOW - Duration::seconds(899)) }])
+    m.throttle.expect_reserve().returning(|_, _, _| Ok(counted(10, NOW)));
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    m.hasher.expect_verify().times(1).returning(|_, _| Ok(PasswordCheck::Mismatch));
+    m.throttle.expect_release().never();
+    assert!(matches!(
+        m.service().login(login_request("wrong"), ClientInfo::default()).await,
+        Err(LoginError::InvalidCredentials)
+    ));
+}
+
+#[tokio::test]
+async fn a_client_ip_over_its_limit_is_throttled_and_both_counts_given_back() {
+    let mut m = Mocks::new();
+    m.throttle.expect_reserve().returning(|key, _, _| match key {
+        ThrottleKey::Email(_) => Ok(counted(1, NOW)),
+        ThrottleKey::Ip(ip) => {
+            assert_eq!(ip, "203.0.113.9");
+            Ok(counted(101, NOW - Duration::seconds(899)))
+        }
     });
+    m.throttle.expect_release().withf(|keys| keys.len() == 2).times(1).returning(|_| Ok(()));
     let client = ClientInfo::new(Some("203.0.113.9".into()), None);
     let error = m.service().login(login_request("right"), client).await.unwrap_err();
     assert!(matches!(error, LoginError::Throttled { retry_after: 1 }), "{error:?}");
@@ -906,42 +928,49 @@ async fn a_client_ip_over_its_limit_is_throttled() {
 async fn an_ip_limit_of_zero_turns_the_ip_key_off() {
     let mut m = Mocks::new();
     m.policy.max_failures_per_ip = 0;
-    m.attempts
-        .expect_failures_since()
-        .withf(|keys, _| keys.len() == 1)
-        .returning(|_, _| Ok(vec![FailureWindow::default()]));
+    m.throttle
+        .expect_reserve()
+        .withf(|key, _, _| matches!(key, ThrottleKey::Email(_)))
+        .times(1)
+        .returning(|_, _, _| Ok(counted(1, NOW)));
     m.accounts.expect_find_credentials().returning(|_| Ok(None));
     m.hasher.expect_verify_dummy().returning(|_| Ok(()));
-    m.attempts.expect_record_failure().withf(|keys, _, _| keys.len() == 1).times(1).returning(|_, _, _| Ok(()));
     let client = ClientInfo::new(Some("203.0.113.9".into()), None);
     assert!(matches!(m.service().login(login_request("x"), client).await, Err(LoginError::InvalidCredentials)));
 }
 
 #[tokio::test]
-async fn a_failed_login_is_recorded_under_the_address_and_the_ip() {
+async fn a_wrong_password_leaves_its_count_standing() {
     let mut m = Mocks::new();
     m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Mismatch));
-    m.attempts
-        .expect_record_failure()
-        .withf(|keys, at, forget| keys.len() == 2 && *at == NOW && *forget == NOW - Duration::minutes(15))
-        .times(1)
-        .returning(|_, _, _| Ok(()));
+    m.throttle.expect_reserve().times(2).returning(|_, _, _| Ok(counted(3, NOW)));
+    m.throttle.expect_release().never();
+    m.throttle.expect_clear().never();
     let client = ClientInfo::new(Some("203.0.113.9".into()), None);
     assert!(matches!(m.service().login(login_request("wrong"), client).await, Err(LoginError::InvalidCredentials)));
 }
 
 #[tokio::test]
-async fn a_successful_login_clears_the_address_failures() {
+async fn the_right_password_on_a_disabled_account_gives_its_count_back() {
     let mut m = Mocks::new();
-    m.attempts
-        .expect_failures_since()
-        .returning(|keys, _| Ok(vec![FailureWindow { count: 3, oldest: Some(NOW) }; keys.len()]));
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(false, true))));
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.throttle.expect_release().withf(|keys| keys.len() == 2).times(1).returning(|_| Ok(()));
+    let client = ClientInfo::new(Some("203.0.113.9".into()), None);
+    assert!(matches!(m.service().login(login_request("right"), client).await, Err(LoginError::AccountDisabled)));
+}
+
+#[tokio::test]
+async fn a_successful_login_clears_the_address_and_gives_the_ip_its_count_back() {
+    let mut m = Mocks::new();
+    m.throttle.expect_reserve().returning(|_, _, _| Ok(counted(3, NOW)));
     m.expect_right_password();
-    m.attempts.expect_record_failure().never();
-    m.attempts.expect_clear_failures().withf(|key| matches!(key, ThrottleKey::Email(_))).times(1).returning(|_| Ok(()));
+    m.throttle.expect_clear().withf(|key| matches!(key, ThrottleKey::Email(_))).times(1).returning(|_| Ok(()));
+    m.throttle.expect_release().withf(|keys| matches!(keys, [ThrottleKey::Ip(_)])).times(1).returning(|_| Ok(()));
     m.expect_session_opened();
-    assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
+    let client = ClientInfo::new(Some("203.0.113.9".into()), None);
+    assert!(m.service().login(login_request("right"), client).await.is_ok());
 }
 
 #[tokio::test]
@@ -962,14 +991,5 @@ async fn a_login_records_its_audit_event_with_the_session() {
         .expect_issue()
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
     m.audit.expect_record().never();
-    assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
-}
-
-#[tokio::test]
-async fn a_successful_login_without_recent_failures_writes_no_clearing() {
-    let mut m = Mocks::new();
-    m.expect_right_password();
-    m.attempts.expect_clear_failures().never();
-    m.expect_session_opened();
     assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
 }

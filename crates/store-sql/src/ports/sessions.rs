@@ -1,17 +1,19 @@
 use async_trait::async_trait;
+use diesel::dsl::case_when;
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
-use gatehouse_domain::ports::{FailureWindow, LoginAttempts, SessionStore, ThrottleKey};
+use gatehouse_domain::ports::{SessionStore, Throttle, ThrottleKey, ThrottleWindow};
 use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::{PortError, SessionId, TokenHash, User, UserId};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::dialect::{insert_rows, run, run_locked, run_optional, AsDb};
+use crate::dialect::{run, run_locked, run_optional, AsDb};
 use crate::queries::{insert_event, insert_refresh, revoke_user_sessions};
 use crate::rows::{user_from_rows, ProfileRow, UserRow, UserWithGroupRow};
-use crate::schema::{groups, login_failures, profiles, refresh_tokens, sessions, user_groups, users};
-use crate::sql_types::{Id, Utc};
+use crate::schema::{groups, profiles, refresh_tokens, sessions, throttle_windows, user_groups, users};
+use crate::sql_types::{Id, Utc, UtcTimestamp};
 use crate::{Connections, SqlStore};
 
 #[async_trait]
@@ -168,64 +170,60 @@ impl<C: Connections> SessionStore for SqlStore<C> {
 }
 
 #[async_trait]
-impl<C: Connections> LoginAttempts for SqlStore<C> {
-    async fn failures_since(
+impl<C: Connections> Throttle for SqlStore<C> {
+    async fn reserve(
         &self,
-        keys: &[ThrottleKey],
-        since: OffsetDateTime,
-    ) -> Result<Vec<FailureWindow>, PortError> {
-        let mut conn = self.conn().await?;
-        let mut windows = Vec::with_capacity(keys.len());
-        for key in keys {
-            let (count, oldest) = run!(&mut conn, |c| login_failures::table
-                .filter(login_failures::scope.eq(key.scope()))
-                .filter(login_failures::subject.eq(key.subject()))
-                .filter(login_failures::failed_at.ge(Utc(since)))
-                .select((diesel::dsl::count_star(), diesel::dsl::min(login_failures::failed_at)))
-                .first::<(i64, Option<OffsetDateTime>)>(c))?;
-            windows.push(FailureWindow { count, oldest });
-        }
-        Ok(windows)
+        key: &ThrottleKey,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Result<ThrottleWindow, PortError> {
+        let key = key.clone();
+        self.autocommit(async move |db| {
+            // One upsert: concurrent attempts queue on the key's row, and each
+            // sees the count the one before it left.
+            let over = throttle_windows::opened_at.le(Utc(now - window));
+            let (hits, opened_at) = run!(db, |c| diesel::insert_into(throttle_windows::table)
+                .values((
+                    throttle_windows::scope.eq(key.scope()),
+                    throttle_windows::subject.eq(key.subject()),
+                    throttle_windows::opened_at.eq(Utc(now)),
+                    throttle_windows::hits.eq(1_i64),
+                ))
+                .on_conflict((throttle_windows::scope, throttle_windows::subject))
+                .do_update()
+                .set((
+                    throttle_windows::hits
+                        .eq(case_when::<_, _, BigInt>(over, 1_i64).otherwise(throttle_windows::hits + 1_i64)),
+                    throttle_windows::opened_at
+                        .eq(case_when::<_, _, UtcTimestamp>(over, Utc(now)).otherwise(throttle_windows::opened_at)),
+                ))
+                .returning((throttle_windows::hits, throttle_windows::opened_at))
+                .get_result::<(i64, OffsetDateTime)>(c))?;
+            Ok(ThrottleWindow { hits, opened_at })
+        })
+        .await
     }
 
-    async fn record_failure(
-        &self,
-        keys: &[ThrottleKey],
-        at: OffsetDateTime,
-        forget_before: OffsetDateTime,
-    ) -> Result<(), PortError> {
+    async fn release(&self, keys: &[ThrottleKey]) -> Result<(), PortError> {
         let keys = keys.to_vec();
-        self.write(async move |tx| {
+        self.autocommit(async move |db| {
             for key in &keys {
-                run!(tx, |c| diesel::delete(login_failures::table)
-                    .filter(login_failures::scope.eq(key.scope()))
-                    .filter(login_failures::subject.eq(key.subject()))
-                    .filter(login_failures::failed_at.lt(Utc(forget_before)))
+                run!(db, |c| diesel::update(throttle_windows::table.find((key.scope(), key.subject())))
+                    .filter(throttle_windows::hits.gt(0_i64))
+                    .set(throttle_windows::hits.eq(throttle_windows::hits - 1_i64))
                     .execute(c))?;
-            }
-            let rows: Vec<_> = keys
-                .iter()
-                .map(|key| {
-                    (
-                        login_failures::scope.eq(key.scope()),
-                        login_failures::subject.eq(key.subject()),
-                        login_failures::failed_at.eq(Utc(at)),
-                    )
-                })
-                .collect();
-            if !rows.is_empty() {
-                insert_rows!(tx, login_failures::table, &rows)?;
             }
             Ok(())
         })
         .await
     }
 
-    async fn clear_failures(&self, key: &ThrottleKey) -> Result<(), PortError> {
-        run!(&mut self.conn().await?, |c| diesel::delete(login_failures::table)
-            .filter(login_failures::scope.eq(key.scope()))
-            .filter(login_failures::subject.eq(key.subject()))
-            .execute(c))?;
-        Ok(())
+    async fn clear(&self, key: &ThrottleKey) -> Result<(), PortError> {
+        let key = key.clone();
+        self.autocommit(async move |db| {
+            run!(db, |c| diesel::delete(throttle_windows::table.find((key.scope(), key.subject()))).execute(c))?;
+            Ok(())
+        })
+        .await
     }
 }
