@@ -218,26 +218,6 @@ impl Db<'_> {
     }
 }
 
-impl Db<'_> {
-    /// Runs `work` outside a transaction, each statement committing by
-    /// itself, for writes atomic one statement at a time: no BEGIN and COMMIT
-    /// round trips. On SQLite it still waits for the [`WriterTurn`], so that
-    /// its statements queue fairly behind write transactions.
-    pub async fn autocommit<R, F>(&mut self, work: F) -> Result<R, StoreError>
-    where
-        F: for<'t, 'c> Work<&'t mut Db<'c>, R> + Send,
-        R: Send,
-    {
-        match self {
-            Db::Postgres(conn) => work(&mut Db::Postgres(conn)).await,
-            Db::Sqlite(conn, writer) => {
-                let _turn = writer.lock().await;
-                work(&mut Db::Sqlite(conn, writer)).await
-            }
-        }
-    }
-}
-
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -61,14 +61,23 @@ impl<C: Connections> SqlStore<C> {
         Ok(conn.as_db().transaction(work).await?)
     }
 
-    /// Runs `work` on a pooled connection, each statement committing by itself (see `Db::autocommit`).
-    async fn autocommit<R, E, F>(&self, work: F) -> Result<R, E>
+    /// Runs `work` outside a transaction, each statement committing by
+    /// itself, for writes atomic one statement at a time: no BEGIN and COMMIT
+    /// round trips. On SQLite it still waits for the [`WriterTurn`], so that
+    /// its statements queue fairly behind write transactions.
+    async fn autocommit<R, F>(&self, work: F) -> Result<R, PortError>
     where
         F: for<'t, 'c> Work<&'t mut Db<'c>, R> + Send,
         R: Send,
-        E: From<StoreError>,
     {
-        let mut conn = self.conn().await.map_err(StoreError::Port)?;
-        Ok(conn.as_db().autocommit(work).await?)
+        let mut conn = self.conn().await?;
+        let outcome = match conn.as_db() {
+            Db::Postgres(conn) => work(&mut Db::Postgres(conn)).await,
+            Db::Sqlite(conn, writer) => {
+                let _turn = writer.lock().await;
+                work(&mut Db::Sqlite(conn, writer)).await
+            }
+        };
+        Ok(outcome?)
     }
 }

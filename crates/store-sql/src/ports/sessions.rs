@@ -177,7 +177,6 @@ impl<C: Connections> Throttle for SqlStore<C> {
         now: OffsetDateTime,
         window: Duration,
     ) -> Result<ThrottleWindow, PortError> {
-        let key = key.clone();
         self.autocommit(async move |db| {
             // One upsert: concurrent attempts queue on the key's row, and each
             // sees the count the one before it left.
@@ -205,13 +204,11 @@ impl<C: Connections> Throttle for SqlStore<C> {
     }
 
     async fn release(&self, keys: &[ThrottleKey]) -> Result<(), PortError> {
-        let keys = keys.to_vec();
         self.autocommit(async move |db| {
-            for key in &keys {
-                run!(db, |c| diesel::update(throttle_windows::table.find((key.scope(), key.subject())))
-                    .filter(throttle_windows::hits.gt(0_i64))
-                    .set(throttle_windows::hits.eq(throttle_windows::hits - 1_i64))
-                    .execute(c))?;
+            for key in keys {
+                let row = throttle_windows::table.find((key.scope(), key.subject()));
+                let hits = throttle_windows::hits;
+                run!(db, |c| diesel::update(row).filter(hits.gt(0_i64)).set(hits.eq(hits - 1_i64)).execute(c))?;
             }
             Ok(())
         })
@@ -219,11 +216,8 @@ impl<C: Connections> Throttle for SqlStore<C> {
     }
 
     async fn clear(&self, key: &ThrottleKey) -> Result<(), PortError> {
-        let key = key.clone();
-        self.autocommit(async move |db| {
-            run!(db, |c| diesel::delete(throttle_windows::table.find((key.scope(), key.subject()))).execute(c))?;
-            Ok(())
-        })
-        .await
+        let row = throttle_windows::table.find((key.scope(), key.subject()));
+        run!(&mut self.conn().await?, |c| diesel::delete(row).execute(c))?;
+        Ok(())
     }
 }
