@@ -10,6 +10,7 @@ on_both_stores!(
     control_characters_are_validation_errors_everywhere_text_comes_in,
     without_grace_concurrent_refreshes_spend_a_token_once,
     replays_within_the_grace_window_get_the_one_successor,
+    an_admin_patch_changes_the_profile_under_its_rules,
 );
 
 /// Sends a request that must be a 400 naming `field`.
@@ -159,4 +160,39 @@ async fn replays_within_the_grace_window_get_the_one_successor(backend: Backend)
         let again: Value = refresh(&app, &successors[0]).await.json().await.unwrap();
         assert_eq!(again["refresh"], next["refresh"], "and its replay gets its one successor");
     }
+}
+
+async fn an_admin_patch_changes_the_profile_under_its_rules(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let root = app.superuser_login("root@example.com").await;
+    let access = root["access"].as_str().unwrap();
+    let ada = app.verified_login("ada@example.com").await;
+    let path = format!("/api/v1/admin/users/{}", ada["user"]["id"]);
+
+    let body = json!({ "last_name": "King", "profile": { "bio": "Analyst", "phone": "+441234567890" } });
+    let changed = send(&app, Method::PATCH, &path, access, Some(body)).await;
+    assert_eq!(changed.status(), 200);
+    let changed: Value = changed.json().await.unwrap();
+    assert_eq!(changed["last_name"], "King");
+    assert_eq!(changed["profile"], json!({ "phone": "+441234567890", "gender": null, "bio": "Analyst" }));
+
+    for (profile, field) in [
+        (json!({ "phone": "555" }), "profile.phone"),
+        (json!({ "bio": "x".repeat(501) }), "profile.bio"),
+        (json!({ "gender": "g".repeat(33) }), "profile.gender"),
+    ] {
+        let body = json!({ "first_name": "Changed", "profile": profile });
+        refused(send(&app, Method::PATCH, &path, access, Some(body)).await, field).await;
+    }
+    let cleared = send(&app, Method::PATCH, &path, access, Some(json!({ "profile": { "phone": null } }))).await;
+    let cleared: Value = cleared.json().await.unwrap();
+    assert_eq!(cleared["first_name"], changed["first_name"], "no refused patch changed anything");
+    assert_eq!(cleared["profile"], json!({ "phone": null, "gender": null, "bio": "Analyst" }));
+    let me: Value = app.get_auth("/api/v1/auth/me", ada["access"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(me["profile"], cleared["profile"], "the user sees what the administrator set");
+
+    let trail: Value = app.get_auth("/api/v1/admin/audit?event=admin_action", access).await.json().await.unwrap();
+    let details: Vec<&Value> = trail["results"].as_array().unwrap().iter().map(|e| &e["detail"]).collect();
+    assert!(details.iter().any(|d| d["changes"]["profile"] == json!(["phone", "bio"])), "{details:?}");
+    assert!(!trail.to_string().contains("+441234567890"), "the trail names profile fields, not their values");
 }

@@ -454,11 +454,19 @@ fn describe(changes: &AdminUserChanges) -> Value {
     if let Some(email) = &changes.email {
         described.insert("email".into(), json!(email.as_ref()));
     }
-    if let Some(name) = &changes.first_name {
+    if let Some(name) = &changes.profile.first_name {
         described.insert("first_name".into(), json!(name));
     }
-    if let Some(name) = &changes.last_name {
+    if let Some(name) = &changes.profile.last_name {
         described.insert("last_name".into(), json!(name));
+    }
+    // Profile fields are personal: the trail names them, not their values.
+    let profile = &changes.profile;
+    let touched =
+        [("phone", profile.phone.is_some()), ("gender", profile.gender.is_some()), ("bio", profile.bio.is_some())];
+    let touched: Vec<&str> = touched.into_iter().filter(|(_, changed)| *changed).map(|(field, _)| field).collect();
+    if !touched.is_empty() {
+        described.insert("profile".into(), json!(touched));
     }
     for (field, flag) in [
         ("is_active", changes.is_active),

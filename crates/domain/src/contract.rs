@@ -857,7 +857,12 @@ pub async fn an_admin_update_changes_what_it_names_and_disabling_ends_sessions<S
     let auditors = store.create_group("Auditors", &[Permission::AuditView]).await.expect("write").expect("new name");
     let changes = AdminUserChanges {
         email: Some(email("Countess@example.com")),
-        last_name: Some("King".into()),
+        profile: ProfilePatch {
+            last_name: Some("King".into()),
+            phone: Some(Some("+441234567890".into())),
+            bio: Some("Analyst".into()),
+            ..ProfilePatch::default()
+        },
         is_staff: Some(true),
         groups: Some(vec![auditors.name.clone()]),
         ..AdminUserChanges::default()
@@ -865,6 +870,10 @@ pub async fn an_admin_update_changes_what_it_names_and_disabling_ends_sessions<S
     let changed = written_user(store.admin_update_user(id, changes, T0).await.expect("write"));
     assert_eq!(changed.email.as_ref(), "Countess@example.com");
     assert_eq!((changed.first_name.as_str(), changed.last_name.as_str()), ("Ada", "King"));
+    assert_eq!(
+        (changed.profile.phone.as_deref(), changed.profile.gender.as_deref(), changed.profile.bio.as_str()),
+        (Some("+441234567890"), None, "Analyst")
+    );
     assert!(changed.is_staff && changed.is_active && !changed.is_verified);
     assert_eq!(changed.groups, ["Auditors"], "the groups are replaced, not added to");
     assert!(store.find_credentials(&email("countess@EXAMPLE.com").key()).await.expect("read").is_some());
@@ -887,12 +896,17 @@ pub async fn an_admin_update_to_a_taken_address_changes_nothing<S: Store>(store:
     let grace = signup(store, "grace@example.com", "t2").await;
     let changes = AdminUserChanges {
         email: Some(email("ADA@example.com")),
-        first_name: Some("Changed".into()),
+        profile: ProfilePatch {
+            first_name: Some("Changed".into()),
+            bio: Some("Changed".into()),
+            ..ProfilePatch::default()
+        },
         ..AdminUserChanges::default()
     };
     assert_eq!(store.admin_update_user(grace, changes, T0).await.expect("write"), AdminWrite::EmailTaken);
     let unchanged = store.get_user(grace).await.expect("read").expect("found");
     assert_eq!((unchanged.email.as_ref(), unchanged.first_name.as_str()), ("grace@example.com", "Ada"));
+    assert_eq!(unchanged.profile.bio, "", "the profile is untouched too");
 }
 
 pub async fn the_last_active_superuser_is_never_demoted_disabled_or_deleted<S: Store>(store: &S) {

@@ -446,8 +446,8 @@ pub struct AdminNewUser {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdminUserChanges {
     pub email: Option<Email>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
+    /// Names and profile fields, under the rules of the user's own patch.
+    pub profile: ProfilePatch,
     pub is_active: Option<bool>,
     pub is_staff: Option<bool>,
     pub is_superuser: Option<bool>,

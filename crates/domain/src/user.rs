@@ -170,6 +170,11 @@ impl ProfilePatch {
     pub fn is_empty(&self) -> bool {
         self == &ProfilePatch::default()
     }
+
+    /// Whether it names a profile field, beyond the names kept on the user.
+    pub fn touches_profile(&self) -> bool {
+        self.phone.is_some() || self.gender.is_some() || self.bio.is_some()
+    }
 }
 
 #[cfg(test)]

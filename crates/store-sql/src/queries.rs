@@ -8,6 +8,7 @@ use gatehouse_domain::audit::AuditEvent;
 use gatehouse_domain::mail::OutgoingMail;
 use gatehouse_domain::ports::{Credentials, NewOneTimeToken, TokenPurpose};
 use gatehouse_domain::session::NewRefreshToken;
+use gatehouse_domain::user::ProfilePatch;
 use gatehouse_domain::{PasswordHash, PortError, SessionId, User};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -30,10 +31,20 @@ pub async fn load_credentials(db: &mut Db<'_>, id: i64) -> Result<Option<Credent
     Ok(credentials(rows))
 }
 
+/// Sets the profile fields a patch names; no statement when it names none.
+pub async fn patch_profile(db: &mut Db<'_>, id: i64, patch: &ProfilePatch) -> Result<(), StoreError> {
+    let (phone, gender, bio) = (profiles::phone, profiles::gender, profiles::bio);
+    let fields = (patch.phone.as_ref().map(|p| phone.eq(p)), patch.gender.as_ref().map(|g| gender.eq(g)));
+    let fields = (fields, patch.bio.as_ref().map(|b| bio.eq(b)));
+    if patch.touches_profile() {
+        run!(db, |c| diesel::update(profiles::table.find(id)).set(fields).execute(c))?;
+    }
+    Ok(())
+}
+
 pub async fn require_user(db: &mut Db<'_>, id: i64) -> Result<User, StoreError> {
-    load_user(db, id)
-        .await?
-        .ok_or_else(|| StoreError::Port(PortError::unexpected("a user vanished inside its transaction")))
+    let vanished = || StoreError::Port(PortError::unexpected("a user vanished inside its transaction"));
+    load_user(db, id).await?.ok_or_else(vanished)
 }
 
 pub async fn insert_event(db: &mut Db<'_>, event: &AuditEvent, at: OffsetDateTime) -> Result<(), StoreError> {

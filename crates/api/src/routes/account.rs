@@ -117,14 +117,7 @@ pub async fn update_me(
     AuthBody(caller, body): AuthBody<ProfilePatchBody>,
 ) -> Result<HttpResponse, ApiError> {
     let ProfilePatchBody { first_name, last_name, profile } = body;
-    let ProfileFields { phone, gender, bio } = profile.unwrap_or_default();
-    let patch = ProfilePatch::parse(RawProfilePatch {
-        first_name: first_name.as_deref(),
-        last_name: last_name.as_deref(),
-        phone: phone.as_ref().map(Option::as_deref),
-        gender: gender.as_ref().map(Option::as_deref),
-        bio: bio.as_deref(),
-    })?;
+    let patch = parse_profile(first_name.as_deref(), last_name.as_deref(), profile)?;
     let user = state.auth.update_me(caller.user_id, patch).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
@@ -222,6 +215,23 @@ pub struct ProfilePatchBody {
     first_name: Option<String>,
     last_name: Option<String>,
     profile: Option<ProfileFields>,
+}
+
+/// Names and profile fields under the profile rules, errors under dotted keys:
+/// the user's own patch and an administrator's read them alike.
+pub(crate) fn parse_profile(
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+    profile: Option<ProfileFields>,
+) -> Result<ProfilePatch, FieldErrors> {
+    let ProfileFields { phone, gender, bio } = profile.unwrap_or_default();
+    ProfilePatch::parse(RawProfilePatch {
+        first_name,
+        last_name,
+        phone: phone.as_ref().map(Option::as_deref),
+        gender: gender.as_ref().map(Option::as_deref),
+        bio: bio.as_deref(),
+    })
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use gatehouse_domain::admin::{AdminCreateRequest, Group, RawUserQuery};
 use gatehouse_domain::error::collect;
 use gatehouse_domain::ports::AdminUserChanges;
-use gatehouse_domain::user::parse_name;
+use gatehouse_domain::user::{parse_name, ProfilePatch};
 use gatehouse_domain::{Email, FieldErrors};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::extract::{AuthBody, AuthUser, Client};
 #[allow(unused_imports)]
 use crate::openapi::*;
+use crate::routes::account::{parse_profile, ProfileFields};
 use crate::state::AppState;
 use crate::views::{timestamp, UserView};
 
@@ -178,17 +179,28 @@ pub async fn update_user(
     id: web::Path<String>,
     AuthBody(caller, body): AuthBody<AdminUpdateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let AdminUpdateBody { email, first_name, last_name, is_active, is_staff, is_superuser, is_verified, groups } = body;
+    let AdminUpdateBody {
+        email,
+        first_name,
+        last_name,
+        profile,
+        is_active,
+        is_staff,
+        is_superuser,
+        is_verified,
+        groups,
+    } = body;
     let mut errors = FieldErrors::new();
     let email = match email {
         Some(raw) => parse_email(&mut errors, Some(raw)),
         None => None,
     };
-    let first_name = first_name.and_then(|n| collect(&mut errors, "first_name", parse_name(&n)));
-    let last_name = last_name.and_then(|n| collect(&mut errors, "last_name", parse_name(&n)));
+    let profile = parse_profile(first_name.as_deref(), last_name.as_deref(), profile).unwrap_or_else(|broken| {
+        errors.merge(broken);
+        ProfilePatch::default()
+    });
     errors.finish(())?;
-    let changes =
-        AdminUserChanges { email, first_name, last_name, is_active, is_staff, is_superuser, is_verified, groups };
+    let changes = AdminUserChanges { email, profile, is_active, is_staff, is_superuser, is_verified, groups };
     let user = state.admin.update_user(caller, &id, changes, &client.0).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
@@ -371,6 +383,8 @@ pub struct AdminUpdateBody {
     email: Option<String>,
     first_name: Option<String>,
     last_name: Option<String>,
+    /// The same fields and rules as the user's own `PATCH /me`.
+    profile: Option<ProfileFields>,
     is_active: Option<bool>,
     is_staff: Option<bool>,
     /// Only a superuser changes this; the last active superuser cannot lose it.

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::dialect::{run, run_optional, AsDb, StoreError};
 use crate::queries::{
     credentials, credentials_of, insert_mails, insert_token, insert_user, join_groups, kill_tokens, load_credentials,
-    load_user, require_user, revoke_user_sessions, take_live_token, CredentialsRow,
+    load_user, patch_profile, require_user, revoke_user_sessions, take_live_token, CredentialsRow,
 };
 use crate::rows::NewUserRow;
 use crate::schema::{one_time_tokens, profiles, users};
@@ -140,14 +140,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
             if found == 0 {
                 return Ok(None);
             }
-            if patch.phone.is_some() || patch.gender.is_some() || patch.bio.is_some() {
-                let profile = (
-                    patch.phone.as_ref().map(|p| profiles::phone.eq(p)),
-                    patch.gender.as_ref().map(|g| profiles::gender.eq(g)),
-                    patch.bio.as_ref().map(|b| profiles::bio.eq(b)),
-                );
-                run!(tx, |c| diesel::update(profiles::table.find(id.get())).set(profile).execute(c))?;
-            }
+            patch_profile(tx, id.get(), &patch).await?;
             load_user(tx, id.get()).await
         })
         .await

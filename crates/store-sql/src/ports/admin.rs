@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::dialect::{run, run_optional, AsDb, Db, StoreError};
 use crate::queries::{
     filtered_users, insert_mails, insert_token, insert_user, is_last_superuser, join_groups, load_user, ordered_users,
-    require_user, revoke_user_sessions, set_permissions, with_permissions,
+    patch_profile, require_user, revoke_user_sessions, set_permissions, with_permissions,
 };
 use crate::rows::{to_user, NewUserRow, ProfileRow, UserRow};
 use crate::schema::{group_permissions, groups, profiles, user_groups, users};
@@ -151,8 +151,8 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
                         users::id.eq(users::id),
                         changes.email.as_ref().map(|e| users::email.eq(e.as_ref().to_owned())),
                         changes.email.as_ref().map(|e| users::email_key.eq(e.key().as_str().to_owned())),
-                        changes.first_name.as_ref().map(|n| users::first_name.eq(n)),
-                        changes.last_name.as_ref().map(|n| users::last_name.eq(n)),
+                        changes.profile.first_name.as_ref().map(|n| users::first_name.eq(n)),
+                        changes.profile.last_name.as_ref().map(|n| users::last_name.eq(n)),
                         changes.is_active.map(|v| users::is_active.eq(v)),
                         changes.is_staff.map(|v| users::is_staff.eq(v)),
                         changes.is_superuser.map(|v| users::is_superuser.eq(v)),
@@ -163,6 +163,7 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
                 if found == 0 {
                     return Ok(AdminWrite::NotFound);
                 }
+                patch_profile(tx, id.get(), &changes.profile).await?;
                 if let Some(groups) = &changes.groups {
                     run!(tx, |c| diesel::delete(user_groups::table.filter(user_groups::user_id.eq(id.get())))
                         .execute(c))?;

@@ -181,13 +181,10 @@ impl<C: Connections> Throttle for SqlStore<C> {
             // One upsert: concurrent attempts queue on the key's row, and each
             // sees the count the one before it left.
             let over = throttle_windows::opened_at.le(Utc(now - window));
+            let row = (throttle_windows::scope.eq(key.scope()), throttle_windows::subject.eq(key.subject()));
+            let first = (throttle_windows::opened_at.eq(Utc(now)), throttle_windows::hits.eq(1_i64));
             let (hits, opened_at) = run!(db, |c| diesel::insert_into(throttle_windows::table)
-                .values((
-                    throttle_windows::scope.eq(key.scope()),
-                    throttle_windows::subject.eq(key.subject()),
-                    throttle_windows::opened_at.eq(Utc(now)),
-                    throttle_windows::hits.eq(1_i64),
-                ))
+                .values((row, first))
                 .on_conflict((throttle_windows::scope, throttle_windows::subject))
                 .do_update()
                 .set((
