@@ -11,6 +11,7 @@ on_both_stores!(
     without_grace_concurrent_refreshes_spend_a_token_once,
     replays_within_the_grace_window_get_the_one_successor,
     an_admin_patch_changes_the_profile_under_its_rules,
+    a_domain_in_two_spellings_is_one_account,
 );
 
 /// Sends a request that must be a 400 naming `field`.
@@ -195,4 +196,15 @@ async fn an_admin_patch_changes_the_profile_under_its_rules(backend: Backend) {
     let details: Vec<&Value> = trail["results"].as_array().unwrap().iter().map(|e| &e["detail"]).collect();
     assert!(details.iter().any(|d| d["changes"]["profile"] == json!(["phone", "bio"])), "{details:?}");
     assert!(!trail.to_string().contains("+441234567890"), "the trail names profile fields, not their values");
+}
+
+async fn a_domain_in_two_spellings_is_one_account(backend: Backend) {
+    let app = spawn_app_with(backend, Options { require_verified_email: Some(false), ..Options::default() }).await;
+    let first = app.post("/api/v1/auth/signup", &json!({ "email": "ada@exämple.com", "password": PASSWORD })).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["email"], "ada@exämple.com");
+    let punycode = json!({ "email": "Ada@XN--EXMPLE-CUA.com", "password": PASSWORD });
+    assert_error(app.post("/api/v1/auth/signup", &punycode).await, 409, "email_taken").await;
+    assert_eq!(app.login("ADA@xn--exmple-cua.com", PASSWORD).await.status(), 200, "either spelling logs in");
 }

@@ -6,7 +6,9 @@ use std::str::FromStr;
 /// The longest address accepted, per RFC 5321's path limit.
 pub const MAX_EMAIL_LEN: usize = 254;
 
-/// A syntactically valid address: the local part as typed, the domain lower-cased.
+/// A syntactically valid address: the local part as typed, the domain
+/// lower-cased and in its Unicode form (IDNA, UTS 46), so that a domain's two
+/// spellings (`exämple.com`, `xn--exmple-cua.com`) are one address.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
 
@@ -37,7 +39,10 @@ impl Email {
         if (!domain.contains('.') && domain != "localhost") || domain.starts_with('[') {
             return Err(EmailError::Invalid);
         }
-        Ok(Self(format!("{}@{}", parsed.local_part(), domain.to_lowercase())))
+        let ascii = idna::domain_to_ascii(domain).map_err(|_| EmailError::Invalid)?;
+        let (domain, valid) = idna::domain_to_unicode(&ascii);
+        valid.map_err(|_| EmailError::Invalid)?;
+        Ok(Self(format!("{}@{}", parsed.local_part(), domain)))
     }
 
     /// Rebuilds an address read back from storage, where it was stored normalised.
@@ -101,6 +106,16 @@ mod tests {
         assert_eq!(email.as_ref(), "Ada.Lovelace@example.com");
         assert_eq!(email.key().as_str(), "ada.lovelace@example.com");
         assert_eq!(email.local_part(), "Ada.Lovelace");
+    }
+
+    #[test]
+    fn a_domain_in_either_spelling_is_one_address() {
+        let unicode = Email::parse("Ada@Exämple.COM").unwrap();
+        let punycode = Email::parse("ada@XN--EXMPLE-CUA.com").unwrap();
+        assert_eq!(unicode.as_ref(), "Ada@exämple.com");
+        assert_eq!(punycode.as_ref(), "ada@exämple.com");
+        assert_eq!(unicode.key(), punycode.key());
+        assert_eq!(Email::parse("ada@xn--invalid-.com"), Err(EmailError::Invalid), "not a valid IDNA label");
     }
 
     #[test]
