@@ -208,3 +208,37 @@ async fn a_domain_in_two_spellings_is_one_account(backend: Backend) {
     assert_error(app.post("/api/v1/auth/signup", &punycode).await, 409, "email_taken").await;
     assert_eq!(app.login("ADA@xn--exmple-cua.com", PASSWORD).await.status(), 200, "either spelling logs in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_answer_is_in_the_contract_shape() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let put = app.client.put(app.url("/api/v1/auth/me")).send().await.unwrap();
+    assert_eq!(put.headers()["allow"], "GET, PATCH, DELETE");
+    assert_error(put, 405, "method_not_allowed").await;
+    let get = app.client.get(app.url("/api/v1/admin/users/7")).send().await.unwrap();
+    assert_eq!(get.status(), 401, "a routed method is not a 405");
+    let delete = app.client.delete(app.url("/api/v1/auth/login")).send().await.unwrap();
+    assert_eq!(delete.headers()["allow"], "POST");
+    assert_error(delete, 405, "method_not_allowed").await;
+
+    // A preflight from an origin that is not allowed is refused by the CORS layer.
+    let preflight = app
+        .client
+        .request(Method::OPTIONS, app.url("/api/v1/auth/login"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(preflight, 400, "validation_error").await;
+    assert!(body["errors"]["non_field_errors"][0].as_str().unwrap().to_lowercase().contains("origin"), "{body}");
+    let preflight = app
+        .client
+        .request(Method::OPTIONS, app.url("/api/v1/auth/login"))
+        .header("origin", crate::helpers::FRONTEND)
+        .header("access-control-request-method", "TRACE")
+        .send()
+        .await
+        .unwrap();
+    assert_error(preflight, 400, "validation_error").await;
+}

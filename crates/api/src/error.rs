@@ -26,6 +26,8 @@ pub struct ApiError {
     errors: BTreeMap<String, Vec<String>>,
     www_authenticate: Option<&'static str>,
     retry_after: Option<u64>,
+    /// The methods a 405's resource answers.
+    allow: Option<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -46,7 +48,7 @@ impl std::fmt::Display for ApiError {
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, field: &str, message: &str) -> Self {
         let errors = BTreeMap::from([(field.to_owned(), vec![message.to_owned()])]);
-        Self { status, code, errors, www_authenticate: None, retry_after: None, source: None }
+        Self { status, code, errors, www_authenticate: None, retry_after: None, allow: None, source: None }
     }
 
     fn general(status: StatusCode, code: &'static str, message: &str) -> Self {
@@ -154,8 +156,32 @@ impl ApiError {
         Self::general(StatusCode::NOT_FOUND, "not_found", "Not found.")
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::general(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.")
+    pub fn method_not_allowed(allow: String) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::general(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.")
+        }
+    }
+
+    /// The contract's answer for a status that a layer below the handlers
+    /// chose (a CORS refusal, a framework's own error), with its message.
+    pub fn of_status(status: StatusCode, message: &str) -> Self {
+        let code = match status.as_u16() {
+            401 => "not_authenticated",
+            403 => "permission_denied",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            429 => "rate_limited",
+            431 => "request_header_too_large",
+            503 => "service_unavailable",
+            500..=599 => "internal_error",
+            _ => "validation_error",
+        };
+        let message =
+            if message.is_empty() { status.canonical_reason().unwrap_or("Request refused.") } else { message };
+        Self::general(status, code, message)
     }
 
     pub fn email_taken() -> Self {
@@ -212,6 +238,9 @@ impl ResponseError for ApiError {
         }
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(allow) = &self.allow {
+            response.insert_header((header::ALLOW, allow.as_str()));
         }
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         response.json(body)

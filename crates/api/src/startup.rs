@@ -391,6 +391,7 @@ impl Application {
                 .app_data(limit.clone())
                 .wrap(cors(&origins))
                 .wrap(security_headers())
+                .wrap(middleware::from_fn(routes::contract_shape))
                 .wrap(middleware::from_fn(request_id::middleware))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))

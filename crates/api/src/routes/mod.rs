@@ -9,15 +9,48 @@ pub(crate) mod tokens;
 
 use std::future::Future;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::{web, HttpResponse, Resource};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError};
 use gatehouse_domain::PortError;
 
 use crate::error::ApiError;
 
-/// A resource that answers a JSON 405 to methods it does not route.
+/// A resource that answers a JSON 405, with `Allow`, to methods it does not route.
 fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) }))
+    web::resource(path).default_service(web::to(|req: HttpRequest| async move {
+        let pattern = req.match_pattern().unwrap_or_default();
+        let allowed: Vec<&str> = ROUTES.iter().filter(|(_, p)| *p == pattern).map(|(method, _)| *method).collect();
+        Err::<HttpResponse, _>(ApiError::method_not_allowed(allowed.join(", ")))
+    }))
+}
+
+/// Puts every error answer in the contract's shape: one that a layer below
+/// the handlers made (a CORS refusal, a framework's own error) in plain text
+/// gets the JSON body its status calls for, its other headers kept.
+pub async fn contract_shape(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let response = next.call(req).await?;
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"application/json");
+    if response.status().as_u16() < 400 || is_json {
+        return Ok(response.map_into_left_body());
+    }
+    let (req, plain) = response.into_parts();
+    let status = plain.status();
+    let headers = plain.headers().clone();
+    let message = actix_web::body::to_bytes_limited(plain.into_body(), 1024).await.ok().and_then(Result::ok);
+    let message = message.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+    let mut shaped = ApiError::of_status(status, message.trim()).error_response();
+    let own = shaped.headers().clone();
+    for (name, value) in headers.iter().filter(|(name, _)| !own.contains_key(*name) && *name != header::CONTENT_LENGTH)
+    {
+        shaped.headers_mut().append(name.clone(), value.clone());
+    }
+    Ok(ServiceResponse::new(req, shaped).map_into_right_body())
 }
 
 /// Every route the service answers, as (method, path) pairs: the docs test
