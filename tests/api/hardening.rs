@@ -1,5 +1,7 @@
 //! The defects an outside battery found, each shown closed from outside.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -241,4 +243,39 @@ async fn every_error_answer_is_in_the_contract_shape() {
         .await
         .unwrap();
     assert_error(preflight, 400, "validation_error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_too_slowly_is_a_408_and_answers_carry_their_policies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let settings = vec![
+        ("GATEHOUSE__SERVER__BODY_TIMEOUT_SECONDS".to_owned(), "1".to_owned()),
+        ("GATEHOUSE__SERVER__HSTS_MAX_AGE_SECONDS".to_owned(), "31536000".to_owned()),
+    ];
+    let app = spawn_app_with(Backend::Sqlite, Options { extra: settings, ..Options::default() }).await;
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+    let head =
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    // One byte a second, as a slow client would; the server stops waiting first.
+    for _ in 0..5 {
+        if tokio::time::timeout(Duration::from_secs(1), stream.read_buf(&mut answer)).await.is_ok() {
+            break;
+        }
+        let _ = stream.write_all(b" ").await;
+    }
+    // The server closes the connection after its answer.
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4), "answered after {:?}", started.elapsed());
+
+    let live = app.client.get(app.url("/health/live")).send().await.unwrap();
+    assert_eq!(live.headers()["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
+    assert_eq!(live.headers()["strict-transport-security"], "max-age=31536000; includeSubDomains");
+    let docs = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert!(docs.headers()["content-security-policy"].to_str().unwrap().contains("style-src 'unsafe-inline'"));
 }

@@ -19,9 +19,18 @@ use crate::error::ApiError;
 /// The deepest nesting a body may have.
 pub const MAX_DEPTH: usize = 32;
 
-/// The body size limit, shared through app data.
+/// How much of a body is read, and for how long, shared through app data.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    pub bytes: usize,
+    pub time: std::time::Duration,
+}
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self { bytes: 64 * 1024, time: std::time::Duration::from_secs(10) }
+    }
+}
 
 /// A request body that is a JSON object.
 #[derive(Debug)]
@@ -81,7 +90,8 @@ impl FromRequest for JsonBody {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req.app_data::<web::Data<BodyLimit>>().map_or(64 * 1024, |l| l.0);
+        let BodyLimit { bytes: limit, time } =
+            req.app_data::<web::Data<BodyLimit>>().map_or_else(BodyLimit::default, |l| *l.get_ref());
         let content_type = req.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("invalid"));
         let declared_length = req
             .headers()
@@ -98,7 +108,10 @@ impl FromRequest for JsonBody {
                 return Err(ApiError::payload_too_large(limit));
             }
             let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
+            let deadline = tokio::time::Instant::now() + time;
+            while let Some(chunk) =
+                tokio::time::timeout_at(deadline, payload.next()).await.map_err(|_| ApiError::request_timeout())?
+            {
                 let chunk = chunk.map_err(|_| ApiError::invalid_json("The request body could not be read."))?;
                 if body.len() + chunk.len() > limit {
                     return Err(ApiError::payload_too_large(limit));

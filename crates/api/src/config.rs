@@ -52,8 +52,11 @@ pub struct Settings {
 pub struct ServerSettings {
     pub bind: String,
     pub body_limit_bytes: usize,
+    pub body_timeout_seconds: u64,
     pub workers: usize,
     pub shutdown_timeout_seconds: u64,
+    /// `Strict-Transport-Security` max-age when served over HTTPS; 0 sends none.
+    pub hsts_max_age_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +231,9 @@ impl Settings {
         }
         if self.server.body_limit_bytes == 0 {
             return Err(ConfigError::new("server.body_limit_bytes", "must be positive"));
+        }
+        if self.server.body_timeout_seconds == 0 {
+            return Err(ConfigError::new("server.body_timeout_seconds", "must be positive"));
         }
         if self.database.pool_size == 0 {
             return Err(ConfigError::new("database.pool_size", "must be positive"));

@@ -171,6 +171,7 @@ impl ApiError {
             403 => "permission_denied",
             404 => "not_found",
             405 => "method_not_allowed",
+            408 => "request_timeout",
             413 => "payload_too_large",
             415 => "unsupported_media_type",
             429 => "rate_limited",
@@ -194,6 +195,10 @@ impl ApiError {
             "payload_too_large",
             &format!("The request body is larger than {limit} bytes."),
         )
+    }
+
+    pub fn request_timeout() -> Self {
+        Self::general(StatusCode::REQUEST_TIMEOUT, "request_timeout", "The request body did not arrive in time.")
     }
 
     pub fn unsupported_media_type() -> Self {

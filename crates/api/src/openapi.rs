@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{ContentType, CONTENT_SECURITY_POLICY};
 use actix_web::HttpResponse;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -134,8 +134,15 @@ pub async fn openapi_json() -> HttpResponse {
 
 /// The document as a page for people.
 #[utoipa::path(get, path = "/docs", tag = "operations", responses((status = 200, description = "HTML")))]
+/// The page styles itself inline and loads nothing else.
 pub async fn docs() -> HttpResponse {
-    HttpResponse::Ok().content_type(ContentType::html()).body(PAGE.as_str())
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .insert_header((
+            CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ))
+        .body(PAGE.as_str())
 }
 
 fn escape(text: &str) -> String {

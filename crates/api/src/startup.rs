@@ -326,13 +326,20 @@ fn cors(origins: &[String]) -> Cors {
 }
 
 /// Set on every response unless a handler chose otherwise: responses carry
-/// personal data and tokens, so nothing is cached, sniffed or framed.
-fn security_headers() -> middleware::DefaultHeaders {
-    middleware::DefaultHeaders::new()
+/// personal data and tokens, so nothing is cached, sniffed, framed, or let
+/// load anything (a JSON answer is no page). Behind HTTPS, browsers are told
+/// to keep to it.
+fn security_headers(hsts_max_age_seconds: u64) -> middleware::DefaultHeaders {
+    let headers = middleware::DefaultHeaders::new()
         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .add((header::REFERRER_POLICY, "no-referrer"))
         .add((header::X_FRAME_OPTIONS, "DENY"))
         .add((header::CACHE_CONTROL, "no-store"))
+        .add((header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"));
+    match hsts_max_age_seconds {
+        0 => headers,
+        seconds => headers.add((header::STRICT_TRANSPORT_SECURITY, format!("max-age={seconds}; includeSubDomains"))),
+    }
 }
 
 /// A bound, ready-to-run service.
@@ -379,9 +386,13 @@ impl Application {
             hash_queue: hasher,
             pool: stores.pool.clone(),
         });
-        let limit = web::Data::new(BodyLimit(settings.server.body_limit_bytes));
+        let limit = web::Data::new(BodyLimit {
+            bytes: settings.server.body_limit_bytes,
+            time: Duration::from_secs(settings.server.body_timeout_seconds),
+        });
         let workers = request_workers(&settings);
         let origins = settings.cors.origins.clone();
+        let hsts = settings.server.hsts_max_age_seconds;
         let pool = stores.pool.clone();
         let server = HttpServer::new(move || {
             // The factory runs once on each worker thread.
@@ -390,7 +401,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(limit.clone())
                 .wrap(cors(&origins))
-                .wrap(security_headers())
+                .wrap(security_headers(hsts))
                 .wrap(middleware::from_fn(routes::contract_shape))
                 .wrap(middleware::from_fn(request_id::middleware))
                 .configure(routes::configure)
