@@ -94,6 +94,8 @@ fn smtp_server() -> (u16, Inbox) {
 
 pub struct TestApp {
     pub address: String,
+    /// Where `/metrics` is served when it has an address of its own.
+    pub metrics_address: Option<String>,
     pub client: reqwest::Client,
     pub database_url: String,
     inbox: Inbox,
@@ -148,9 +150,10 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     let settings = Settings::load_from(vars).expect("test settings are valid");
     let app = Application::build(settings).await.expect("the service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_port().map(|port| format!("http://127.0.0.1:{port}"));
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { address, client, database_url, inbox }
+    TestApp { address, metrics_address, client, database_url, inbox }
 }
 
 impl TestApp {

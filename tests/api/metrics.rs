@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, Backend};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, Backend, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_requests_logins_refreshes_and_gauges() {
@@ -26,14 +26,30 @@ async fn metrics_show_requests_logins_refreshes_and_gauges() {
         r#"gatehouse_logins_total{outcome="success"} 1"#,
         r#"gatehouse_logins_total{outcome="invalid_credentials"} 1"#,
         r#"gatehouse_refreshes_total{outcome="rotated"} 1"#,
-        r#"gatehouse_state{gauge="outbox_pending"}"#,
-        r#"gatehouse_state{gauge="outbox_oldest_pending_seconds"}"#,
-        r#"gatehouse_state{gauge="hash_queue_length"} 0"#,
-        r#"gatehouse_state{gauge="db_pool_connections"}"#,
+        "gatehouse_outbox_pending ",
+        "gatehouse_outbox_oldest_pending_seconds ",
+        "gatehouse_hash_queue_length 0",
+        "gatehouse_db_pool_connections ",
+        "gatehouse_db_pool_idle_connections ",
+        "gatehouse_db_pool_max_connections ",
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
     let statements = text.lines().find_map(|line| line.strip_prefix("gatehouse_db_statements_total "));
     assert!(statements.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0), "statements counted:\n{text}");
     assert!(!text.contains(&format!("/api/v1/admin/users/{}", login["user"]["id"])), "raw paths never become labels");
+    assert!(!text.contains("gatehouse_state"), "one metric per quantity, no mixed family");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_an_address_of_their_own() {
+    let own = vec![("GATEHOUSE__SERVER__METRICS_BIND".to_owned(), "127.0.0.1:0".to_owned())];
+    let app = spawn_app_with(Backend::Sqlite, Options { extra: own, ..Options::default() }).await;
+    assert_error(app.client.get(app.url("/metrics")).send().await.unwrap(), 404, "not_found").await;
+    let metrics = app.metrics_address.clone().expect("a metrics address");
+    let response = app.client.get(format!("{metrics}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("gatehouse_hash_queue_length"));
+    let elsewhere = app.client.get(format!("{metrics}/api/v1/auth/me")).send().await.unwrap();
+    assert_eq!(elsewhere.status(), 404, "the metrics address serves nothing else");
 }

@@ -57,6 +57,8 @@ pub struct ServerSettings {
     pub shutdown_timeout_seconds: u64,
     /// `Strict-Transport-Security` max-age when served over HTTPS; 0 sends none.
     pub hsts_max_age_seconds: u64,
+    /// Where `/metrics` is served instead of the API port; empty keeps it there.
+    pub metrics_bind: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,8 +198,21 @@ impl Settings {
         })
     }
 
+    /// The separate address of `/metrics`, when one is set.
+    pub fn metrics_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let bind = &self.server.metrics_bind;
+        if bind.is_empty() {
+            return Ok(None);
+        }
+        let address = bind.to_socket_addrs().ok().and_then(|mut addrs| addrs.next());
+        address.map(Some).ok_or_else(|| {
+            ConfigError::new("server.metrics_bind", format!("{bind:?} is not an address like 127.0.0.1:9090"))
+        })
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.bind_address()?;
+        self.metrics_address()?;
         let url = &self.database.url;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://")) {
             return Err(ConfigError::new("database.url", "expected postgres://… or sqlite://PATH"));

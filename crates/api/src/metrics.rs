@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::state::AppState;
@@ -20,7 +20,18 @@ pub struct Metrics {
     logins: IntCounterVec,
     refreshes: IntCounterVec,
     statements: IntCounter,
-    gauges: IntGaugeVec,
+    gauges: Gauges,
+}
+
+/// Quantities read at scrape time, one metric each.
+#[derive(Debug)]
+struct Gauges {
+    outbox_pending: IntGauge,
+    outbox_oldest_pending_seconds: IntGauge,
+    hash_queue_length: IntGauge,
+    db_pool_connections: IntGauge,
+    db_pool_idle_connections: IntGauge,
+    db_pool_max_connections: IntGauge,
 }
 
 /// Registration can only fail on duplicate names, which are fixed here.
@@ -50,18 +61,27 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Statements sent to the database, BEGIN and COMMIT included (round trips)",
     )
     .expect("valid metric");
-    let gauges = IntGaugeVec::new(
-        Opts::new("state", "Outbox depth and oldest pending age (s), hash queue length, database pool connections"),
-        &["gauge"],
-    )
-    .expect("valid metric");
+    let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+    let gauges = Gauges {
+        outbox_pending: gauge("outbox_pending", "Mails waiting in the outbox"),
+        outbox_oldest_pending_seconds: gauge("outbox_oldest_pending_seconds", "Age of the oldest waiting mail"),
+        hash_queue_length: gauge("hash_queue_length", "Password hashes waiting for a hashing thread"),
+        db_pool_connections: gauge("db_pool_connections", "Database connections open"),
+        db_pool_idle_connections: gauge("db_pool_idle_connections", "Database connections open and idle"),
+        db_pool_max_connections: gauge("db_pool_max_connections", "Database connections the pools may open"),
+    };
     for collector in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(latency.clone()),
         Box::new(logins.clone()),
         Box::new(refreshes.clone()),
         Box::new(statements.clone()),
-        Box::new(gauges.clone()),
+        Box::new(gauges.outbox_pending.clone()),
+        Box::new(gauges.outbox_oldest_pending_seconds.clone()),
+        Box::new(gauges.hash_queue_length.clone()),
+        Box::new(gauges.db_pool_connections.clone()),
+        Box::new(gauges.db_pool_idle_connections.clone()),
+        Box::new(gauges.db_pool_max_connections.clone()),
     ] {
         registry.register(collector).expect("unique metric names");
     }
@@ -89,28 +109,25 @@ impl Metrics {
             self.statements.inc_by(total - counted);
         }
     }
-
-    fn set(&self, gauge: &str, value: i64) {
-        self.gauges.with_label_values(&[gauge]).set(value);
-    }
 }
 
 /// Prometheus text. The gauges are read now, from the store and the hash pool.
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format")))]
 pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     let metrics = &*METRICS;
+    let gauges = &metrics.gauges;
     match state.outbox.backlog(time::OffsetDateTime::now_utc()).await {
         Ok(backlog) => {
-            metrics.set("outbox_pending", backlog.pending);
-            metrics.set("outbox_oldest_pending_seconds", backlog.oldest_age_seconds);
+            gauges.outbox_pending.set(backlog.pending);
+            gauges.outbox_oldest_pending_seconds.set(backlog.oldest_age_seconds);
         }
         Err(error) => tracing::warn!(error = &error as &dyn std::error::Error, "the outbox depth is unknown"),
     }
-    metrics.set("hash_queue_length", i64::try_from(state.hash_queue.queue_len()).unwrap_or(i64::MAX));
+    gauges.hash_queue_length.set(i64::try_from(state.hash_queue.queue_len()).unwrap_or(i64::MAX));
     let pool = state.pool.usage();
-    metrics.set("db_pool_connections", pool.size);
-    metrics.set("db_pool_idle", pool.idle);
-    metrics.set("db_pool_max", pool.max);
+    gauges.db_pool_connections.set(pool.size);
+    gauges.db_pool_idle_connections.set(pool.idle);
+    gauges.db_pool_max_connections.set(pool.max);
     metrics.statements_sent(state.pool.statements_sent());
     let mut body = Vec::new();
     if let Err(error) = TextEncoder::new().encode(&metrics.registry.gather(), &mut body) {

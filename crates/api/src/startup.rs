@@ -1,7 +1,7 @@
 //! Start-up wiring: settings in, a bound server out. `main` only reads the
 //! settings and runs what this builds; tests build it on port 0.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -342,10 +342,27 @@ fn security_headers(hsts_max_age_seconds: u64) -> middleware::DefaultHeaders {
     }
 }
 
+/// `/metrics` alone on its own address, served by one worker.
+fn metrics_server(address: SocketAddr, state: web::Data<AppState>) -> Result<(u16, Server), StartupError> {
+    let bind_error = |source| StartupError::Bind { address: address.to_string(), source };
+    let listener = TcpListener::bind(address).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    let server = HttpServer::new(move || {
+        App::new().app_data(state.clone()).configure(routes::metrics).default_service(web::to(routes::not_found))
+    })
+    .workers(1)
+    .listen(listener)
+    .map_err(bind_error)?
+    .run();
+    Ok((port, server))
+}
+
 /// A bound, ready-to-run service.
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on its own address, when configured so.
+    metrics: Option<(u16, Server)>,
     worker: MailWorker,
 }
 
@@ -394,6 +411,14 @@ impl Application {
         let origins = settings.cors.origins.clone();
         let hsts = settings.server.hsts_max_age_seconds;
         let pool = stores.pool.clone();
+        let metrics_address = settings
+            .metrics_address()
+            .map_err(|e| StartupError::Setting { variable: "GATEHOUSE__SERVER__METRICS_BIND", problem: e.problem })?;
+        let public_metrics = metrics_address.is_none();
+        let metrics = match metrics_address {
+            Some(address) => Some(metrics_server(address, state.clone())?),
+            None => None,
+        };
         let server = HttpServer::new(move || {
             // The factory runs once on each worker thread.
             pool.bind_current_thread();
@@ -405,6 +430,11 @@ impl Application {
                 .wrap(middleware::from_fn(routes::contract_shape))
                 .wrap(middleware::from_fn(request_id::middleware))
                 .configure(routes::configure)
+                .configure(|cfg| {
+                    if public_metrics {
+                        routes::metrics(cfg)
+                    }
+                })
                 .default_service(web::to(routes::not_found))
         })
         .workers(workers)
@@ -414,7 +444,12 @@ impl Application {
         .listen(listener)
         .map_err(|source| StartupError::Bind { address: address.to_string(), source })?
         .run();
-        Ok(Self { port, server, worker })
+        Ok(Self { port, server, metrics, worker })
+    }
+
+    /// The port of `/metrics` when it has its own address.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
 
     pub fn port(&self) -> u16 {
@@ -423,7 +458,10 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT (in-flight requests finish), then stops the outbox worker.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let served = match self.metrics {
+            Some((_, metrics)) => futures_util::future::try_join(self.server, metrics).await.map(|_| ()),
+            None => self.server.await,
+        };
         self.worker.stop().await;
         served
     }

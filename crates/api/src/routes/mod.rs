@@ -142,10 +142,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/api/openapi.json").route(web::get().to(crate::openapi::openapi_json)))
     .service(resource("/docs").route(web::get().to(crate::openapi::docs)))
-    .service(resource("/metrics").route(web::get().to(crate::metrics::scrape)))
     .service(resource("/health/live").route(web::get().to(health::live)))
     .service(resource("/health/ready").route(web::get().to(health::ready)))
     .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)));
+}
+
+/// `/metrics`: on the API port, or alone on its own (`server.metrics_bind`).
+pub fn metrics(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/metrics").route(web::get().to(crate::metrics::scrape)));
 }
 
 /// Unknown paths.
