@@ -279,3 +279,46 @@ async fn a_body_sent_too_slowly_is_a_408_and_answers_carry_their_policies() {
     let docs = app.client.get(app.url("/docs")).send().await.unwrap();
     assert!(docs.headers()["content-security-policy"].to_str().unwrap().contains("style-src 'unsafe-inline'"));
 }
+
+async fn login_from(app: &TestApp, forwarded_for: &str, email: &str, password: &str) -> reqwest::Response {
+    let body = json!({ "email": email, "password": password });
+    let request = app.client.post(app.url("/api/v1/auth/login")).header("x-forwarded-for", forwarded_for);
+    request.json(&body).send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_client_is_counted_and_recorded_by_its_own_ip() {
+    let settings = vec![
+        ("GATEHOUSE_TRUSTED_PROXIES".to_owned(), "127.0.0.1, 10.0.0.0/8".to_owned()),
+        ("GATEHOUSE_LOGIN_IP_LIMIT".to_owned(), "3".to_owned()),
+    ];
+    let app = spawn_app_with(Backend::Sqlite, Options { extra: settings, ..Options::default() }).await;
+    app.verified_login("ada@example.com").await;
+    for n in 0..3 {
+        let response = login_from(&app, "198.51.100.7, 10.0.0.9", &format!("u{n}@example.com"), "wrong password").await;
+        assert_error(response, 401, "invalid_credentials").await;
+    }
+    let attacker = login_from(&app, "198.51.100.7", "u9@example.com", "wrong password").await;
+    assert_error(attacker, 429, "rate_limited").await;
+    let someone_else = login_from(&app, "203.0.113.9", "ada@example.com", PASSWORD).await;
+    assert_eq!(someone_else.status(), 200, "one client's failures lock out nobody else");
+    let access: Value = someone_else.json().await.unwrap();
+    let sessions: Value =
+        app.get_auth("/api/v1/auth/sessions", access["access"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(sessions[0]["ip"], "203.0.113.9");
+    // A forged header in a form that is no address is ignored: the proxy's own address stands.
+    let forged = login_from(&app, "198.51.100.7, not-an-ip", "u9@example.com", "wrong password").await;
+    assert_error(forged, 401, "invalid_credentials").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_trusted_proxies_the_forwarded_header_is_ignored() {
+    let limit = vec![("GATEHOUSE_LOGIN_IP_LIMIT".to_owned(), "2".to_owned())];
+    let app = spawn_app_with(Backend::Sqlite, Options { extra: limit, ..Options::default() }).await;
+    for n in 0..2 {
+        let response = login_from(&app, &format!("198.51.100.{n}"), &format!("u{n}@example.com"), "wrong").await;
+        assert_error(response, 401, "invalid_credentials").await;
+    }
+    let spoofed = login_from(&app, "203.0.113.200", "u7@example.com", "wrong").await;
+    assert_error(spoofed, 429, "rate_limited").await;
+}

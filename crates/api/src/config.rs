@@ -24,6 +24,7 @@ const FIXED_VARIABLES: &[(&str, &str)] = &[
     ("GATEHOUSE_JWT_SECRET", "jwt.secret"),
     ("GATEHOUSE_LOGIN_IP_LIMIT", "auth.login_ip_limit"),
     ("GATEHOUSE_CORS_ORIGINS", "cors.origins"),
+    ("GATEHOUSE_TRUSTED_PROXIES", "server.trusted_proxies"),
     ("GATEHOUSE_ENV", "env"),
 ];
 
@@ -59,6 +60,8 @@ pub struct ServerSettings {
     pub hsts_max_age_seconds: u64,
     /// Where `/metrics` is served instead of the API port; empty keeps it there.
     pub metrics_bind: String,
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,12 +176,13 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("cors.origins")
+                .with_list_parse_key("server.trusted_proxies")
                 .try_parsing(true)
                 .source(Some(vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
         );
         for (variable, key) in FIXED_VARIABLES {
             if let Some(value) = lookup(variable) {
-                let value = if *key == "cors.origins" {
+                let value = if *key == "cors.origins" || *key == "server.trusted_proxies" {
                     config::Value::from(split_list(&value))
                 } else {
                     config::Value::from(value)
@@ -210,9 +214,20 @@ impl Settings {
         })
     }
 
+    /// The trusted proxies' networks; a bare address is a network of one.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        let parse = |raw: &String| {
+            raw.parse::<ipnet::IpNet>().or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(
+                |_| ConfigError::new("server.trusted_proxies", format!("{raw:?} is not a network like 10.0.0.0/8")),
+            )
+        };
+        self.server.trusted_proxies.iter().map(parse).collect()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.bind_address()?;
         self.metrics_address()?;
+        self.trusted_proxies()?;
         let url = &self.database.url;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://")) {
             return Err(ConfigError::new("database.url", "expected postgres://… or sqlite://PATH"));

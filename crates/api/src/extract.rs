@@ -1,12 +1,15 @@
 //! Extractors that carry who is calling: a handler that takes [`AuthUser`]
 //! cannot be reached without a live session.
 
+use std::net::IpAddr;
+
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::{ready, LocalBoxFuture, Ready};
 use gatehouse_domain::auth::Principal;
 use gatehouse_domain::ClientInfo;
+use ipnet::IpNet;
 
 use serde::de::DeserializeOwned;
 
@@ -77,18 +80,56 @@ impl FromRequest for Bearer {
     }
 }
 
-/// The client as the transport sees it: the peer address and the user agent.
+/// The client as the transport sees it: its address and user agent.
 #[derive(Debug, Clone)]
 pub struct Client(pub ClientInfo);
+
+/// The reverse proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    fn trust(&self, ip: &IpAddr) -> bool {
+        self.0.iter().any(|network| network.contains(ip))
+    }
+
+    /// The TCP peer, unless it is a trusted proxy: then the right-most
+    /// forwarded address that is not itself one (the left-most if all are).
+    /// A header from anyone else, an empty one, or one with an entry that
+    /// is not an IP address is ignored.
+    fn client_ip(&self, peer: IpAddr, req: &HttpRequest) -> IpAddr {
+        if !self.trust(&peer) {
+            return peer;
+        }
+        let Some(forwarded) = forwarded_for(req) else { return peer };
+        forwarded.iter().rev().find(|ip| !self.trust(ip)).or(forwarded.first()).copied().unwrap_or(peer)
+    }
+}
+
+/// Every address of the request's `X-Forwarded-For` headers, in order; none
+/// when there is no address or an entry is not one.
+fn forwarded_for(req: &HttpRequest) -> Option<Vec<IpAddr>> {
+    let mut addresses = Vec::new();
+    for value in req.headers().get_all("x-forwarded-for") {
+        for entry in value.to_str().ok()?.split(',') {
+            addresses.push(entry.trim().parse::<IpAddr>().ok()?);
+        }
+    }
+    (!addresses.is_empty()).then_some(addresses)
+}
 
 impl FromRequest for Client {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ip = req.peer_addr().map(|addr| addr.ip().to_string());
+        let proxies = req.app_data::<web::Data<TrustedProxies>>();
+        let ip = req.peer_addr().map(|addr| match proxies {
+            Some(proxies) => proxies.client_ip(addr.ip(), req),
+            None => addr.ip(),
+        });
         let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-        ready(Ok(Client(ClientInfo::new(ip, user_agent))))
+        ready(Ok(Client(ClientInfo::new(ip.map(|ip| ip.to_string()), user_agent))))
     }
 }
 
@@ -99,6 +140,34 @@ mod tests {
 
     fn token(value: &str) -> Option<String> {
         bearer_token(&TestRequest::default().insert_header((header::AUTHORIZATION, value)).to_http_request())
+    }
+
+    fn client_ip(proxies: &[&str], peer: &str, forwarded: &[&str]) -> String {
+        let proxies = TrustedProxies(proxies.iter().map(|p| p.parse().unwrap()).collect());
+        let mut request = TestRequest::default();
+        for value in forwarded {
+            request = request.append_header(("x-forwarded-for", *value));
+        }
+        proxies.client_ip(peer.parse().unwrap(), &request.to_http_request()).to_string()
+    }
+
+    #[test]
+    fn the_client_ip_is_read_through_trusted_proxies_only() {
+        let proxies = ["10.0.0.0/8", "192.0.2.1/32"];
+        assert_eq!(client_ip(&proxies, "203.0.113.5", &["198.51.100.7"]), "203.0.113.5", "an untrusted peer");
+        assert_eq!(client_ip(&proxies, "10.0.0.2", &["198.51.100.7"]), "198.51.100.7");
+        assert_eq!(
+            client_ip(&proxies, "10.0.0.2", &["6.6.6.6, 198.51.100.7, 10.1.1.1"]),
+            "198.51.100.7",
+            "right-most untrusted"
+        );
+        assert_eq!(client_ip(&proxies, "10.0.0.2", &["6.6.6.6", "198.51.100.7"]), "198.51.100.7", "headers in order");
+        assert_eq!(client_ip(&proxies, "10.0.0.2", &["10.3.3.3, 192.0.2.1"]), "10.3.3.3", "all trusted: the left-most");
+        assert_eq!(client_ip(&proxies, "10.0.0.2", &[""]), "10.0.0.2", "an empty header");
+        assert_eq!(client_ip(&proxies, "10.0.0.2", &["198.51.100.7, unknown"]), "10.0.0.2", "an entry that is no IP");
+        assert_eq!(client_ip(&proxies, "10.0.0.2", &["198.51.100.7:443"]), "10.0.0.2", "a port is no IP");
+        assert_eq!(client_ip(&proxies, "10.0.0.2", &[]), "10.0.0.2", "no header");
+        assert_eq!(client_ip(&["2001:db8::/32"], "2001:db8::1", &["2001:db8:ffff::1, 2a00::9"]), "2a00::9");
     }
 
     #[test]

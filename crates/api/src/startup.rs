@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::body::BodyLimit;
 use crate::config::Settings;
+use crate::extract::TrustedProxies;
 use crate::request_id::RequestAwareHasher;
 use crate::state::AppState;
 use crate::{request_id, routes};
@@ -407,6 +408,10 @@ impl Application {
             bytes: settings.server.body_limit_bytes,
             time: Duration::from_secs(settings.server.body_timeout_seconds),
         });
+        let proxies = settings
+            .trusted_proxies()
+            .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_TRUSTED_PROXIES", problem: e.problem })?;
+        let proxies = web::Data::new(TrustedProxies(proxies));
         let workers = request_workers(&settings);
         let origins = settings.cors.origins.clone();
         let hsts = settings.server.hsts_max_age_seconds;
@@ -425,6 +430,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(limit.clone())
+                .app_data(proxies.clone())
                 .wrap(cors(&origins))
                 .wrap(security_headers(hsts))
                 .wrap(middleware::from_fn(routes::contract_shape))
