@@ -14,6 +14,7 @@ on_both_stores!(
     replays_within_the_grace_window_get_the_one_successor,
     an_admin_patch_changes_the_profile_under_its_rules,
     a_domain_in_two_spellings_is_one_account,
+    mail_sending_endpoints_are_limited_per_address_and_per_ip,
 );
 
 /// Sends a request that must be a 400 naming `field`.
@@ -321,4 +322,35 @@ async fn without_trusted_proxies_the_forwarded_header_is_ignored() {
     }
     let spoofed = login_from(&app, "203.0.113.200", "u7@example.com", "wrong").await;
     assert_error(spoofed, 429, "rate_limited").await;
+}
+
+async fn mail_sending_endpoints_are_limited_per_address_and_per_ip(backend: Backend) {
+    let limits = vec![("GATEHOUSE__LIMITS__MAIL_REQUESTS_PER_IP".to_owned(), "9".to_owned())];
+    let app = spawn_app_with(backend, Options { extra: limits, ..Options::default() }).await;
+    app.verified_login("ada@example.com").await; // a signup: one request of the nine
+    let reset = json!({ "email": "ada@example.com" });
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let response = app.post("/api/v1/auth/password/reset", &reset).await;
+        answers.push((response.status(), response.text().await.unwrap()));
+    }
+    assert!(answers.windows(2).all(|pair| pair[0] == pair[1]), "the limit answers alike: {answers:?}");
+    assert_eq!(answers[0].0, 202);
+    let resets = |app: &TestApp| {
+        app.mails_to("ada@example.com").iter().filter(|m| m.raw.contains("reset-password?token=")).count()
+    };
+    app.wait_for_mails("ada@example.com", 4).await; // the verification link, then three reset links
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(resets(&app), 3, "three reset mails to one address per window, not four");
+
+    // Requests from one IP, valid or not: five so far, four more pass, the tenth is refused.
+    for body in [json!({}), json!({ "email": "x@example.com" }), json!({ "email": "y@example.com" })] {
+        assert_ne!(app.post("/api/v1/auth/password/reset", &body).await.status(), 429);
+    }
+    assert_ne!(app.post("/api/v1/auth/email/verify/resend", &json!({ "email": "z@example.com" })).await.status(), 429);
+    let refused = app.post("/api/v1/auth/signup", &json!({ "email": "new@example.com", "password": PASSWORD })).await;
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry_after));
+    assert_error(refused, 429, "rate_limited").await;
+    assert!(app.mails_to("new@example.com").is_empty());
 }

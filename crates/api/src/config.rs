@@ -46,7 +46,16 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub hashing: HashingSettings,
     pub cors: CorsSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
+}
+
+/// The limits on the endpoints that send mail.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    pub window_seconds: i64,
+    pub mail_per_address: u32,
+    pub mail_requests_per_ip: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +270,9 @@ impl Settings {
         }
         if self.server.body_limit_bytes == 0 {
             return Err(ConfigError::new("server.body_limit_bytes", "must be positive"));
+        }
+        if self.limits.window_seconds <= 0 {
+            return Err(ConfigError::new("limits.window_seconds", "must be positive"));
         }
         if self.server.body_timeout_seconds == 0 {
             return Err(ConfigError::new("server.body_timeout_seconds", "must be positive"));

@@ -8,8 +8,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use gatehouse_domain::admin::AdminError;
 use gatehouse_domain::auth::{
-    AuthenticateError, ChangePasswordError, EmailChangeError, LoginError, MeError, OwnPasswordError, RefreshError,
-    ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
+    AuthenticateError, ChangePasswordError, EmailChangeError, LoginError, MailRequestError, MeError, OwnPasswordError,
+    RefreshError, ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
 };
 use gatehouse_domain::error::NON_FIELD_ERRORS;
 use gatehouse_domain::{FieldErrors, PortError};
@@ -287,6 +287,15 @@ impl From<LoginError> for ApiError {
             LoginError::EmailNotVerified => Self::email_not_verified(),
             LoginError::AccountDisabled => Self::account_disabled(),
             LoginError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<MailRequestError> for ApiError {
+    fn from(error: MailRequestError) -> Self {
+        match error {
+            MailRequestError::Throttled { retry_after } => Self::rate_limited(retry_after),
+            MailRequestError::Port(error) => error.into(),
         }
     }
 }

@@ -265,6 +265,9 @@ pub fn services(
         throttle_window: time::Duration::minutes(15),
         max_failures_per_email: 10,
         max_failures_per_ip: i64::from(settings.auth.login_ip_limit),
+        mail_window: time::Duration::seconds(settings.limits.window_seconds),
+        max_mails_per_address: i64::from(settings.limits.mail_per_address),
+        max_mail_requests_per_ip: i64::from(settings.limits.mail_requests_per_ip),
     };
     let admin = AdminService::new(admin_ports, links.clone(), policy.verification_ttl);
     Ok((AuthService::new(ports, links, policy), admin, argon2))

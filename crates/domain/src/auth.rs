@@ -7,8 +7,8 @@ mod requests;
 mod tests;
 
 pub use errors::{
-    AuthenticateError, ChangePasswordError, EmailChangeError, LoginError, MeError, OwnPasswordError, RefreshError,
-    ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
+    AuthenticateError, ChangePasswordError, EmailChangeError, LoginError, MailRequestError, MeError, OwnPasswordError,
+    RefreshError, ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
 };
 pub use requests::{LoginOutcome, LoginRequest, Principal, RawSignup, SignupOutcome, SignupRequest, TokenPair};
 
@@ -24,7 +24,7 @@ use crate::mail::{self, Links};
 use crate::password::{Password, PlainPassword};
 use crate::ports::{
     AccessClaims, AccessTokenError, AccessTokens, AccountStore, AuditLog, Clock, CreateAccountError, EmailConfirmation,
-    NewAccount, NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, Throttle, ThrottleKey,
+    MailKind, NewAccount, NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, Throttle, ThrottleKey,
     TokenPurpose,
 };
 use crate::session::{
@@ -60,6 +60,12 @@ pub struct AuthPolicy {
     /// How long a just-spent refresh token may be presented again without
     /// counting as reuse: several tabs refreshing at once is normal.
     pub refresh_grace: Duration,
+    /// The window of the mail limits.
+    pub mail_window: Duration,
+    /// Mails of one kind to one address per window; 0 turns the limit off.
+    pub max_mails_per_address: i64,
+    /// Requests to the mail-sending endpoints per client IP per window; 0 turns it off.
+    pub max_mail_requests_per_ip: i64,
 }
 
 impl Default for AuthPolicy {
@@ -70,6 +76,9 @@ impl Default for AuthPolicy {
             reset_ttl: Duration::seconds(600),
             refresh_ttl: Duration::days(1),
             refresh_grace: Duration::seconds(10),
+            mail_window: Duration::seconds(900),
+            max_mails_per_address: 3,
+            max_mail_requests_per_ip: 20,
             throttle_window: Duration::minutes(15),
             max_failures_per_email: 10,
             max_failures_per_ip: 100,
@@ -128,6 +137,8 @@ impl AuthService {
         // Hash before looking at the address, so both paths cost the same.
         let password_hash = self.ports.hasher.hash(request.password.plain()).await?;
         let token = self.ports.random.token();
+        // Counted for the address whichever mail it gets, the link or the notice.
+        let may_mail = self.may_mail(MailKind::Verification, &request.email, now).await?;
         let mail = mail::verification(&request.email, &self.links, &token);
         let account = NewAccount {
             email: request.email.clone(),
@@ -138,7 +149,8 @@ impl AuthService {
             date_joined: now,
         };
         let verification = self.one_time_token(&token, TokenPurpose::VerifyEmail, now, self.policy.verification_ttl);
-        match self.ports.accounts.create_account(account, verification, mail).await {
+        let mails = if may_mail { vec![mail] } else { Vec::new() };
+        match self.ports.accounts.create_account(account, verification, mails).await {
             Ok(user) => {
                 tracing::info!(user_id = %user.id, "account created");
                 self.audit(AuditEvent::new(AuditKind::Signup, Some(user.id), &client)).await;
@@ -150,8 +162,10 @@ impl AuthService {
                 Ok(SignupOutcome { email: request.email, login })
             }
             Err(CreateAccountError::EmailTaken) if self.policy.require_verified_email => {
-                let notice = mail::already_registered(&request.email, &self.links);
-                self.ports.accounts.enqueue_mails(vec![notice]).await?;
+                if may_mail {
+                    let notice = mail::already_registered(&request.email, &self.links);
+                    self.ports.accounts.enqueue_mails(vec![notice]).await?;
+                }
                 Ok(SignupOutcome { email: request.email, login: None })
             }
             Err(CreateAccountError::EmailTaken) => Err(SignupError::EmailTaken),
@@ -214,9 +228,10 @@ impl AuthService {
         let window = self.policy.throttle_window;
         for (counted_keys, key) in keys.iter().enumerate() {
             let counted = self.ports.throttle.reserve(key, now, window).await?;
+            // A login's keys are its address and its client's IP.
             let limit = match key {
                 ThrottleKey::Email(_) => self.policy.max_failures_per_email,
-                ThrottleKey::Ip(_) => self.policy.max_failures_per_ip,
+                _ => self.policy.max_failures_per_ip,
             };
             if counted.hits > limit {
                 self.ports.throttle.release(&keys[..=counted_keys]).await?;
@@ -224,6 +239,39 @@ impl AuthService {
                 tracing::warn!(scope = key.scope(), retry_after, "login throttled");
                 return Err(LoginError::Throttled { retry_after });
             }
+        }
+        Ok(())
+    }
+
+    /// Counts a mail of `kind` to `to`; false past the limit, when the mail
+    /// is not sent (and the caller answers as it would have).
+    async fn may_mail(&self, kind: MailKind, to: &Email, now: OffsetDateTime) -> Result<bool, PortError> {
+        let limit = self.policy.max_mails_per_address;
+        if limit == 0 {
+            return Ok(true);
+        }
+        let counted =
+            self.ports.throttle.reserve(&ThrottleKey::MailTo(kind, to.key()), now, self.policy.mail_window).await?;
+        if counted.hits > limit {
+            tracing::warn!(scope = ThrottleKey::MailTo(kind, to.key()).scope(), "mail limit reached; not sent");
+        }
+        Ok(counted.hits <= limit)
+    }
+
+    /// Counts a request to an endpoint that sends mail, valid or not, from
+    /// the client's IP; past the limit, `Throttled`.
+    pub async fn count_mail_request(&self, client: &ClientInfo) -> Result<(), MailRequestError> {
+        let (limit, Some(ip)) = (self.policy.max_mail_requests_per_ip, client.ip.as_ref()) else { return Ok(()) };
+        if limit == 0 {
+            return Ok(());
+        }
+        let now = self.ports.clock.now();
+        let window = self.policy.mail_window;
+        let counted = self.ports.throttle.reserve(&ThrottleKey::MailRequests(ip.clone()), now, window).await?;
+        if counted.hits > limit {
+            let retry_after = (counted.opened_at + window - now).whole_seconds().max(1).unsigned_abs();
+            tracing::warn!(retry_after, "mail-sending requests throttled for a client IP");
+            return Err(MailRequestError::Throttled { retry_after });
         }
         Ok(())
     }
@@ -401,10 +449,10 @@ impl AuthService {
         let Some(user) = self.ports.accounts.find_user_by_email(&email.key()).await? else {
             return Ok(());
         };
-        if user.is_verified || !user.is_active {
+        let now = self.ports.clock.now();
+        if user.is_verified || !user.is_active || !self.may_mail(MailKind::Verification, &user.email, now).await? {
             return Ok(());
         }
-        let now = self.ports.clock.now();
         let token = self.ports.random.token();
         let mail = mail::verification(&user.email, &self.links, &token);
         let record = self.one_time_token(&token, TokenPurpose::VerifyEmail, now, self.policy.verification_ttl);
@@ -494,10 +542,10 @@ impl AuthService {
         let Some(user) = self.ports.accounts.find_user_by_email(&email.key()).await? else {
             return Ok(());
         };
-        if !user.is_active {
+        let now = self.ports.clock.now();
+        if !user.is_active || !self.may_mail(MailKind::Reset, &user.email, now).await? {
             return Ok(());
         }
-        let now = self.ports.clock.now();
         let token = self.ports.random.token();
         let mail = mail::password_reset(&user.email, &self.links, &token, self.policy.reset_ttl.whole_minutes());
         let record = self.one_time_token(&token, TokenPurpose::ResetPassword, now, self.policy.reset_ttl);
@@ -559,20 +607,29 @@ impl AuthService {
         if new_email.key() == user.email.key() {
             return Err(EmailChangeError::SameAddress);
         }
-        let notice = mail::address_change_requested(&user.email, &new_email, &self.links);
-        if self.ports.accounts.find_credentials(&new_email.key()).await?.is_some() {
-            let warning = mail::address_in_use(&new_email, &self.links);
-            self.ports.accounts.enqueue_mails(vec![notice, warning]).await?;
+        let now = self.ports.clock.now();
+        // Each address counts the mail it gets: the notice, the link or the warning.
+        let mut mails = Vec::new();
+        if self.may_mail(MailKind::EmailChange, &user.email, now).await? {
+            mails.push(mail::address_change_requested(&user.email, &new_email, &self.links));
+        }
+        let new_address_mailed = self.may_mail(MailKind::EmailChange, &new_email, now).await?;
+        if self.ports.accounts.find_credentials(&new_email.key()).await?.is_some() || !new_address_mailed {
+            if new_address_mailed {
+                mails.push(mail::address_in_use(&new_email, &self.links));
+            }
+            if !mails.is_empty() {
+                self.ports.accounts.enqueue_mails(mails).await?;
+            }
             return Ok(());
         }
-        let now = self.ports.clock.now();
         let token = self.ports.random.token();
-        let link = mail::confirm_new_address(&new_email, &self.links, &token);
+        mails.insert(0, mail::confirm_new_address(&new_email, &self.links, &token));
         let record = NewOneTimeToken {
             new_email: Some(new_email),
             ..self.one_time_token(&token, TokenPurpose::ChangeEmail, now, self.policy.verification_ttl)
         };
-        self.ports.accounts.issue_token(user.id, record, vec![link, notice]).await?;
+        self.ports.accounts.issue_token(user.id, record, mails).await?;
         tracing::info!(user_id = %user.id, "email change requested");
         Ok(())
     }

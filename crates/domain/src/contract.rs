@@ -76,7 +76,11 @@ async fn verified_user<S: Store>(
 
 async fn signup<S: Store>(store: &S, address: &str, token: &str) -> UserId {
     store
-        .create_account(account(address), verification(token, T0 + Duration::hours(24)), mail_to(address, "verify"))
+        .create_account(
+            account(address),
+            verification(token, T0 + Duration::hours(24)),
+            vec![mail_to(address, "verify")],
+        )
         .await
         .expect("signup succeeds")
         .id
@@ -130,7 +134,7 @@ pub async fn create_account_stores_user_profile_group_and_mail<S: Store>(store: 
         .create_account(
             account("Ada@Example.com"),
             verification("tok", T0 + Duration::hours(24)),
-            mail_to("Ada@example.com", "verify"),
+            vec![mail_to("Ada@example.com", "verify")],
         )
         .await
         .expect("signup succeeds");
@@ -154,7 +158,7 @@ pub async fn an_address_taken_in_any_case_is_refused_and_nothing_is_left<S: Stor
         .create_account(
             account("ADA@example.com"),
             verification("second", T0 + Duration::hours(24)),
-            mail_to("ADA@example.com", "v"),
+            vec![mail_to("ADA@example.com", "v")],
         )
         .await;
     assert!(matches!(second, Err(CreateAccountError::EmailTaken)));

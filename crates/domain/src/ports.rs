@@ -99,13 +99,13 @@ pub enum CreateAccountError {
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     /// Creates the user, their profile, their `Regular User` membership, the
-    /// verification token and the mail, all or nothing. MUST return
+    /// verification token and the mails, all or nothing. MUST return
     /// `EmailTaken` when the address's key exists, leaving nothing behind.
     async fn create_account(
         &self,
         account: NewAccount,
         token: NewOneTimeToken,
-        mail: OutgoingMail,
+        mails: Vec<OutgoingMail>,
     ) -> Result<User, CreateAccountError>;
 
     /// Stores a one-time token for the user and queues its mails together.
@@ -222,13 +222,27 @@ pub trait SessionStore: Send + Sync {
     async fn revoke_all_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<(), PortError>;
 }
 
-/// What failed logins are counted by.
+/// The kinds of mail counted per address by the mail limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailKind {
+    /// A signup's link, its notice to a known address, and resends.
+    Verification,
+    Reset,
+    /// The link to the new address and the notice to the old one.
+    EmailChange,
+}
+
+/// What attempts are counted by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ThrottleKey {
-    /// The whole address lower-cased, whether or not an account has it.
+    /// Failed logins on the whole address lower-cased, whether or not an account has it.
     Email(EmailKey),
-    /// The client's IP address.
+    /// Failed logins from the client's IP address.
     Ip(String),
+    /// Mails of one kind to one address.
+    MailTo(MailKind, EmailKey),
+    /// Requests to the endpoints that send mail, from the client's IP address.
+    MailRequests(String),
 }
 
 impl ThrottleKey {
@@ -236,13 +250,17 @@ impl ThrottleKey {
         match self {
             Self::Email(_) => "email",
             Self::Ip(_) => "ip",
+            Self::MailTo(MailKind::Verification, _) => "mail_verification",
+            Self::MailTo(MailKind::Reset, _) => "mail_reset",
+            Self::MailTo(MailKind::EmailChange, _) => "mail_email_change",
+            Self::MailRequests(_) => "mail_requests_ip",
         }
     }
 
     pub fn subject(&self) -> &str {
         match self {
-            Self::Email(key) => key.as_str(),
-            Self::Ip(ip) => ip,
+            Self::Email(key) | Self::MailTo(_, key) => key.as_str(),
+            Self::Ip(ip) | Self::MailRequests(ip) => ip,
         }
     }
 }

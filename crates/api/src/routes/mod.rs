@@ -13,10 +13,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, Resource, ResponseError};
 use gatehouse_domain::PortError;
 
 use crate::error::ApiError;
+use crate::extract::Client;
+use crate::state::AppState;
 
 /// A resource that answers a JSON 405, with `Allow`, to methods it does not route.
 fn resource(path: &str) -> Resource {
@@ -25,6 +27,34 @@ fn resource(path: &str) -> Resource {
         let allowed: Vec<&str> = ROUTES.iter().filter(|(_, p)| *p == pattern).map(|(method, _)| *method).collect();
         Err::<HttpResponse, _>(ApiError::method_not_allowed(allowed.join(", ")))
     }))
+}
+
+/// Counts a request to an endpoint that sends mail against its client's IP,
+/// before the body is read: valid or not, each request counts.
+async fn mail_request_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let client = Client::extract(req.request()).await?;
+    if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        state.auth.count_mail_request(&client.0).await.map_err(ApiError::from)?;
+    }
+    next.call(req).await
+}
+
+/// A resource whose requests send mail, under the per-IP mail limit.
+fn mail_resource(
+    path: &str,
+) -> Resource<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    resource(path).wrap(actix_web::middleware::from_fn(mail_request_limit))
 }
 
 /// Puts every error answer in the contract's shape: one that a layer below
@@ -96,13 +126,13 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1/auth")
-            .service(resource("/signup").route(web::post().to(account::signup)))
+            .service(mail_resource("/signup").route(web::post().to(account::signup)))
             .service(resource("/login").route(web::post().to(tokens::login)))
             .service(resource("/token/refresh").route(web::post().to(tokens::refresh)))
             .service(resource("/token/verify").route(web::post().to(tokens::verify)))
             .service(resource("/email/verify").route(web::post().to(account::verify_email)))
-            .service(resource("/email/verify/resend").route(web::post().to(account::resend_verification)))
-            .service(resource("/email/change").route(web::post().to(account::change_email)))
+            .service(mail_resource("/email/verify/resend").route(web::post().to(account::resend_verification)))
+            .service(mail_resource("/email/change").route(web::post().to(account::change_email)))
             .service(
                 resource("/me")
                     .route(web::get().to(account::me))
@@ -110,7 +140,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(account::delete_me)),
             )
             .service(resource("/password/change").route(web::post().to(credentials::change_password)))
-            .service(resource("/password/reset").route(web::post().to(credentials::request_reset)))
+            .service(mail_resource("/password/reset").route(web::post().to(credentials::request_reset)))
             .service(resource("/password/reset/confirm").route(web::post().to(credentials::confirm_reset)))
             .service(resource("/logout").route(web::post().to(tokens::logout)))
             .service(resource("/logout/all").route(web::post().to(tokens::logout_all)))

@@ -151,3 +151,12 @@ pub enum MeError {
     #[error(transparent)]
     Port(#[from] PortError),
 }
+
+/// Why a request to a mail-sending endpoint was refused before it was read.
+#[derive(Debug, thiserror::Error)]
+pub enum MailRequestError {
+    #[error("too many mail-sending requests from this client")]
+    Throttled { retry_after: u64 },
+    #[error(transparent)]
+    Port(#[from] PortError),
+}

@@ -4,7 +4,7 @@ use super::*;
 use crate::password::PasswordHash;
 use crate::ports::ThrottleKey;
 use crate::ports::{
-    Credentials, MockAccessTokens, MockAccountStore, MockAuditLog, MockClock, MockPasswordHasher, MockRandom,
+    Credentials, MailKind, MockAccessTokens, MockAccountStore, MockAuditLog, MockClock, MockPasswordHasher, MockRandom,
     MockSessionStore, MockThrottle, SignedAccessToken, ThrottleWindow,
 };
 use crate::session::SessionInfo;
@@ -175,13 +175,14 @@ async fn signup_creates_the_account_with_its_verification_mail() {
     m.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("$argon2id$new")));
     m.accounts
         .expect_create_account()
-        .withf(|account, token, mail| {
+        .withf(|account, token, mails| {
             account.email.as_ref() == "Ada@example.com"
                 && !account.is_verified
                 && token.purpose == TokenPurpose::VerifyEmail
                 && token.hash == TokenHash::of("random-token")
                 && token.expires_at == NOW + Duration::hours(24)
-                && mail.text.contains("https://app.example.com/verify-email?token=random-token")
+                && mails.len() == 1
+                && mails[0].text.contains("https://app.example.com/verify-email?token=random-token")
         })
         .times(1)
         .returning(|_, _, _| Ok(user(1, false)));
@@ -872,6 +873,57 @@ async fn confirming_a_change_to_a_taken_address_is_refused() {
     ));
 }
 
+// --- mail limits ---------------------------------------------------------
+
+#[tokio::test]
+async fn past_the_per_address_limit_a_signup_answers_the_same_and_mails_nothing() {
+    let mut m = Mocks::new();
+    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$new")));
+    m.throttle
+        .expect_reserve()
+        .withf(|key, _, window| {
+            matches!(key, ThrottleKey::MailTo(MailKind::Verification, _)) && *window == Duration::seconds(900)
+        })
+        .returning(|_, _, _| Ok(ThrottleWindow { hits: 4, opened_at: NOW }));
+    m.accounts
+        .expect_create_account()
+        .withf(|_, _, mails| mails.is_empty())
+        .times(1)
+        .returning(|_, _, _| Ok(user(1, false)));
+    let outcome = m.service().signup(signup_request(), ClientInfo::default()).await.unwrap();
+    assert!(outcome.login.is_none());
+}
+
+#[tokio::test]
+async fn past_the_per_address_limit_a_reset_sends_nothing() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_user_by_email().returning(|_| Ok(Some(user(1, true))));
+    m.throttle.expect_reserve().returning(|_, _, _| Ok(ThrottleWindow { hits: 4, opened_at: NOW }));
+    m.accounts.expect_issue_token().never();
+    assert!(m.service().request_password_reset(&Email::parse("ada@example.com").unwrap()).await.is_ok());
+}
+
+#[tokio::test]
+async fn past_the_per_ip_limit_mail_requests_are_throttled() {
+    let mut m = Mocks::new();
+    m.throttle
+        .expect_reserve()
+        .withf(|key, _, _| *key == ThrottleKey::MailRequests("203.0.113.9".into()))
+        .returning(|_, _, _| Ok(ThrottleWindow { hits: 21, opened_at: NOW - Duration::seconds(300) }));
+    let client = ClientInfo::new(Some("203.0.113.9".into()), None);
+    let refused = m.service().count_mail_request(&client).await;
+    assert!(matches!(refused, Err(MailRequestError::Throttled { retry_after: 600 })), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_limit_of_zero_counts_nothing() {
+    let mut m = Mocks::new();
+    m.policy.max_mail_requests_per_ip = 0;
+    m.throttle.expect_reserve().never();
+    let client = ClientInfo::new(Some("203.0.113.9".into()), None);
+    assert!(m.service().count_mail_request(&client).await.is_ok());
+}
+
 // --- throttling ----------------------------------------------------------
 
 fn counted(hits: i64, opened_at: OffsetDateTime) -> ThrottleWindow {
@@ -917,6 +969,7 @@ async fn a_client_ip_over_its_limit_is_throttled_and_both_counts_given_back() {
             assert_eq!(ip, "203.0.113.9");
             Ok(counted(101, NOW - Duration::seconds(899)))
         }
+        other => panic!("a login counts no {other:?}"),
     });
     m.throttle.expect_release().withf(|keys| keys.len() == 2).times(1).returning(|_| Ok(()));
     let client = ClientInfo::new(Some("203.0.113.9".into()), None);

@@ -25,7 +25,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         &self,
         account: NewAccount,
         token: NewOneTimeToken,
-        mail: OutgoingMail,
+        mails: Vec<OutgoingMail>,
     ) -> Result<User, CreateAccountError> {
         self.write(async move |tx| {
             let key = account.email.key();
@@ -42,7 +42,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
             };
             let id = insert_user(tx, &row, &[REGULAR_USER_GROUP]).await?;
             insert_token(tx, id, &token).await?;
-            insert_mails(tx, std::slice::from_ref(&mail), account.date_joined).await?;
+            insert_mails(tx, &mails, account.date_joined).await?;
             require_user(tx, id).await
         })
         .await
