@@ -15,6 +15,7 @@ on_both_stores!(
     an_admin_patch_changes_the_profile_under_its_rules,
     a_domain_in_two_spellings_is_one_account,
     mail_sending_endpoints_are_limited_per_address_and_per_ip,
+    two_workers_and_a_slow_mail_server_send_each_mail_once,
 );
 
 /// Sends a request that must be a 400 naming `field`.
@@ -353,4 +354,41 @@ async fn mail_sending_endpoints_are_limited_per_address_and_per_ip(backend: Back
     assert!((1..=900).contains(&retry_after));
     assert_error(refused, 429, "rate_limited").await;
     assert!(app.mails_to("new@example.com").is_empty());
+}
+
+/// Two instances' outbox workers against one slow mail server, with a lease
+/// that a whole batch would outlast but one mail does not: every mail
+/// arrives once, with a Message-ID of its own.
+async fn two_workers_and_a_slow_mail_server_send_each_mail_once(backend: Backend) {
+    let slow = |extra: Vec<(String, String)>| Options {
+        smtp_delay: Duration::from_millis(300),
+        extra: [vec![("GATEHOUSE__MAIL__LEASE_SECONDS".to_owned(), "1".to_owned())], extra].concat(),
+        ..Options::default()
+    };
+    let first = spawn_app_with(backend, slow(Vec::new())).await;
+    let same_server = vec![
+        ("GATEHOUSE_MAILER".to_owned(), format!("smtp://127.0.0.1:{}", first.smtp_port)),
+        ("DATABASE_URL".to_owned(), first.database_url.clone()),
+    ];
+    let second =
+        spawn_app_with(backend, Options { database_url: Some(first.database_url.clone()), ..slow(same_server) }).await;
+    let addresses: Vec<String> = (0..8).map(|n| format!("user{n}@example.com")).collect();
+    for (n, address) in addresses.iter().enumerate() {
+        let app = if n % 2 == 0 { &first } else { &second };
+        assert_eq!(app.signup(address).await.status(), 201);
+    }
+    for address in &addresses {
+        first.wait_for_mails(address, 1).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // time for any duplicate to land
+    let mut ids = Vec::new();
+    for address in &addresses {
+        let mails = first.mails_to(address);
+        assert_eq!(mails.len(), 1, "{address} got {} copies", mails.len());
+        let id = mails[0].raw.lines().find_map(|line| line.strip_prefix("Message-ID: ")).expect("a Message-ID");
+        ids.push(id.to_owned());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), addresses.len(), "a Message-ID per mail");
 }

@@ -52,36 +52,41 @@ impl Mail {
     }
 }
 
+/// The received mail, shared; each connection's message in progress is its own
+/// (the server clones the handler for every connection).
 #[derive(Clone, Default)]
 struct Inbox {
+    /// How long the server takes over each message, as a slow server would.
+    delay: Duration,
     mails: Arc<Mutex<Vec<Mail>>>,
-    to: Arc<Mutex<Vec<String>>>,
-    data: Arc<Mutex<Vec<u8>>>,
+    to: Vec<String>,
+    data: Vec<u8>,
 }
 
 impl Handler for Inbox {
     fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
-        *self.to.lock().unwrap() = to.to_vec();
-        self.data.lock().unwrap().clear();
+        self.to = to.to_vec();
+        self.data.clear();
         response::OK
     }
 
     fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.data.lock().unwrap().extend_from_slice(buf);
+        self.data.extend_from_slice(buf);
         Ok(())
     }
 
     fn data_end(&mut self) -> Response {
-        let raw = String::from_utf8_lossy(&std::mem::take(&mut *self.data.lock().unwrap())).into_owned();
-        let to = std::mem::take(&mut *self.to.lock().unwrap());
+        std::thread::sleep(self.delay);
+        let raw = String::from_utf8_lossy(&std::mem::take(&mut self.data)).into_owned();
+        let to = std::mem::take(&mut self.to);
         self.mails.lock().unwrap().push(Mail { to, raw });
         response::OK
     }
 }
 
 /// A real SMTP server on a loopback port, on its own thread (it never returns).
-fn smtp_server() -> (u16, Inbox) {
-    let inbox = Inbox::default();
+fn smtp_server(delay: Duration) -> (u16, Inbox) {
+    let inbox = Inbox { delay, ..Inbox::default() };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut server = Server::new(inbox.clone());
@@ -94,6 +99,8 @@ fn smtp_server() -> (u16, Inbox) {
 
 pub struct TestApp {
     pub address: String,
+    /// The port of this test's SMTP server.
+    pub smtp_port: u16,
     /// Where `/metrics` is served when it has an address of its own.
     pub metrics_address: Option<String>,
     pub client: reqwest::Client,
@@ -107,6 +114,8 @@ pub struct Options {
     pub require_verified_email: Option<bool>,
     pub database_url: Option<String>,
     pub extra: Vec<(String, String)>,
+    /// How long the test's SMTP server takes over each message.
+    pub smtp_delay: Duration,
 }
 
 pub async fn database_url(backend: Backend) -> String {
@@ -125,7 +134,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     init_logs();
-    let (smtp_port, inbox) = smtp_server();
+    let (smtp_port, inbox) = smtp_server(options.smtp_delay);
     let database_url = match options.database_url {
         Some(url) => url,
         None => database_url(backend).await,
@@ -153,7 +162,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     let metrics_address = app.metrics_port().map(|port| format!("http://127.0.0.1:{port}"));
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { address, metrics_address, client, database_url, inbox }
+    TestApp { address, smtp_port, metrics_address, client, database_url, inbox }
 }
 
 impl TestApp {

@@ -84,6 +84,7 @@ pub struct MailSettings {
     pub mailer: String,
     pub from: String,
     pub poll_interval_ms: u64,
+    pub lease_seconds: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +271,9 @@ impl Settings {
         }
         if self.server.body_limit_bytes == 0 {
             return Err(ConfigError::new("server.body_limit_bytes", "must be positive"));
+        }
+        if self.mail.lease_seconds <= 0 {
+            return Err(ConfigError::new("mail.lease_seconds", "must be positive"));
         }
         if self.limits.window_seconds <= 0 {
             return Err(ConfigError::new("limits.window_seconds", "must be positive"));

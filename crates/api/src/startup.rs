@@ -346,6 +346,11 @@ fn security_headers(hsts_max_age_seconds: u64) -> middleware::DefaultHeaders {
     }
 }
 
+/// The machine's name, for telling the workers that hold mail leases apart.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|name| name.trim().to_owned()).unwrap_or_else(|_| "gatehouse".into())
+}
+
 /// `/metrics` alone on its own address, served by one worker.
 fn metrics_server(address: SocketAddr, state: web::Data<AppState>) -> Result<(u16, Server), StartupError> {
     let bind_error = |source| StartupError::Bind { address: address.to_string(), source };
@@ -391,7 +396,8 @@ impl Application {
             stores.outbox.clone(),
             Arc::new(mailer),
             Arc::new(SystemClock),
-            DeliveryPolicy::default(),
+            DeliveryPolicy { lease: time::Duration::seconds(settings.mail.lease_seconds), ..DeliveryPolicy::default() },
+            format!("{}/{}", hostname(), uuid::Uuid::new_v4().simple()),
         );
         let worker = MailWorker::start(delivery, Duration::from_millis(settings.mail.poll_interval_ms.max(10)));
 

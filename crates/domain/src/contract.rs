@@ -409,35 +409,44 @@ pub async fn the_outbox_leases_retries_and_forgets_sent_mail<S: Store>(store: &S
     store.enqueue_mails(vec![mail_to("first@example.com", "one")]).await.expect("write");
     store.enqueue_mails(vec![mail_to("second@example.com", "two")]).await.expect("write");
     let now = OffsetDateTime::now_utc() + Duration::seconds(1);
-    let claimed = store.claim_due(now, now + Duration::minutes(2), 10).await.expect("write");
-    assert_eq!(claimed.iter().map(|m| m.mail.subject.as_str()).collect::<Vec<_>>(), ["one", "two"]);
-    assert_eq!(claimed[0].mail.to.as_ref(), "first@example.com");
-    assert_eq!(claimed[0].mail.text, "text");
-    assert_eq!(claimed[0].mail.html, "<p>html</p>");
-    assert!(store.claim_due(now, now + Duration::minutes(2), 10).await.expect("write").is_empty(), "leased");
-    store.mark_sent(claimed[0].id).await.expect("write");
-    store.mark_failed(claimed[1].id, Some(now + Duration::seconds(30)), "421 try later").await.expect("write");
-    assert_eq!(store.pending_count().await.expect("count"), 1);
+    let lease = now + Duration::minutes(2);
+    let first = store.claim_next(now, lease, "w1").await.expect("write").expect("due");
+    let second = store.claim_next(now, lease, "w2").await.expect("write").expect("due");
+    assert_eq!((first.mail.subject.as_str(), second.mail.subject.as_str()), ("one", "two"), "oldest first");
+    assert_eq!(first.mail.to.as_ref(), "first@example.com");
+    assert_eq!((first.mail.text.as_str(), first.mail.html.as_str()), ("text", "<p>html</p>"));
+    assert!(store.claim_next(now, lease, "w3").await.expect("write").is_none(), "both leased");
+    assert!(!store.mark_sent(first.id, "w2").await.expect("write"), "only the lease holder marks it");
+    assert!(store.mark_sent(first.id, "w1").await.expect("write"));
     assert!(store
-        .claim_due(now + Duration::seconds(29), now + Duration::minutes(3), 10)
+        .mark_failed(second.id, "w2", Some(now + Duration::seconds(30)), "421 try later")
         .await
-        .expect("write")
-        .is_empty());
-    let retried = store.claim_due(now + Duration::seconds(30), now + Duration::minutes(3), 10).await.expect("write");
-    assert_eq!(retried.len(), 1);
-    assert_eq!(retried[0].attempts, 1);
-    store.mark_failed(retried[0].id, None, "550 no such user").await.expect("write");
+        .expect("write"));
+    assert_eq!(store.pending_count().await.expect("count"), 1);
+    assert!(store.claim_next(now + Duration::seconds(29), lease, "w1").await.expect("write").is_none());
+    let retried = store.claim_next(now + Duration::seconds(30), lease, "w1").await.expect("write").expect("due");
+    assert_eq!((retried.id, retried.attempts, retried.created_at), (second.id, 1, second.created_at));
+    assert_eq!(retried.message_key(), second.message_key(), "one Message-ID at every attempt");
+    assert!(!store.mark_failed(retried.id, "w2", None, "stale").await.expect("write"), "w2 lost the lease");
+    assert!(store.mark_failed(retried.id, "w1", None, "550 no such user").await.expect("write"));
     assert_eq!(store.pending_count().await.expect("count"), 0, "given up");
-    assert!(store.claim_due(now + Duration::days(9), now + Duration::days(10), 10).await.expect("write").is_empty());
+    assert!(store.claim_next(now + Duration::days(9), now + Duration::days(10), "w1").await.expect("write").is_none());
 }
 
-pub async fn the_claim_takes_at_most_the_batch<S: Store>(store: &S) {
-    for n in 0..5 {
-        store.enqueue_mails(vec![mail_to("a@example.com", &format!("m{n}"))]).await.expect("write");
-    }
+/// A lease that ran out goes to the next worker, and the first can no longer mark the mail.
+pub async fn an_expired_lease_passes_to_another_worker<S: Store>(store: &S) {
+    store.enqueue_mails(vec![mail_to("a@example.com", "slow")]).await.expect("write");
     let now = OffsetDateTime::now_utc() + Duration::seconds(1);
-    assert_eq!(store.claim_due(now, now + Duration::minutes(1), 3).await.expect("write").len(), 3);
-    assert_eq!(store.claim_due(now, now + Duration::minutes(1), 3).await.expect("write").len(), 2);
+    let first = store.claim_next(now, now + Duration::seconds(5), "w1").await.expect("write").expect("due");
+    assert!(store
+        .claim_next(now + Duration::seconds(4), now + Duration::seconds(9), "w2")
+        .await
+        .expect("write")
+        .is_none());
+    let taken = store.claim_next(now + Duration::seconds(5), now + Duration::seconds(10), "w2").await.expect("write");
+    assert_eq!(taken.map(|m| m.id), Some(first.id));
+    assert!(!store.mark_sent(first.id, "w1").await.expect("write"));
+    assert!(store.mark_sent(first.id, "w2").await.expect("write"));
 }
 
 pub async fn a_superuser_is_created_or_promoted<S: Store>(store: &S) {
@@ -1038,7 +1047,7 @@ macro_rules! store_contract_tests {
             a_profile_patch_changes_only_what_it_names,
             a_password_hash_can_be_replaced,
             the_outbox_leases_retries_and_forgets_sent_mail,
-            the_claim_takes_at_most_the_batch,
+            an_expired_lease_passes_to_another_worker,
             ping_answers,
             the_audit_trail_keeps_events_newest_first_and_filters,
             grants_come_from_groups_and_the_superuser_flag,

@@ -50,6 +50,8 @@ pub struct MailDelivery {
     sender: Arc<dyn MailSender>,
     clock: Arc<dyn Clock>,
     policy: DeliveryPolicy,
+    /// This worker's name on the leases it takes.
+    owner: String,
 }
 
 impl std::fmt::Debug for MailDelivery {
@@ -64,19 +66,27 @@ impl MailDelivery {
         sender: Arc<dyn MailSender>,
         clock: Arc<dyn Clock>,
         policy: DeliveryPolicy,
+        owner: String,
     ) -> Self {
-        Self { outbox, sender, clock, policy }
+        Self { outbox, sender, clock, policy, owner }
     }
 
     /// One round: sends what is due now. The caller loops and sleeps.
+    /// Delivers due mail, one lease per message, up to a batch. A message
+    /// whose lease was lost meanwhile (it outlasted the lease, and another
+    /// worker took it) is left to that worker.
     pub async fn deliver_due(&self) -> Result<DeliveryReport, PortError> {
-        let now = self.clock.now();
-        let due = self.outbox.claim_due(now, now + self.policy.lease, self.policy.batch).await?;
         let mut report = DeliveryReport::default();
-        for queued in due {
-            match self.sender.send(&queued.mail).await {
+        for _ in 0..self.policy.batch {
+            let now = self.clock.now();
+            let Some(queued) = self.outbox.claim_next(now, now + self.policy.lease, &self.owner).await? else {
+                break;
+            };
+            match self.sender.send(&queued.mail, &queued.message_key()).await {
                 Ok(()) => {
-                    self.outbox.mark_sent(queued.id).await?;
+                    if !self.outbox.mark_sent(queued.id, &self.owner).await? {
+                        tracing::warn!(mail_id = queued.id, "mail sent after its lease was lost");
+                    }
                     report.sent += 1;
                 }
                 Err(error) => {
@@ -88,7 +98,7 @@ impl MailDelivery {
                         _ => None,
                     };
                     tracing::warn!(mail_id = queued.id, attempts, will_retry = retry_at.is_some(), %error, "mail delivery failed");
-                    self.outbox.mark_failed(queued.id, retry_at, &error.to_string()).await?;
+                    self.outbox.mark_failed(queued.id, &self.owner, retry_at, &error.to_string()).await?;
                     report.failed += 1;
                 }
             }
@@ -103,63 +113,89 @@ mod tests {
     use crate::email::Email;
     use crate::mail::OutgoingMail;
     use crate::ports::{MockClock, MockMailSender, MockOutbox, QueuedMail};
-    use mockall::predicate::eq;
+    use std::sync::Mutex;
     use time::macros::datetime;
+
+    const NOW: time::OffsetDateTime = datetime!(2026-11-21 10:00 UTC);
 
     fn queued(id: i64, attempts: i32) -> QueuedMail {
         let to = Email::parse("ada@example.com").unwrap();
-        QueuedMail { id, attempts, mail: OutgoingMail { to, subject: "s".into(), text: "t".into(), html: "h".into() } }
+        let mail = OutgoingMail { to, subject: "s".into(), text: "t".into(), html: "h".into() };
+        QueuedMail { id, attempts, mail, created_at: NOW }
+    }
+
+    /// An outbox that lends `mail` once, leased to the test worker.
+    fn lending(mail: QueuedMail) -> MockOutbox {
+        let slot = Mutex::new(Some(mail));
+        let mut outbox = MockOutbox::new();
+        outbox
+            .expect_claim_next()
+            .withf(|_, until, owner| *until == NOW + Duration::minutes(2) && owner == "worker-1")
+            .returning(move |_, _, _| Ok(slot.lock().unwrap().take()));
+        outbox
     }
 
     fn delivery(outbox: MockOutbox, sender: MockMailSender) -> MailDelivery {
         let mut clock = MockClock::new();
-        clock.expect_now().returning(|| datetime!(2026-11-21 10:00 UTC));
-        MailDelivery::new(Arc::new(outbox), Arc::new(sender), Arc::new(clock), DeliveryPolicy::default())
+        clock.expect_now().returning(|| NOW);
+        let policy = DeliveryPolicy::default();
+        MailDelivery::new(Arc::new(outbox), Arc::new(sender), Arc::new(clock), policy, "worker-1".into())
     }
 
     #[tokio::test]
-    async fn sent_mail_leaves_the_queue() {
-        let mut outbox = MockOutbox::new();
-        outbox.expect_claim_due().returning(|_, _, _| Ok(vec![queued(7, 0)]));
-        outbox.expect_mark_sent().with(eq(7)).times(1).returning(|_| Ok(()));
+    async fn sent_mail_leaves_the_queue_with_a_stable_message_id() {
+        let mut outbox = lending(queued(7, 0));
+        outbox
+            .expect_mark_sent()
+            .withf(|id, owner| *id == 7 && owner == "worker-1")
+            .times(1)
+            .returning(|_, _| Ok(true));
         let mut sender = MockMailSender::new();
-        sender.expect_send().times(1).returning(|_| Ok(()));
+        let key = queued(7, 0).message_key();
+        sender.expect_send().withf(move |_, message_key| message_key == key).times(1).returning(|_, _| Ok(()));
         let report = delivery(outbox, sender).deliver_due().await.unwrap();
         assert_eq!(report, DeliveryReport { sent: 1, failed: 0 });
+        assert_eq!(queued(7, 0).message_key(), queued(7, 3).message_key(), "the same at every attempt");
+        assert_ne!(queued(7, 0).message_key(), queued(8, 0).message_key());
     }
 
     #[tokio::test]
     async fn transient_failure_is_retried_with_backoff() {
-        let mut outbox = MockOutbox::new();
-        outbox.expect_claim_due().returning(|_, _, _| Ok(vec![queued(7, 2)]));
+        let mut outbox = lending(queued(7, 2));
         outbox
             .expect_mark_failed()
-            .withf(|id, retry_at, _| *id == 7 && *retry_at == Some(datetime!(2026-11-21 10:00:16 UTC)))
+            .withf(|id, _, retry_at, _| *id == 7 && *retry_at == Some(datetime!(2026-11-21 10:00:16 UTC)))
             .times(1)
-            .returning(|_, _, _| Ok(()));
+            .returning(|_, _, _, _| Ok(true));
         let mut sender = MockMailSender::new();
-        sender.expect_send().returning(|_| Err(SendError::Transient("connection refused".into())));
+        sender.expect_send().returning(|_, _| Err(SendError::Transient("connection refused".into())));
         let report = delivery(outbox, sender).deliver_due().await.unwrap();
         assert_eq!(report, DeliveryReport { sent: 0, failed: 1 });
     }
 
     #[tokio::test]
     async fn permanent_failure_is_not_retried() {
-        let mut outbox = MockOutbox::new();
-        outbox.expect_claim_due().returning(|_, _, _| Ok(vec![queued(7, 0)]));
-        outbox.expect_mark_failed().withf(|_, retry_at, _| retry_at.is_none()).times(1).returning(|_, _, _| Ok(()));
+        let mut outbox = lending(queued(7, 0));
+        outbox
+            .expect_mark_failed()
+            .withf(|_, _, retry_at, _| retry_at.is_none())
+            .times(1)
+            .returning(|_, _, _, _| Ok(true));
         let mut sender = MockMailSender::new();
-        sender.expect_send().returning(|_| Err(SendError::Permanent("550 no such user".into())));
+        sender.expect_send().returning(|_, _| Err(SendError::Permanent("550 no such user".into())));
         delivery(outbox, sender).deliver_due().await.unwrap();
     }
 
     #[tokio::test]
     async fn gives_up_after_max_attempts() {
-        let mut outbox = MockOutbox::new();
-        outbox.expect_claim_due().returning(|_, _, _| Ok(vec![queued(7, 24)]));
-        outbox.expect_mark_failed().withf(|_, retry_at, _| retry_at.is_none()).times(1).returning(|_, _, _| Ok(()));
+        let mut outbox = lending(queued(7, 24));
+        outbox
+            .expect_mark_failed()
+            .withf(|_, _, retry_at, _| retry_at.is_none())
+            .times(1)
+            .returning(|_, _, _, _| Ok(true));
         let mut sender = MockMailSender::new();
-        sender.expect_send().returning(|_| Err(SendError::Transient("timeout".into())));
+        sender.expect_send().returning(|_, _| Err(SendError::Transient("timeout".into())));
         delivery(outbox, sender).deliver_due().await.unwrap();
     }
 

@@ -301,6 +301,15 @@ pub struct QueuedMail {
     pub id: i64,
     pub mail: OutgoingMail,
     pub attempts: i32,
+    pub created_at: OffsetDateTime,
+}
+
+impl QueuedMail {
+    /// The left part of the mail's `Message-ID`, the same at every attempt,
+    /// so a receiver can drop a copy sent again after a crash.
+    pub fn message_key(&self) -> String {
+        format!("outbox.{}.{}", self.id, self.created_at.unix_timestamp_nanos())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -313,20 +322,29 @@ pub struct Backlog {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Leases up to `limit` due messages until `lease_until`, so no other
-    /// worker takes them meanwhile; oldest first.
-    async fn claim_due(
+    /// Leases the oldest due message to `owner` until `lease_until`, so no
+    /// other worker takes it meanwhile. One message a lease: a lease need
+    /// only outlast one delivery.
+    async fn claim_next(
         &self,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
-        limit: i64,
-    ) -> Result<Vec<QueuedMail>, PortError>;
+        owner: &str,
+    ) -> Result<Option<QueuedMail>, PortError>;
 
-    /// The mail server took it: it leaves the queue (and its link with it).
-    async fn mark_sent(&self, id: i64) -> Result<(), PortError>;
+    /// The mail server took it: it leaves the queue (and its link with it),
+    /// if `owner` still holds its lease; false when it did not.
+    async fn mark_sent(&self, id: i64, owner: &str) -> Result<bool, PortError>;
 
-    /// Delivery failed: try again at `retry_at`, or never when `None`.
-    async fn mark_failed(&self, id: i64, retry_at: Option<OffsetDateTime>, error: &str) -> Result<(), PortError>;
+    /// Delivery failed: try again at `retry_at`, or never when `None`; only
+    /// if `owner` still holds the lease (false when it did not).
+    async fn mark_failed(
+        &self,
+        id: i64,
+        owner: &str,
+        retry_at: Option<OffsetDateTime>,
+        error: &str,
+    ) -> Result<bool, PortError>;
 
     /// Messages still waiting for delivery.
     async fn pending_count(&self) -> Result<i64, PortError>;
@@ -425,7 +443,8 @@ pub enum SendError {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait MailSender: Send + Sync {
-    async fn send(&self, mail: &OutgoingMail) -> Result<(), SendError>;
+    /// `message_key` is the left part of its `Message-ID`, stable across attempts.
+    async fn send(&self, mail: &OutgoingMail, message_key: &str) -> Result<(), SendError>;
 }
 
 /// Reads for administration.

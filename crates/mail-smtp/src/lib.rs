@@ -67,9 +67,11 @@ impl LettreMailer {
         &self.description
     }
 
-    fn message(&self, mail: &OutgoingMail) -> Result<Message, SendError> {
+    /// The message, its `Message-ID` made of `message_key` at the sender's domain.
+    fn message(&self, mail: &OutgoingMail, message_key: &str) -> Result<Message, SendError> {
         let to: Mailbox = mail.to.as_ref().parse().map_err(|e| SendError::Permanent(format!("bad recipient: {e}")))?;
         Message::builder()
+            .message_id(Some(format!("<{message_key}@{}>", self.from.email.domain())))
             .from(self.from.clone())
             .to(to)
             .subject(&mail.subject)
@@ -104,8 +106,8 @@ fn redact(url: &str) -> String {
 
 #[async_trait]
 impl MailSender for LettreMailer {
-    async fn send(&self, mail: &OutgoingMail) -> Result<(), SendError> {
-        let message = self.message(mail)?;
+    async fn send(&self, mail: &OutgoingMail, message_key: &str) -> Result<(), SendError> {
+        let message = self.message(mail, message_key)?;
         match &self.transport {
             Transport::Smtp(smtp) => smtp.send(message).await.map(|_| ()).map_err(|e| {
                 if e.is_permanent() {
@@ -184,7 +186,7 @@ mod tests {
         let (port, inbox) = smtp_server(false);
         let mailer =
             LettreMailer::from_url(&format!("smtp://127.0.0.1:{port}"), "Gatehouse <no-reply@localhost>").unwrap();
-        mailer.send(&mail()).await.unwrap();
+        mailer.send(&mail(), "outbox.1.2").await.unwrap();
         let messages = inbox.messages.lock().unwrap().clone();
         assert_eq!(messages.len(), 1);
         let message = &messages[0];
@@ -193,27 +195,28 @@ mod tests {
         assert!(message.contains("text/plain"));
         assert!(message.contains("text/html"));
         assert!(message.contains("https://app.example.com/verify-email?token=abc"), "links survive encoding");
+        assert!(message.contains("Message-ID: <outbox.1.2@localhost>"), "the outbox's stable id: {message}");
     }
 
     #[tokio::test]
     async fn a_refused_recipient_is_permanent() {
         let (port, _inbox) = smtp_server(true);
         let mailer = LettreMailer::from_url(&format!("smtp://127.0.0.1:{port}"), "no-reply@localhost").unwrap();
-        assert!(matches!(mailer.send(&mail()).await, Err(SendError::Permanent(_))));
+        assert!(matches!(mailer.send(&mail(), "outbox.1.2").await, Err(SendError::Permanent(_))));
     }
 
     #[tokio::test]
     async fn a_server_that_is_down_is_transient() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mailer = LettreMailer::from_url(&format!("smtp://127.0.0.1:{port}"), "no-reply@localhost").unwrap();
-        assert!(matches!(mailer.send(&mail()).await, Err(SendError::Transient(_))));
+        assert!(matches!(mailer.send(&mail(), "outbox.1.2").await, Err(SendError::Transient(_))));
     }
 
     #[tokio::test]
     async fn file_transport_writes_one_eml_per_message() {
         let dir = std::env::temp_dir().join(format!("gatehouse-mail-{}", std::process::id()));
         let mailer = LettreMailer::from_url(&format!("file://{}", dir.display()), "no-reply@localhost").unwrap();
-        mailer.send(&mail()).await.unwrap();
+        mailer.send(&mail(), "outbox.1.2").await.unwrap();
         let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].extension().unwrap(), "eml");

@@ -94,6 +94,7 @@ diesel::table! {
         attempts -> Integer,
         next_attempt_at -> Nullable<crate::sql_types::UtcTimestamp>,
         last_error -> Nullable<Text>,
+        leased_by -> Nullable<Text>,
     }
 }
 

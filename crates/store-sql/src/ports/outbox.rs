@@ -11,63 +11,66 @@ use crate::schema::outbox;
 use crate::sql_types::Utc;
 use crate::{Connections, SqlStore};
 
-type QueuedRow = (i64, String, String, String, String, i32);
+type QueuedRow = (i64, String, String, String, String, i32, OffsetDateTime);
 
 #[async_trait]
 impl<C: Connections> Outbox for SqlStore<C> {
-    async fn claim_due(
+    async fn claim_next(
         &self,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
-        limit: i64,
-    ) -> Result<Vec<QueuedMail>, PortError> {
+        owner: &str,
+    ) -> Result<Option<QueuedMail>, PortError> {
+        let owner = owner.to_owned();
         self.write(async move |tx| {
-            let due =
-                outbox::table.filter(outbox::next_attempt_at.le(Utc(now))).order(outbox::id).limit(limit).select((
-                    outbox::id,
-                    outbox::recipient,
-                    outbox::subject,
-                    outbox::text_body,
-                    outbox::html_body,
-                    outbox::attempts,
-                ));
+            let due = outbox::table.filter(outbox::next_attempt_at.le(Utc(now))).order(outbox::id).select((
+                outbox::id,
+                outbox::recipient,
+                outbox::subject,
+                outbox::text_body,
+                outbox::html_body,
+                outbox::attempts,
+                outbox::created_at,
+            ));
             let due = match tx.as_db() {
                 // SKIP LOCKED: several workers (or instances) share the queue without waiting on each other.
-                Db::Postgres(c) => due.for_update().skip_locked().load::<QueuedRow>(c).await,
+                Db::Postgres(c) => due.for_update().skip_locked().first::<QueuedRow>(c).await,
                 // The write transaction holds SQLite's one write lock.
-                Db::Sqlite(c, _) => due.load::<QueuedRow>(c).await,
-            }?;
-            let ids: Vec<i64> = due.iter().map(|row| row.0).collect();
-            run!(tx, |c| diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
-                .set(outbox::next_attempt_at.eq(Utc(lease_until)))
+                Db::Sqlite(c, _) => due.first::<QueuedRow>(c).await,
+            }
+            .optional()?;
+            let Some((id, to, subject, text, html, attempts, created_at)) = due else { return Ok(None) };
+            run!(tx, |c| diesel::update(outbox::table.find(id))
+                .set((outbox::next_attempt_at.eq(Utc(lease_until)), outbox::leased_by.eq(&owner)))
                 .execute(c))?;
-            Ok(due
-                .into_iter()
-                .map(|(id, to, subject, text, html, attempts)| QueuedMail {
-                    id,
-                    attempts,
-                    mail: OutgoingMail { to: Email::from_trusted(to), subject, text, html },
-                })
-                .collect())
+            let mail = OutgoingMail { to: Email::from_trusted(to), subject, text, html };
+            Ok(Some(QueuedMail { id, attempts, mail, created_at }))
         })
         .await
     }
 
-    async fn mark_sent(&self, id: i64) -> Result<(), PortError> {
-        run!(&mut self.conn().await?, |c| diesel::delete(outbox::table.find(id)).execute(c))?;
-        Ok(())
+    async fn mark_sent(&self, id: i64, owner: &str) -> Result<bool, PortError> {
+        let held = outbox::table.find(id).filter(outbox::leased_by.eq(owner));
+        Ok(run!(&mut self.conn().await?, |c| diesel::delete(held).execute(c))? > 0)
     }
 
-    async fn mark_failed(&self, id: i64, retry_at: Option<OffsetDateTime>, error: &str) -> Result<(), PortError> {
+    async fn mark_failed(
+        &self,
+        id: i64,
+        owner: &str,
+        retry_at: Option<OffsetDateTime>,
+        error: &str,
+    ) -> Result<bool, PortError> {
         let error = error.chars().take(1000).collect::<String>();
-        run!(&mut self.conn().await?, |c| diesel::update(outbox::table.find(id))
+        let held = outbox::table.find(id).filter(outbox::leased_by.eq(owner));
+        let marked = run!(&mut self.conn().await?, |c| diesel::update(held)
             .set((
                 outbox::attempts.eq(outbox::attempts + 1),
                 outbox::next_attempt_at.eq(retry_at.map(Utc)),
                 outbox::last_error.eq(&error),
             ))
             .execute(c))?;
-        Ok(())
+        Ok(marked > 0)
     }
 
     async fn backlog(&self, now: OffsetDateTime) -> Result<Backlog, PortError> {
