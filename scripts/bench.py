@@ -211,6 +211,7 @@ def main():
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, DATABASE_URL=database_url, GATEHOUSE_BIND=f"127.0.0.1:{port}",
                GATEHOUSE_REQUIRE_VERIFIED_EMAIL="false", GATEHOUSE_LOGIN_IP_LIMIT="0", GATEHOUSE_JWT_SECRET=SECRET,
+               GATEHOUSE__LIMITS__MAIL_REQUESTS_PER_IP="0",
                GATEHOUSE_MAILER=f"file://{work}/mail", GATEHOUSE__DATABASE__POOL_SIZE="32",
                GATEHOUSE__HASHING__QUEUE_LIMIT="100000", GATEHOUSE__MAIL__POLL_INTERVAL_MS="200", RUST_LOG="warn")
     server = subprocess.Popen([str(ROOT / "target" / "release" / "gatehouse"), "serve"], env=env, cwd=work,
