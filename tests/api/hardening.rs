@@ -308,6 +308,11 @@ async fn behind_a_trusted_proxy_each_client_is_counted_and_recorded_by_its_own_i
     let sessions: Value =
         app.get_auth("/api/v1/auth/sessions", access["access"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(sessions[0]["ip"], "203.0.113.9");
+    let moved = app.client.post(app.url("/api/v1/auth/token/refresh")).header("x-forwarded-for", "198.51.100.50");
+    let moved: Value = moved.json(&json!({ "refresh": access["refresh"] })).send().await.unwrap().json().await.unwrap();
+    let sessions: Value =
+        app.get_auth("/api/v1/auth/sessions", moved["access"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(sessions[0]["ip"], "198.51.100.50", "a session's ip is that of its latest use");
     // A forged header in a form that is no address is ignored: the proxy's own address stands.
     let forged = login_from(&app, "198.51.100.7, not-an-ip", "u9@example.com", "wrong password").await;
     assert_error(forged, 401, "invalid_credentials").await;

@@ -369,6 +369,7 @@ impl AuthService {
                 NewRefreshToken { hash: next.hash(), expires_at: now + self.policy.refresh_ttl },
                 now,
                 self.policy.refresh_grace,
+                client.ip.clone(),
             )
             .await?;
         match rotation {

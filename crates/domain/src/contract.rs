@@ -249,19 +249,20 @@ pub async fn refresh_rotation_spends_the_token_and_detects_reuse<S: Store>(store
     login(store, id, session_id(1), "r1").await;
     let later = T0 + Duration::minutes(10);
     let rotated = store
-        .rotate_refresh(&TokenHash::of("r1"), refresh("r2", later + Duration::days(1)), later, Duration::ZERO)
+        .rotate_refresh(&TokenHash::of("r1"), refresh("r2", later + Duration::days(1)), later, Duration::ZERO, None)
         .await;
     assert_eq!(rotated.expect("write"), Rotation::Rotated { user_id: id, session_id: session_id(1) });
     let replay = store
-        .rotate_refresh(&TokenHash::of("r1"), refresh("r3", later + Duration::days(1)), later, Duration::ZERO)
+        .rotate_refresh(&TokenHash::of("r1"), refresh("r3", later + Duration::days(1)), later, Duration::ZERO, None)
         .await;
     assert_eq!(replay.expect("write"), Rotation::Reused { user_id: id, session_id: session_id(1) });
     assert_eq!(store.session_state(session_id(1), later).await.expect("read"), SessionState::Dead);
     let newest = store
-        .rotate_refresh(&TokenHash::of("r2"), refresh("r4", later + Duration::days(1)), later, Duration::ZERO)
+        .rotate_refresh(&TokenHash::of("r2"), refresh("r4", later + Duration::days(1)), later, Duration::ZERO, None)
         .await;
     assert_eq!(newest.expect("write"), Rotation::SessionDead, "the newest token died with its session");
-    let unknown = store.rotate_refresh(&TokenHash::of("never"), refresh("r5", later), later, Duration::ZERO).await;
+    let unknown =
+        store.rotate_refresh(&TokenHash::of("never"), refresh("r5", later), later, Duration::ZERO, None).await;
     assert_eq!(unknown.expect("write"), Rotation::Unknown);
 }
 
@@ -271,25 +272,29 @@ pub async fn a_replay_within_the_grace_window_keeps_the_one_successor<S: Store>(
     let grace = Duration::seconds(10);
     let expires = T0 + Duration::days(1);
     let rotated = Rotation::Rotated { user_id: id, session_id: session_id(1) };
-    let first = store.rotate_refresh(&TokenHash::of("r1"), refresh("s1", expires), T0, grace).await.expect("write");
+    let first =
+        store.rotate_refresh(&TokenHash::of("r1"), refresh("s1", expires), T0, grace, None).await.expect("write");
     assert_eq!(first, rotated);
     // Tabs replaying at once, their clocks a little apart, one before the spender's.
     let r1 = TokenHash::of("r1");
     let replays = (-2..18).map(|ms| {
         let at = T0 + Duration::milliseconds(ms * 500);
-        store.rotate_refresh(&r1, refresh("s1", expires), at, grace)
+        store.rotate_refresh(&r1, refresh("s1", expires), at, grace, None)
     });
     for replay in join_all(replays).await {
         assert_eq!(replay.expect("a replay stores nothing, so nothing conflicts"), rotated);
     }
-    let next =
-        store.rotate_refresh(&TokenHash::of("s1"), refresh("s2", expires), T0 + Duration::seconds(10), grace).await;
+    let next = store
+        .rotate_refresh(&TokenHash::of("s1"), refresh("s2", expires), T0 + Duration::seconds(10), grace, None)
+        .await;
     assert_eq!(next.expect("write"), rotated, "the one successor rotates on");
-    let late =
-        store.rotate_refresh(&TokenHash::of("r1"), refresh("s1", expires), T0 + Duration::seconds(11), grace).await;
+    let late = store
+        .rotate_refresh(&TokenHash::of("r1"), refresh("s1", expires), T0 + Duration::seconds(11), grace, None)
+        .await;
     assert_eq!(late.expect("write"), Rotation::Reused { user_id: id, session_id: session_id(1) });
-    let newest =
-        store.rotate_refresh(&TokenHash::of("s2"), refresh("s3", expires), T0 + Duration::seconds(12), grace).await;
+    let newest = store
+        .rotate_refresh(&TokenHash::of("s2"), refresh("s3", expires), T0 + Duration::seconds(12), grace, None)
+        .await;
     assert_eq!(newest.expect("write"), Rotation::SessionDead);
 }
 
@@ -302,7 +307,7 @@ pub async fn sessions_are_listed_newest_use_first_without_dead_ones<S: Store>(st
     login(store, bob, session_id(4), "b1").await;
     let later = T0 + Duration::minutes(5);
     store
-        .rotate_refresh(&TokenHash::of("a1"), refresh("a1b", later + Duration::days(1)), later, Duration::ZERO)
+        .rotate_refresh(&TokenHash::of("a1"), refresh("a1b", later + Duration::days(1)), later, Duration::ZERO, None)
         .await
         .expect("write");
     store.revoke_session(ada, session_id(3), later).await.expect("write");
@@ -310,7 +315,15 @@ pub async fn sessions_are_listed_newest_use_first_without_dead_ones<S: Store>(st
     assert_eq!(sessions.iter().map(|s| s.id).collect::<Vec<_>>(), [session_id(1), session_id(2)]);
     assert_eq!(sessions[0].last_used_at, later);
     assert_eq!(sessions[0].created_at, T0);
-    assert_eq!(sessions[0].ip.as_deref(), Some("203.0.113.7"));
+    assert_eq!(sessions[0].ip.as_deref(), Some("203.0.113.7"), "a rotation without an address keeps the last");
+    let moved = T0 + Duration::minutes(6);
+    let next = refresh("a1c", moved + Duration::days(1));
+    store
+        .rotate_refresh(&TokenHash::of("a1b"), next, moved, Duration::ZERO, Some("198.51.100.4".into()))
+        .await
+        .expect("write");
+    let sessions = store.list_sessions(ada, moved).await.expect("read");
+    assert_eq!(sessions[0].ip.as_deref(), Some("198.51.100.4"), "a session's ip is that of its latest use");
     assert_eq!(sessions[0].user_agent.as_deref(), Some("contract-test"));
     assert!(store.list_sessions(ada, T0 + Duration::days(3)).await.expect("read").is_empty(), "expired");
 }
@@ -319,8 +332,9 @@ pub async fn an_expired_refresh_token_is_expired<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
     login(store, id, session_id(1), "r1").await;
     let late = T0 + Duration::days(2);
-    let rotation =
-        store.rotate_refresh(&TokenHash::of("r1"), refresh("r2", late + Duration::days(1)), late, Duration::ZERO).await;
+    let rotation = store
+        .rotate_refresh(&TokenHash::of("r1"), refresh("r2", late + Duration::days(1)), late, Duration::ZERO, None)
+        .await;
     assert_eq!(rotation.expect("write"), Rotation::Expired);
 }
 
@@ -330,7 +344,7 @@ pub async fn concurrent_rotations_of_one_token_rotate_once<S: Store>(store: &S) 
     let presented = TokenHash::of("r1");
     let attempts = (0..10).map(|n| {
         let next = refresh(&format!("next-{n}"), T0 + Duration::days(1));
-        store.rotate_refresh(&presented, next, T0, Duration::ZERO)
+        store.rotate_refresh(&presented, next, T0, Duration::ZERO, None)
     });
     let outcomes = join_all(attempts).await;
     let rotated =
@@ -349,7 +363,7 @@ pub async fn without_grace_a_token_is_spent_once_whatever_the_clocks<S: Store>(s
         let attempts = (0..6).map(|n| {
             let at = T0 + Duration::milliseconds(10 * (3 - n));
             let next = refresh(&format!("trial-{trial}-next-{n}"), T0 + Duration::days(1));
-            store.rotate_refresh(&hash, next, at, Duration::ZERO)
+            store.rotate_refresh(&hash, next, at, Duration::ZERO, None)
         });
         let outcomes: Vec<Rotation> = join_all(attempts).await.into_iter().map(|o| o.expect("write")).collect();
         let rotated = outcomes.iter().filter(|o| matches!(o, Rotation::Rotated { .. })).count();
@@ -373,8 +387,9 @@ pub async fn sessions_are_revoked_only_by_their_owner<S: Store>(store: &S) {
     store.revoke_all_sessions(ada, T0).await.expect("write");
     assert_eq!(store.session_state(session_id(2), T0).await.expect("read"), SessionState::Dead);
     assert_eq!(store.session_state(session_id(3), T0).await.expect("read"), SessionState::Live { user_id: bob });
-    let rotation =
-        store.rotate_refresh(&TokenHash::of("a2"), refresh("a3", T0 + Duration::days(1)), T0, Duration::ZERO).await;
+    let rotation = store
+        .rotate_refresh(&TokenHash::of("a2"), refresh("a3", T0 + Duration::days(1)), T0, Duration::ZERO, None)
+        .await;
     assert_eq!(rotation.expect("write"), Rotation::SessionDead);
 }
 
@@ -516,7 +531,7 @@ pub async fn deleting_an_account_removes_everything_and_queues_goodbye<S: Store>
     assert_eq!(store.session_state(session_id(1), T0).await.expect("read"), SessionState::Dead);
     assert_eq!(
         store
-            .rotate_refresh(&TokenHash::of("a1"), refresh("a2", T0 + Duration::days(1)), T0, Duration::ZERO)
+            .rotate_refresh(&TokenHash::of("a1"), refresh("a2", T0 + Duration::days(1)), T0, Duration::ZERO, None)
             .await
             .expect("write"),
         Rotation::Unknown

@@ -196,13 +196,15 @@ pub trait SessionStore: Send + Sync {
     /// presented again within `grace` of its spending (tabs refreshing
     /// together) is `Rotated` again without storing anything: the caller
     /// derives `next` from `presented`, so the successor is the one the first
-    /// rotation stored. Later, or with no grace, it revokes its session (`Reused`).
+    /// rotation stored. Later, or with no grace, it revokes its session
+    /// (`Reused`). A rotation records `client_ip` as the session's latest.
     async fn rotate_refresh(
         &self,
         presented: &TokenHash,
         next: NewRefreshToken,
         now: OffsetDateTime,
         grace: Duration,
+        client_ip: Option<String>,
     ) -> Result<Rotation, PortError>;
 
     /// The user's live sessions, most recently used first.

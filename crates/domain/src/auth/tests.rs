@@ -382,13 +382,13 @@ async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
     let expected = rotation.clone();
     m.sessions
         .expect_rotate_refresh()
-        .withf(|presented, next, now, grace| {
+        .withf(|presented, next, now, grace, _| {
             *presented == TokenHash::of("old-token")
                 && next.hash == server_key().successor("old-token").hash()
                 && *now == NOW
                 && *grace == Duration::seconds(10)
         })
-        .returning(move |_, _, _, _| Ok(expected.clone()));
+        .returning(move |_, _, _, _, _| Ok(expected.clone()));
     m.tokens
         .expect_issue()
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));

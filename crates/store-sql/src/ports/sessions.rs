@@ -50,6 +50,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
         next: NewRefreshToken,
         now: OffsetDateTime,
         grace: Duration,
+        client_ip: Option<String>,
     ) -> Result<Rotation, PortError> {
         let presented = presented.as_str().to_owned();
         self.write(async move |tx| {
@@ -95,9 +96,9 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                         .set(refresh_tokens::used_at.eq(Utc(now)))
                         .execute(c))?;
                     insert_refresh(tx, session_id, &next, now).await?;
-                    run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
-                        .set((sessions::last_used_at.eq(Utc(now)), sessions::expires_at.eq(Utc(next.expires_at))))
-                        .execute(c))?;
+                    let used = (sessions::last_used_at.eq(Utc(now)), sessions::expires_at.eq(Utc(next.expires_at)));
+                    let from = client_ip.as_ref().map(|ip| sessions::ip.eq(ip));
+                    run!(tx, |c| diesel::update(sessions::table.find(Id(session_id))).set((used, from)).execute(c))?;
                 }
             }
             Ok(Rotation::Rotated { user_id: UserId::new(user_id), session_id: SessionId::new(session_id) })
