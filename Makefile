@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run test bench fmt fmt-check lint build migrate clean
+.PHONY: help run test fuzz bench fmt fmt-check lint build migrate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -14,6 +14,9 @@ run: ## Build and serve on 127.0.0.1:8080 (SQLite in data/, mails as .eml files 
 
 test: fmt-check lint ## Check formatting and lints, then run every test (PostgreSQL included)
 	scripts/test.sh
+
+fuzz: ## schemathesis (pinned, in target/fuzz-venv) against a fresh service on SQLite and PostgreSQL (FUZZ_EXAMPLES=100)
+	python3 scripts/fuzz.py
 
 bench: ## Load the release build on PostgreSQL with wrk; report in bench/out/ (BENCH_SECONDS=10)
 	python3 scripts/bench.py

@@ -18,3 +18,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# A short schemathesis pass on both stores; `make fuzz` runs the long one.
+FUZZ_EXAMPLES=${FUZZ_EXAMPLES:-10} python3 scripts/fuzz.py

@@ -104,6 +104,8 @@ pub struct AuthSettings {
     pub reset_ttl_seconds: i64,
     pub refresh_grace_seconds: i64,
     pub login_ip_limit: u32,
+    /// Failed logins on one address per 15 minutes before 429 (at least 1).
+    pub login_address_limit: u32,
     /// The HMAC key every replica shares; empty derives it from the JWT secret.
     pub server_key: SecretString,
 }
@@ -266,6 +268,7 @@ impl Settings {
         positive("auth.refresh_ttl_seconds", self.auth.refresh_ttl_seconds)?;
         positive("auth.verification_ttl_seconds", self.auth.verification_ttl_seconds)?;
         positive("auth.reset_ttl_seconds", self.auth.reset_ttl_seconds)?;
+        positive("auth.login_address_limit", i64::from(self.auth.login_address_limit))?;
         if self.auth.refresh_grace_seconds < 0 {
             return Err(ConfigError::new("auth.refresh_grace_seconds", "must not be negative"));
         }

@@ -263,7 +263,7 @@ pub fn services(
         refresh_ttl: time::Duration::seconds(settings.auth.refresh_ttl_seconds),
         refresh_grace: time::Duration::seconds(settings.auth.refresh_grace_seconds),
         throttle_window: time::Duration::minutes(15),
-        max_failures_per_email: 10,
+        max_failures_per_email: i64::from(settings.auth.login_address_limit),
         max_failures_per_ip: i64::from(settings.auth.login_ip_limit),
         mail_window: time::Duration::seconds(settings.limits.window_seconds),
         max_mails_per_address: i64::from(settings.limits.mail_per_address),

@@ -92,7 +92,23 @@ pub struct SignupView {
     pub email: String,
     pub is_verified: bool,
     #[serde(flatten)]
+    #[schema(schema_with = login_fields_when_present)]
     pub login: Option<LoginView>,
+}
+
+/// The document's shape of a signup's optional login: the token fields and
+/// `user`, all present or all absent (absent while verification is required).
+fn login_fields_when_present() -> utoipa::openapi::Object {
+    use utoipa::openapi::{schema::Schema, Ref, RefOr};
+    use utoipa::PartialSchema;
+    let mut fields = match TokensView::schema() {
+        RefOr::T(Schema::Object(tokens)) => tokens,
+        _ => utoipa::openapi::Object::new(),
+    };
+    fields.required.clear();
+    fields.properties.insert("user".to_owned(), RefOr::Ref(Ref::from_schema_name("UserView")));
+    fields.description = Some("Present when the account may log in at once (verification not required).".to_owned());
+    fields
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -171,13 +171,16 @@ pub async fn change_email(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SignupBody {
+    #[schema(format = IdnEmail, max_length = 254)]
     email: String,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 8, max_length = 1024)]
     password: SecretString,
     /// Must equal `password` when sent.
     #[schema(value_type = Option<String>)]
     password2: Option<SecretString>,
+    #[schema(max_length = 150)]
     first_name: Option<String>,
+    #[schema(max_length = 150)]
     last_name: Option<String>,
     /// Terms accepted; `false` is refused.
     tc: Option<bool>,
@@ -192,6 +195,7 @@ pub struct TokenBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EmailBody {
+    #[schema(format = IdnEmail, max_length = 254)]
     pub email: String,
 }
 
@@ -204,6 +208,7 @@ pub struct PasswordBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EmailChangeBody {
+    #[schema(format = IdnEmail, max_length = 254)]
     new_email: String,
     #[schema(value_type = String)]
     password: SecretString,
@@ -212,7 +217,9 @@ pub struct EmailChangeBody {
 /// Other fields are ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ProfilePatchBody {
+    #[schema(max_length = 150)]
     first_name: Option<String>,
+    #[schema(max_length = 150)]
     last_name: Option<String>,
     profile: Option<ProfileFields>,
 }
@@ -237,12 +244,13 @@ pub(crate) fn parse_profile(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ProfileFields {
     /// E.164 (`+` and 8 to 15 digits), or null to clear it.
-    #[schema(nullable)]
+    #[schema(nullable, pattern = r"^\+[1-9][0-9]{7,14}$")]
     phone: Option<Option<String>>,
     /// At most 32 characters, or null to clear it.
-    #[schema(nullable)]
+    #[schema(nullable, max_length = 32)]
     gender: Option<Option<String>>,
     /// At most 500 characters.
+    #[schema(max_length = 500)]
     bio: Option<String>,
 }
 

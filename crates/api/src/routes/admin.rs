@@ -36,7 +36,9 @@ impl From<Group> for GroupView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PageView {
     count: i64,
+    #[schema(minimum = 1)]
     page: u32,
+    #[schema(minimum = 1, maximum = 100)]
     page_size: u32,
     results: Vec<UserView>,
 }
@@ -133,7 +135,12 @@ fn parse_email(errors: &mut FieldErrors, raw: Option<String>) -> Option<Email> {
     tag = "admin",
     summary = "Create a user (users.add); without a password, an invitation is mailed",
     request_body = AdminCreateBody,
-    responses((status = 201, description = "Created", body = UserView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 201, description = "Created", body = UserView, links(
+        ("GetUser" = (operation_id = "get_user", parameters(("id" = "$response.body#/id")))),
+        ("UpdateUser" = (operation_id = "update_user", parameters(("id" = "$response.body#/id")))),
+        ("RevokeUserSessions" = (operation_id = "revoke_sessions", parameters(("id" = "$response.body#/id")))),
+        ("DeleteUser" = (operation_id = "delete_user", parameters(("id" = "$response.body#/id")))),
+    )), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn create_user(
@@ -249,7 +256,11 @@ pub async fn revoke_sessions(
     tag = "admin",
     summary = "Create a group (groups.change)",
     request_body = GroupBody,
-    responses((status = 201, description = "Created", body = GroupView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 201, description = "Created", body = GroupView, links(
+        ("GetGroup" = (operation_id = "get_group", parameters(("id" = "$response.body#/id")))),
+        ("UpdateGroup" = (operation_id = "update_group", parameters(("id" = "$response.body#/id")))),
+        ("DeleteGroup" = (operation_id = "delete_group", parameters(("id" = "$response.body#/id")))),
+    )), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn create_group(
@@ -316,7 +327,9 @@ pub struct AuditEventView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPageView {
     count: i64,
+    #[schema(minimum = 1)]
     page: u32,
+    #[schema(minimum = 1, maximum = 100)]
     page_size: u32,
     results: Vec<AuditEventView>,
 }
@@ -365,11 +378,14 @@ pub async fn list_audit(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AdminCreateBody {
+    #[schema(format = IdnEmail, max_length = 254)]
     email: String,
     /// Without one, the user is mailed an invitation to choose it (24 h).
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 1024)]
     password: Option<SecretString>,
+    #[schema(max_length = 150)]
     first_name: Option<String>,
+    #[schema(max_length = 150)]
     last_name: Option<String>,
     is_active: Option<bool>,
     is_staff: Option<bool>,
@@ -380,8 +396,11 @@ pub struct AdminCreateBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AdminUpdateBody {
+    #[schema(format = IdnEmail, max_length = 254)]
     email: Option<String>,
+    #[schema(max_length = 150)]
     first_name: Option<String>,
+    #[schema(max_length = 150)]
     last_name: Option<String>,
     /// The same fields and rules as the user's own `PATCH /me`.
     profile: Option<ProfileFields>,
@@ -396,12 +415,14 @@ pub struct AdminUpdateBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct GroupBody {
+    #[schema(min_length = 1, max_length = 150)]
     name: String,
     permissions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct GroupPatchBody {
+    #[schema(min_length = 1, max_length = 150)]
     name: Option<String>,
     permissions: Option<Vec<String>>,
 }
@@ -422,10 +443,11 @@ pub struct UserListParams {
     /// `email`, `date_joined` or `last_login`, `-` for descending; default `-date_joined`.
     ordering: Option<String>,
     /// From 1; a page past the end is empty.
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295.0)]
     page: Option<String>,
-    /// Default 20, at most 100 (larger values are capped).
-    #[param(value_type = Option<u32>)]
+    /// Default 20. A page holds at most 100: a larger value is read as 100,
+    /// and the answer's `page_size` says what was used.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295.0)]
     page_size: Option<String>,
 }
 
@@ -438,9 +460,12 @@ pub struct AuditParams {
     user: Option<String>,
     /// An event name, e.g. `login_failed`.
     event: Option<String>,
-    #[param(value_type = Option<u32>)]
+    /// From 1; a page past the end is empty.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295.0)]
     page: Option<String>,
-    #[param(value_type = Option<u32>)]
+    /// Default 20. A page holds at most 100: a larger value is read as 100,
+    /// and the answer's `page_size` says what was used.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295.0)]
     page_size: Option<String>,
 }
 

@@ -89,7 +89,7 @@ fn check_repeated(new_password: &SecretString, again: Option<&SecretString>, err
 pub struct PasswordChangeBody {
     #[schema(value_type = String)]
     old_password: SecretString,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 8, max_length = 1024)]
     new_password: SecretString,
     /// Must equal `new_password` when sent.
     #[schema(value_type = Option<String>)]
@@ -106,7 +106,7 @@ impl BodyRules for PasswordChangeBody {
 pub struct ResetConfirmBody {
     #[schema(value_type = String)]
     token: SecretString,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 8, max_length = 1024)]
     new_password: SecretString,
     /// Must equal `new_password` when sent.
     #[schema(value_type = Option<String>)]

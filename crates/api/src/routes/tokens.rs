@@ -106,7 +106,7 @@ pub async fn logout_all(
 pub struct LoginBody {
     email: String,
     /// At most 1024 bytes, or 400 before any hashing.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, max_length = 1024)]
     password: SecretString,
 }
 
