@@ -492,4 +492,62 @@ mod tests {
         assert_eq!((nested.phone, nested.bio), (Some(None), None), "null clears, absent leaves alone");
         assert!(sample.q.is_none());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const FIELDS: [&str; 14] =
+            ["a", "b", "c", "d", "missing", "e", "spaced", "list", "p", "q", "p.phone", "p.bio", "q.phone", "q.bio"];
+
+        /// Any JSON value, nested a little, with keys that are the sample's own
+        /// about half of the time.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                "\\PC{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(key(), inner, 0..8)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![proptest::sample::select(&FIELDS[..10]).prop_map(str::to_owned), "\\PC{0,6}"]
+        }
+
+        proptest! {
+            /// Any bytes get an answer: an object, or `invalid_json`.
+            #[test]
+            fn any_bytes_are_an_object_or_invalid_json(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                match parse_object(&bytes) {
+                    Ok(map) => prop_assert_eq!(serde_json::from_slice::<Value>(&bytes).ok(), Some(Value::Object(map))),
+                    Err(error) => prop_assert_eq!(error.code(), "invalid_json"),
+                }
+            }
+
+            /// Any object is read whole or refused with errors under the
+            /// body's own keys only, whatever kinds its values are.
+            #[test]
+            fn any_object_is_read_or_refused_under_its_own_keys(
+                object in proptest::collection::btree_map(key(), json(), 0..12)
+            ) {
+                let text = serde_json::to_vec(&object).unwrap();
+                let map = parse_object(&text).unwrap();
+                if let Err(errors) = from_object::<Sample>(map) {
+                    prop_assert!(!errors.is_empty());
+                    for (field, _) in errors.iter() {
+                        prop_assert!(FIELDS.contains(&field), "{field}");
+                    }
+                }
+            }
+        }
+    }
 }

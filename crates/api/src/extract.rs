@@ -183,4 +183,29 @@ mod tests {
         let request = TestRequest::default().insert_header((header::AUTHORIZATION, non_ascii)).to_http_request();
         assert!(bearer_token(&request).is_some_and(|token| token.starts_with("caf")));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any header value a client can send gets an answer, and a token
+            /// only when it is `Bearer <something>`, whatever its bytes.
+            #[test]
+            fn any_authorization_header_is_a_token_only_after_bearer(
+                scheme in prop_oneof![Just("Bearer ".to_owned()), Just("bearer ".to_owned()), "[ -~]{0,10}"],
+                rest in proptest::collection::vec(any::<u8>(), 0..80)
+            ) {
+                let mut bytes = scheme.clone().into_bytes();
+                bytes.extend(&rest);
+                let Ok(value) = header::HeaderValue::from_bytes(&bytes) else { return Ok(()) };
+                let request = TestRequest::default().insert_header((header::AUTHORIZATION, value)).to_http_request();
+                if let Some(token) = bearer_token(&request) {
+                    let sent = bytes.trim_ascii();
+                    prop_assert!(sent.len() > 7 && sent[..7].eq_ignore_ascii_case(b"bearer "));
+                    prop_assert!(!token.is_empty() && !token.starts_with(' '));
+                }
+            }
+        }
+    }
 }

@@ -152,4 +152,53 @@ mod tests {
         let email = Email::parse("ada@example.com").unwrap();
         assert_eq!(format!("{email:?}"), "Email(***@example.com)");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Address-like text: ASCII local parts, domains with and without
+        /// non-ASCII letters, in any letter case.
+        const ADDRESS: &str = "[a-zA-Z0-9._+-]{1,24}@([a-zA-Z0-9äöüßéÅ-]{1,20}\\.){1,3}[a-zA-Z]{2,8}";
+
+        proptest! {
+            /// Any text gets an answer, and an accepted address is bounded,
+            /// has no space, control character or angle bracket, and reads
+            /// back as itself.
+            #[test]
+            fn any_text_is_answered_and_accepted_addresses_read_back_as_themselves(
+                raw in prop_oneof!["\\PC{0,300}", ".{0,64}", ADDRESS]
+            ) {
+                if let Ok(email) = Email::parse(&raw) {
+                    let text = email.as_ref();
+                    prop_assert!(text.chars().count() <= MAX_EMAIL_LEN);
+                    prop_assert!(!text.contains([' ', '<', '>', '"']) && !text.chars().any(char::is_control));
+                    prop_assert_eq!(Email::parse(text), Ok(email.clone()));
+                }
+            }
+
+            /// One mailbox, one key: the domain's letter case and its IDNA
+            /// spelling do not make another account.
+            #[test]
+            fn the_domain_s_case_and_spelling_do_not_change_the_key(raw in ADDRESS) {
+                let Ok(email) = Email::parse(&raw) else { return Ok(()) };
+                let (local, domain) = email.as_ref().rsplit_once('@').unwrap();
+                // Letter case only: `ß` shouted is `SS`, another domain under IDNA 2008.
+                let upper = |c: char| {
+                    let mut upper = c.to_uppercase();
+                    match (upper.next(), upper.next()) {
+                        (Some(u), None) if u.to_lowercase().eq([c]) => u,
+                        _ => c,
+                    }
+                };
+                let shouted = format!("{local}@{}", domain.chars().map(upper).collect::<String>());
+                let punycode = format!("{local}@{}", idna::domain_to_ascii(domain).unwrap());
+                for other in [shouted, punycode] {
+                    if let Ok(other) = Email::parse(&other) {
+                        prop_assert_eq!(other.key(), email.key());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -360,4 +360,47 @@ mod tests {
         assert_ne!(token.expose(), OsRandom.token().expose());
         assert_ne!(OsRandom.session_id(), OsRandom.session_id());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A JWT-shaped string: three base64url parts whose first two are
+        /// JSON objects of random members, signed or not.
+        fn shaped() -> impl Strategy<Value = String> {
+            let member = (
+                "[a-z]{1,5}",
+                prop_oneof![
+                    Just(serde_json::Value::Null),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                    "\\PC{0,8}".prop_map(serde_json::Value::from),
+                ],
+            );
+            let object = proptest::collection::btree_map(member.0, member.1, 0..6)
+                .prop_map(|m| serde_json::to_string(&m).unwrap());
+            (object.clone(), object, "[A-Za-z0-9_-]{0,44}")
+                .prop_map(|(h, p, s)| format!("{}.{}.{s}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(p)))
+        }
+
+        proptest! {
+            /// Nothing but a token we signed is accepted, whatever is presented.
+            #[test]
+            fn no_presented_text_verifies_unless_we_signed_it(token in prop_oneof!["\\PC{0,200}", "[A-Za-z0-9._-]{0,200}", shaped()]) {
+                prop_assert!(tokens().verify(&token).is_err());
+            }
+
+            /// A signed token with any one character changed is refused.
+            #[test]
+            fn any_change_to_a_signed_token_is_refused(index in any::<proptest::sample::Index>(), with in "[A-Za-z0-9_.-]") {
+                let token = tokens().issue(claims(), now()).unwrap();
+                let mut text = token.token.expose().to_owned().into_bytes();
+                let at = index.index(text.len());
+                let replacement = with.as_bytes()[0];
+                prop_assume!(text[at] != replacement);
+                text[at] = replacement;
+                let changed = String::from_utf8(text).unwrap();
+                prop_assert!(tokens().verify(&changed).is_err(), "{}", changed);
+            }
+        }
+    }
 }

@@ -142,3 +142,57 @@ pub struct UserPage {
     pub count: i64,
     pub results: Vec<User>,
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIELDS: [&str; 7] = ["search", "is_active", "is_verified", "is_staff", "ordering", "page", "page_size"];
+
+    /// A query value: anything, or something near what the list reads.
+    fn value() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(prop_oneof![
+            "\\PC{0,40}",
+            ".{0,8}",
+            "[+-]?[0-9]{1,12}",
+            Just("true".to_owned()),
+            "-?(email|date_joined|last_login)",
+        ])
+    }
+
+    proptest! {
+        /// Whatever the query string holds, the list answers: a page from 1
+        /// of 1 to 100 users, or errors naming only the list's own fields.
+        #[test]
+        fn any_query_is_a_bounded_page_or_errors_on_its_own_fields(
+            values in proptest::collection::vec(value(), 7)
+        ) {
+            let at = |i: usize| values[i].as_deref();
+            let raw = RawUserQuery {
+                search: at(0), is_active: at(1), is_verified: at(2), is_staff: at(3),
+                ordering: at(4), page: at(5), page_size: at(6),
+            };
+            match UserQuery::parse(raw) {
+                Ok(query) => {
+                    prop_assert!(query.page >= 1);
+                    prop_assert!((1..=MAX_PAGE_SIZE).contains(&query.page_size));
+                }
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty());
+                    for (field, _) in errors.iter() {
+                        prop_assert!(FIELDS.contains(&field), "{field}");
+                    }
+                }
+            }
+        }
+
+        /// A page size is read as given up to the maximum, then as the maximum.
+        #[test]
+        fn a_page_size_is_capped_not_refused(size in 1u32..=u32::MAX) {
+            let text = size.to_string();
+            let query = UserQuery::parse(RawUserQuery { page_size: Some(&text), ..RawUserQuery::default() });
+            prop_assert_eq!(query.map(|q| q.page_size), Ok(size.min(MAX_PAGE_SIZE)));
+        }
+    }
+}
