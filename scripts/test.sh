@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, PostgreSQL ones included (never skipped).
+# Runs every test of the workspace, PostgreSQL and browser ones included (never skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GATEHOUSE_TEST_POSTGRES_URL=$(scripts/postgres.sh)
 export GATEHOUSE_TEST_POSTGRES_URL
 echo "PostgreSQL for tests: $GATEHOUSE_TEST_POSTGRES_URL"
+GATEHOUSE_TEST_CHROMIUM=$(scripts/chromium.sh)
+export GATEHOUSE_TEST_CHROMIUM
+echo "Chromium for browser tests: $GATEHOUSE_TEST_CHROMIUM"
 
 # Each test makes its own database; sweep those of earlier runs.
 if command -v psql >/dev/null; then

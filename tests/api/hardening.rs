@@ -279,7 +279,7 @@ async fn a_body_sent_too_slowly_is_a_408_and_answers_carry_their_policies() {
     assert_eq!(live.headers()["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
     assert_eq!(live.headers()["strict-transport-security"], "max-age=31536000; includeSubDomains");
     let docs = app.client.get(app.url("/docs")).send().await.unwrap();
-    assert!(docs.headers()["content-security-policy"].to_str().unwrap().contains("style-src 'unsafe-inline'"));
+    assert!(docs.headers()["content-security-policy"].to_str().unwrap().contains("style-src 'self' 'unsafe-inline'"));
 }
 
 async fn login_from(app: &TestApp, forwarded_for: &str, email: &str, password: &str) -> reqwest::Response {

@@ -307,3 +307,39 @@ pub async fn send(
     }
     request.send().await.unwrap()
 }
+
+/// The variable `make test` sets to the Chromium the browser tests drive.
+pub const CHROMIUM_VAR: &str = "GATEHOUSE_TEST_CHROMIUM";
+
+/// The page at `url` as headless Chromium renders it, scripts run: its DOM
+/// after the page settles. Panics, naming the variable, without a browser:
+/// browser tests fail loudly rather than skip.
+pub async fn render_in_chromium(url: &str) -> String {
+    let chromium = std::env::var(CHROMIUM_VAR)
+        .unwrap_or_else(|_| panic!("{CHROMIUM_VAR} is not set: run the tests with `make test`, or set it"));
+    let profile = std::env::temp_dir().join("gatehouse-api-tests").join(format!("chromium-{}", uuid::Uuid::new_v4()));
+    let (url, dir) = (url.to_owned(), profile.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", dir.display()))
+            .arg(url)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run {CHROMIUM_VAR}: {e}"));
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

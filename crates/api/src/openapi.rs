@@ -1,20 +1,22 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations, the
 //! request types they read and the response types, served at
-//! `/api/openapi.json` and rendered at `/docs` without any outside asset. The
-//! shapes below exist only for the document: the answers that are built as
-//! plain JSON.
+//! `/api/openapi.json` and explored at `/docs` (Swagger UI, its assets built
+//! into the binary, so the page works offline). The shapes below exist only
+//! for the document: the answers that are built as plain JSON.
 
 #![allow(dead_code, missing_debug_implementations)]
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
-use actix_web::http::header::{ContentType, CONTENT_SECURITY_POLICY};
-use actix_web::HttpResponse;
+use actix_web::http::header::{ContentType, CACHE_CONTROL, CONTENT_SECURITY_POLICY};
+use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_swagger_ui::Config;
+
+use crate::error::ApiError;
 
 pub use crate::routes::admin::{AuditEventView, AuditPageView, GroupView, PageView};
 pub use crate::views::{LoginView, ProfileView, SessionView, SignupView, TokensView, UserView, VerifiedView};
@@ -69,13 +71,53 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Answers that follow from what an operation is, declared here once: a
+/// bearer token can be missing or dead (401); a JSON body can be malformed,
+/// late, too large or not JSON (400, 408, 413, 415); everything under
+/// `/api/v1` reads the database (503). Answers a handler declares itself win.
+struct CommonAnswers;
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorResponse"))).build();
+            ResponseBuilder::new().description(description).content("application/json", content).build().into()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let mut answers = Vec::new();
+                if operation.security.is_some() {
+                    answers.push(("401", "Not authenticated, or the token is not live"));
+                }
+                if operation.request_body.is_some() {
+                    answers.extend([
+                        ("400", "Invalid input"),
+                        ("408", "The body did not arrive in time (server.body_timeout_seconds)"),
+                        ("413", "The body is larger than server.body_limit_bytes"),
+                        ("415", "The body is not JSON"),
+                    ]);
+                }
+                if path.starts_with("/api/v1/") {
+                    answers
+                        .push(("503", "The database is unavailable (or, where a password is hashed, too many wait)"));
+                }
+                for (status, description) in answers {
+                    operation.responses.responses.entry(status.to_owned()).or_insert_with(|| error(description));
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Gatehouse",
         description = "Authentication and user accounts over JSON.\n\n\
 Choices the contract leaves open: token errors name the body field they come from (`refresh`, `token`) and bearer \
-errors use `non_field_errors` with `WWW-Authenticate: Bearer error=\\\"invalid_token\\\"`; unknown body fields are \
+errors use `non_field_errors` with `WWW-Authenticate: Bearer error=\"invalid_token\"`; unknown body fields are \
 ignored; a body without Content-Type is 415 unless empty (then `invalid_json`); resend, reset and email change \
 answer 202 with a `detail`; a spent refresh token presented again within 10 s rotates again (tabs refreshing \
 together), later it revokes the session; a wrong current password is a 400 naming `old_password` or `password`; \
@@ -117,14 +159,21 @@ granting beyond one's permissions is 403; the user list caps `page_size` at 100.
         crate::routes::health::jwks,
         openapi_json,
         docs,
+        docs_asset,
         crate::metrics::scrape,
     ),
-    modifiers(&BearerAuth)
+    tags(
+        (name = "auth", description = "Sign up, verify the address, log in, refresh and reset the password"),
+        (name = "me", description = "The caller's own account"),
+        (name = "sessions", description = "The caller's sessions: list, revoke, log out"),
+        (name = "admin", description = "Users, groups and the audit trail, under the caller's permissions"),
+        (name = "operations", description = "Health, keys, metrics and this document"),
+    ),
+    modifiers(&BearerAuth, &CommonAnswers)
 )]
 pub struct ApiDoc;
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_default());
-static PAGE: LazyLock<String> = LazyLock::new(|| render(&ApiDoc::openapi()));
 
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3")))]
@@ -132,85 +181,51 @@ pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().content_type(ContentType::json()).body(DOCUMENT.as_str())
 }
 
-/// The document as a page for people.
+/// The explorer's settings: the document above, requests tried from the page.
+static EXPLORER: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
+    Arc::new(Config::new(["/api/openapi.json"]).try_it_out_enabled(true).persist_authorization(false))
+});
+
+/// The explorer's own assets are all it loads; it calls this service only.
+const EXPLORER_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+form-action 'none'";
+
+/// The document in an API explorer (Swagger UI), served from the binary.
 #[utoipa::path(get, path = "/docs", tag = "operations", responses((status = 200, description = "HTML")))]
-/// The page styles itself inline and loads nothing else.
-pub async fn docs() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(ContentType::html())
-        .insert_header((
-            CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ))
-        .body(PAGE.as_str())
+pub async fn docs() -> Result<HttpResponse, ApiError> {
+    explorer_file("index.html")
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// The explorer's scripts, styles and icons.
+#[utoipa::path(
+    get,
+    path = "/docs/{file}",
+    tag = "operations",
+    params(("file" = String, Path, description = "An asset of the explorer, e.g. `swagger-ui-bundle.js`")),
+    responses((status = 200, description = "The asset"), (status = 404, description = "No such asset", body = ErrorResponse))
+)]
+pub async fn docs_asset(file: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    explorer_file(&file)
 }
 
-/// A plain HTML page: every operation with its summary, parameters, body and answers.
-fn render(document: &utoipa::openapi::OpenApi) -> String {
-    let mut page = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Gatehouse API</title><style>\
-body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
-code{background:#f3f3f3;padding:0 .2em}.op{border-top:1px solid #ddd;padding:.6rem 0}\
-.m{display:inline-block;min-width:4.5rem;font-weight:bold}.lock{color:#a60}</style></head><body>",
-    );
-    let _ = write!(page, "<h1>{}</h1>", escape(&document.info.title));
-    for paragraph in document.info.description.as_deref().unwrap_or_default().split("\n\n") {
-        let _ = write!(page, "<p>{}</p>", escape(paragraph));
-    }
-    page.push_str(
-        "<p>The machine-readable document is at <a href=\"/api/openapi.json\"><code>/api/openapi.json</code></a>.</p>",
-    );
-    for (path, item) in &document.paths.paths {
-        let operations = [
-            ("GET", &item.get),
-            ("POST", &item.post),
-            ("PATCH", &item.patch),
-            ("PUT", &item.put),
-            ("DELETE", &item.delete),
-        ];
-        for (method, operation) in operations {
-            let Some(operation) = operation else { continue };
-            let locked = if operation.security.is_some() { " <span class=\"lock\">(bearer token)</span>" } else { "" };
-            let _ = write!(
-                page,
-                "<div class=\"op\"><span class=\"m\">{method}</span><code>{}</code>{locked}<br>{}",
-                escape(path),
-                escape(operation.summary.as_deref().unwrap_or_default())
-            );
-            if let Some(utoipa::openapi::RefOr::T(body)) = &operation.request_body {
-                let schema = body.content.values().next().and_then(|content| match content {
-                    utoipa::openapi::RefOr::T(content) => content.schema.as_ref().map(schema_name),
-                    utoipa::openapi::RefOr::Ref(_) => None,
-                });
-                let _ = write!(page, "<br>Body: <code>{}</code>", escape(&schema.unwrap_or_default()));
-            }
-            let answers: Vec<String> = operation
-                .responses
-                .responses
-                .iter()
-                .map(|(status, response)| match response {
-                    utoipa::openapi::RefOr::T(r) => format!("{status} {}", r.description),
-                    utoipa::openapi::RefOr::Ref(_) => status.clone(),
-                })
-                .collect();
-            let _ = write!(page, "<br>Answers: {}</div>", escape(&answers.join("; ")));
-        }
-    }
-    let schemas =
-        document.components.as_ref().map(|c| c.schemas.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
-    let _ = write!(page, "<h2>Schemas</h2><p>{}</p></body></html>", escape(&schemas.join(", ")));
-    page
-}
-
-fn schema_name(schema: &utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) -> String {
-    match schema {
-        utoipa::openapi::RefOr::Ref(reference) => {
-            reference.ref_location.rsplit('/').next().unwrap_or_default().to_owned()
-        }
-        utoipa::openapi::RefOr::T(_) => "inline".to_owned(),
+fn explorer_file(name: &str) -> Result<HttpResponse, ApiError> {
+    let file = match utoipa_swagger_ui::serve(name, Arc::clone(&EXPLORER)) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Err(ApiError::not_found()),
+        Err(error) => return Err(ApiError::internal(error.to_string())),
+    };
+    let mut response = HttpResponse::Ok();
+    response.content_type(file.content_type).insert_header((CONTENT_SECURITY_POLICY, EXPLORER_POLICY));
+    if name == "index.html" {
+        // The page sits at /docs, where its relative links would point one level up.
+        let page = String::from_utf8_lossy(&file.bytes)
+            .replace("\"./", "\"")
+            .replace("href=\"", "href=\"/docs/")
+            .replace("src=\"", "src=\"/docs/")
+            .replace("<title>Swagger UI</title>", "<title>Gatehouse API</title>");
+        Ok(response.body(page))
+    } else {
+        Ok(response.insert_header((CACHE_CONTROL, "public, max-age=86400")).body(file.bytes.into_owned()))
     }
 }

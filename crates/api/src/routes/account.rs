@@ -27,7 +27,7 @@ use crate::views::{SignupView, UserView, VerifiedView};
     tag = "auth",
     summary = "Create an account (known addresses get the same answer)",
     request_body = SignupBody,
-    responses((status = 201, description = "Created; with tokens and user when verification is not required", body = SignupView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 409, description = "Address taken (only when verification is not required)", body = ErrorResponse), (status = 415, description = "Not JSON", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 201, description = "Created; with tokens and user when verification is not required", body = SignupView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 409, description = "Address taken (only when verification is not required)", body = ErrorResponse), (status = 415, description = "Not JSON", body = ErrorResponse), (status = 429, description = "Too many mail-sending requests from this client IP (limits.mail_requests_per_ip)", body = ErrorResponse))
 )]
 pub async fn signup(
     state: web::Data<AppState>,
@@ -57,7 +57,7 @@ pub async fn signup(
     tag = "auth",
     summary = "Spend an emailed link: confirms a signup or an email change",
     request_body = TokenBody,
-    responses((status = 200, description = "Verified", body = VerifiedView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 409, description = "The new address was taken meanwhile", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 200, description = "Verified", body = VerifiedView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 409, description = "The new address was taken meanwhile", body = ErrorResponse))
 )]
 pub async fn verify_email(
     state: web::Data<AppState>,
@@ -76,7 +76,7 @@ pub async fn verify_email(
     tag = "auth",
     summary = "Mail a new verification link (same answer for any address)",
     request_body = EmailBody,
-    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse))
+    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 429, description = "Too many mail-sending requests from this client IP (limits.mail_requests_per_ip)", body = ErrorResponse))
 )]
 pub async fn resend_verification(
     state: web::Data<AppState>,
@@ -95,7 +95,7 @@ pub async fn resend_verification(
     path = "/api/v1/auth/me",
     tag = "me",
     summary = "The caller",
-    responses((status = 200, description = "The user", body = UserView), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "The user", body = UserView)),
     security(("bearer" = []))
 )]
 pub async fn me(state: web::Data<AppState>, bearer: Bearer) -> Result<HttpResponse, ApiError> {
@@ -109,7 +109,7 @@ pub async fn me(state: web::Data<AppState>, bearer: Bearer) -> Result<HttpRespon
     tag = "me",
     summary = "Edit names and profile",
     request_body = ProfilePatchBody,
-    responses((status = 200, description = "The user", body = UserView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "The user", body = UserView), (status = 400, description = "Invalid input", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn update_me(
@@ -129,7 +129,7 @@ pub async fn update_me(
     tag = "me",
     summary = "Delete the caller's account",
     request_body = PasswordBody,
-    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn delete_me(
@@ -150,7 +150,7 @@ pub async fn delete_me(
     tag = "me",
     summary = "Start an email change (a link goes to the new address)",
     request_body = EmailChangeBody,
-    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 429, description = "Too many mail-sending requests from this client IP (limits.mail_requests_per_ip)", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn change_email(

@@ -49,7 +49,7 @@ pub struct PageView {
     tag = "admin",
     summary = "List users (users.view)",
     params(UserListParams),
-    responses((status = 200, description = "A page of users", body = PageView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "A page of users", body = PageView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn list_users(
@@ -81,7 +81,7 @@ pub async fn list_users(
     tag = "admin",
     summary = "Retrieve a user (users.view)",
     params(("id" = String, Path, description = "The numeric id")),
-    responses((status = 200, description = "The user", body = UserView), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "The user", body = UserView), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn get_user(
@@ -98,7 +98,7 @@ pub async fn get_user(
     path = "/api/v1/admin/groups",
     tag = "admin",
     summary = "List groups (groups.view)",
-    responses((status = 200, description = "Every group", body = Vec<GroupView>), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "Every group", body = Vec<GroupView>), (status = 403, description = "Lacks the permission", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn list_groups(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
@@ -112,7 +112,7 @@ pub async fn list_groups(state: web::Data<AppState>, caller: AuthUser) -> Result
     tag = "admin",
     summary = "Retrieve a group (groups.view)",
     params(("id" = String, Path, description = "The numeric id")),
-    responses((status = 200, description = "The group", body = GroupView), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "The group", body = GroupView), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn get_group(
@@ -140,7 +140,7 @@ fn parse_email(errors: &mut FieldErrors, raw: Option<String>) -> Option<Email> {
         ("UpdateUser" = (operation_id = "update_user", parameters(("id" = "$response.body#/id")))),
         ("RevokeUserSessions" = (operation_id = "revoke_sessions", parameters(("id" = "$response.body#/id")))),
         ("DeleteUser" = (operation_id = "delete_user", parameters(("id" = "$response.body#/id")))),
-    )), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    )), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn create_user(
@@ -177,7 +177,7 @@ pub async fn create_user(
     summary = "Change a user (users.change); disabling ends their sessions",
     request_body = AdminUpdateBody,
     params(("id" = String, Path, description = "The numeric id")),
-    responses((status = 200, description = "The user", body = UserView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "The user", body = UserView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn update_user(
@@ -218,7 +218,7 @@ pub async fn update_user(
     tag = "admin",
     summary = "Delete a user (users.delete)",
     params(("id" = String, Path, description = "The numeric id")),
-    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn delete_user(
@@ -237,7 +237,7 @@ pub async fn delete_user(
     tag = "admin",
     summary = "End every session of a user (users.change)",
     params(("id" = String, Path, description = "The numeric id")),
-    responses((status = 204, description = "Revoked"), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 204, description = "Revoked"), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn revoke_sessions(
@@ -260,7 +260,7 @@ pub async fn revoke_sessions(
         ("GetGroup" = (operation_id = "get_group", parameters(("id" = "$response.body#/id")))),
         ("UpdateGroup" = (operation_id = "update_group", parameters(("id" = "$response.body#/id")))),
         ("DeleteGroup" = (operation_id = "delete_group", parameters(("id" = "$response.body#/id")))),
-    )), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    )), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn create_group(
@@ -279,7 +279,7 @@ pub async fn create_group(
     summary = "Rename a group or set its permissions (groups.change)",
     request_body = GroupPatchBody,
     params(("id" = String, Path, description = "The numeric id")),
-    responses((status = 200, description = "The group", body = GroupView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "The group", body = GroupView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn update_group(
@@ -298,7 +298,7 @@ pub async fn update_group(
     tag = "admin",
     summary = "Delete a group (groups.change; not the built-in ones)",
     params(("id" = String, Path, description = "The numeric id")),
-    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn delete_group(
@@ -341,7 +341,7 @@ pub struct AuditPageView {
     tag = "admin",
     summary = "The audit trail, newest first (audit.view)",
     params(AuditParams),
-    responses((status = 200, description = "A page of events", body = AuditPageView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "A page of events", body = AuditPageView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 403, description = "Lacks the permission", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn list_audit(

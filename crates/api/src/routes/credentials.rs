@@ -24,7 +24,7 @@ use crate::state::AppState;
     tag = "me",
     summary = "Change the password (other sessions end)",
     request_body = PasswordChangeBody,
-    responses((status = 200, description = "Changed", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "Changed", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn change_password(
@@ -46,7 +46,7 @@ pub async fn change_password(
     tag = "auth",
     summary = "Mail a reset link (same answer for any address)",
     request_body = EmailBody,
-    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse))
+    responses((status = 202, description = "Accepted", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 429, description = "Too many mail-sending requests from this client IP (limits.mail_requests_per_ip)", body = ErrorResponse))
 )]
 pub async fn request_reset(
     state: web::Data<AppState>,
@@ -66,7 +66,7 @@ pub async fn request_reset(
     tag = "auth",
     summary = "Set a new password with a reset link (every session ends)",
     request_body = ResetConfirmBody,
-    responses((status = 200, description = "Reset", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 200, description = "Reset", body = DetailResponse), (status = 400, description = "Invalid input", body = ErrorResponse))
 )]
 pub async fn confirm_reset(
     state: web::Data<AppState>,

@@ -14,7 +14,7 @@ use crate::state::AppState;
     path = "/health/live",
     tag = "operations",
     summary = "The process runs",
-    responses((status = 200, description = "Alive", body = StatusResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 200, description = "Alive", body = StatusResponse))
 )]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
@@ -26,7 +26,7 @@ pub async fn live() -> HttpResponse {
     path = "/health/ready",
     tag = "operations",
     summary = "The database answers",
-    responses((status = 200, description = "Ready", body = ReadinessResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 200, description = "Ready", body = ReadinessResponse), (status = 503, description = "Not ready: the database does not answer", body = ReadinessResponse))
 )]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     match state.health.ping().await {
@@ -50,7 +50,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     path = "/.well-known/jwks.json",
     tag = "operations",
     summary = "Public signing keys (empty under HS256)",
-    responses((status = 200, description = "A JWK set", body = JwksResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 200, description = "A JWK set", body = JwksResponse))
 )]
 pub async fn jwks() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "keys": [] }))

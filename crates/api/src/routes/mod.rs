@@ -120,6 +120,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/admin/audit"),
     ("GET", "/api/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/docs/{file}"),
     ("GET", "/metrics"),
 ];
 
@@ -172,6 +173,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/api/openapi.json").route(web::get().to(crate::openapi::openapi_json)))
     .service(resource("/docs").route(web::get().to(crate::openapi::docs)))
+    .service(resource("/docs/{file}").route(web::get().to(crate::openapi::docs_asset)))
     .service(resource("/health/live").route(web::get().to(health::live)))
     .service(resource("/health/ready").route(web::get().to(health::ready)))
     .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)));

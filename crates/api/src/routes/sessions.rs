@@ -16,7 +16,7 @@ use crate::views::SessionView;
     path = "/api/v1/auth/sessions",
     tag = "sessions",
     summary = "The caller's live sessions",
-    responses((status = 200, description = "Sessions", body = Vec<SessionView>), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 200, description = "Sessions", body = Vec<SessionView>)),
     security(("bearer" = []))
 )]
 pub async fn list(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
@@ -33,7 +33,7 @@ pub async fn list(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpRe
     tag = "sessions",
     summary = "Revoke one of the caller's sessions",
     params(("id" = String, Path, description = "The session id (a UUID)")),
-    responses((status = 204, description = "Revoked"), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "No such item", body = ErrorResponse)),
     security(("bearer" = []))
 )]
 pub async fn revoke(

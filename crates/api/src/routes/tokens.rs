@@ -25,7 +25,7 @@ use crate::views::{LoginView, TokensView};
     tag = "auth",
     summary = "Log in",
     request_body = LoginBody,
-    responses((status = 200, description = "Tokens and the user", body = LoginView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Unknown email or wrong password", body = ErrorResponse), (status = 403, description = "Not verified, or disabled", body = ErrorResponse), (status = 429, description = "Too many failures; see Retry-After", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 200, description = "Tokens and the user", body = LoginView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Unknown email or wrong password", body = ErrorResponse), (status = 403, description = "Not verified, or disabled", body = ErrorResponse), (status = 429, description = "Too many failures; see Retry-After", body = ErrorResponse))
 )]
 pub async fn login(
     state: web::Data<AppState>,
@@ -45,7 +45,7 @@ pub async fn login(
     tag = "auth",
     summary = "Spend a refresh token for a new pair",
     request_body = RefreshBody,
-    responses((status = 200, description = "A new pair", body = TokensView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "token_invalid, token_expired or token_reused", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 200, description = "A new pair", body = TokensView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "token_invalid, token_expired or token_reused", body = ErrorResponse))
 )]
 pub async fn refresh(
     state: web::Data<AppState>,
@@ -65,7 +65,7 @@ pub async fn refresh(
     tag = "auth",
     summary = "Check an access token",
     request_body = TokenBody,
-    responses((status = 200, description = "Live", body = EmptyResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse))
+    responses((status = 200, description = "Live", body = EmptyResponse), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "The token is not live: token_invalid or token_expired", body = ErrorResponse))
 )]
 pub async fn verify(state: web::Data<AppState>, Body(body): Body<TokenBody>) -> Result<HttpResponse, ApiError> {
     state.auth.authenticate(body.token.expose_secret()).await.map_err(ApiError::of_presented_token)?;
@@ -77,7 +77,7 @@ pub async fn verify(state: web::Data<AppState>, Body(body): Body<TokenBody>) -> 
     path = "/api/v1/auth/logout",
     tag = "sessions",
     summary = "Revoke the calling session",
-    responses((status = 204, description = "Logged out"), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 204, description = "Logged out")),
     security(("bearer" = []))
 )]
 pub async fn logout(state: web::Data<AppState>, client: Client, caller: AuthUser) -> Result<HttpResponse, ApiError> {
@@ -90,7 +90,7 @@ pub async fn logout(state: web::Data<AppState>, client: Client, caller: AuthUser
     path = "/api/v1/auth/logout/all",
     tag = "sessions",
     summary = "Revoke every session of the caller",
-    responses((status = 204, description = "Logged out everywhere"), (status = 401, description = "Not authenticated, or the token is not live", body = ErrorResponse), (status = 503, description = "The database is unavailable", body = ErrorResponse)),
+    responses((status = 204, description = "Logged out everywhere")),
     security(("bearer" = []))
 )]
 pub async fn logout_all(
