@@ -397,3 +397,57 @@ async fn two_workers_and_a_slow_mail_server_send_each_mail_once(backend: Backend
     ids.dedup();
     assert_eq!(ids.len(), addresses.len(), "a Message-ID per mail");
 }
+
+/// Sends `request` on a fresh connection and reads the answer until the
+/// server closes it.
+async fn raw_exchange(app: &TestApp, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let request = request.to_vec();
+    // Written alongside the read: the server may answer before it has read it
+    // all. The writing half is kept open (dropping it would end the request).
+    let sending = tokio::spawn(async move { writer.write_all(&request).await.map(|()| writer) });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server closes the connection after its answer");
+    let _ = read
+        .unwrap()
+        .map_err(|e| panic!("read failed (connection reset?): {e}; got {:?}", String::from_utf8_lossy(&answer)));
+    drop(sending);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn assert_contract_answer(answer: &str, status: &str, code: &str) {
+    assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(body["code"], code, "{answer}");
+    assert!(body["errors"]["non_field_errors"][0].is_string(), "{answer}");
+}
+
+/// What the HTTP layer refuses before any handler runs (heads too large or
+/// too slow, framing it cannot parse) is answered in the contract's shape,
+/// and a huge head is read out rather than reset, so the answer arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_layers_own_refusals_are_in_the_contract_shape() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for size in [200 * 1024, 2 * 1024 * 1024] {
+        let mut request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        request.extend(std::iter::repeat_n(b'a', size));
+        request.extend(b"\r\n\r\n");
+        assert_contract_answer(&raw_exchange(&app, &request).await, "431", "request_header_too_large");
+    }
+    let both = b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_contract_answer(&raw_exchange(&app, both).await, "400", "validation_error");
+    let bad_length = b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n";
+    assert_contract_answer(&raw_exchange(&app, bad_length).await, "400", "validation_error");
+    let started = std::time::Instant::now();
+    let slow_head = b"GET /health/live HTTP/1.1\r\nHost: x\r\n";
+    assert_contract_answer(&raw_exchange(&app, slow_head).await, "408", "request_timeout");
+    assert!(started.elapsed() < Duration::from_secs(8), "answered after {:?}", started.elapsed());
+    // The connection's other answers are untouched.
+    let live = raw_exchange(&app, b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(live.starts_with("HTTP/1.1 200 ") && live.ends_with("{\"status\":\"ok\"}"), "{live}");
+}

@@ -14,6 +14,7 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod views;
+pub mod wire;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_cors::Cors;
+use actix_http::{error::DispatchError, HttpService};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
 use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
@@ -33,6 +36,7 @@ use crate::config::Settings;
 use crate::extract::TrustedProxies;
 use crate::request_id::RequestAwareHasher;
 use crate::state::AppState;
+use crate::wire::ContractIo;
 use crate::{request_id, routes};
 
 /// Why the service could not start, in one line for the operator.
@@ -433,32 +437,55 @@ impl Application {
             Some(address) => Some(metrics_server(address, state.clone())?),
             None => None,
         };
-        let server = HttpServer::new(move || {
-            // The factory runs once on each worker thread.
-            pool.bind_current_thread();
-            App::new()
-                .app_data(state.clone())
-                .app_data(limit.clone())
-                .app_data(proxies.clone())
-                .wrap(cors(&origins))
-                .wrap(security_headers(hsts))
-                .wrap(middleware::from_fn(routes::contract_shape))
-                .wrap(middleware::from_fn(request_id::middleware))
-                .configure(routes::configure)
-                .configure(|cfg| {
-                    if public_metrics {
-                        routes::metrics(cfg)
-                    }
+        let builder = actix_web::dev::Server::build();
+        let shutdown = builder.graceful_shutdown_signal();
+        let server = builder
+            .workers(workers)
+            .shutdown_timeout(settings.server.shutdown_timeout_seconds)
+            .listen("gatehouse", listener, move || {
+                // The factory runs once on each worker thread.
+                pool.bind_current_thread();
+                let app = App::new()
+                    .app_data(state.clone())
+                    .app_data(limit.clone())
+                    .app_data(proxies.clone())
+                    .wrap(cors(&origins))
+                    .wrap(security_headers(hsts))
+                    .wrap(middleware::from_fn(routes::contract_shape))
+                    .wrap(middleware::from_fn(request_id::middleware))
+                    .configure(routes::configure)
+                    .configure(|cfg| {
+                        if public_metrics {
+                            routes::metrics(cfg)
+                        }
+                    })
+                    .default_service(web::to(routes::not_found));
+                let shutdown = shutdown.clone();
+                let http = HttpService::build()
+                    .keep_alive(Duration::from_secs(5))
+                    .client_request_timeout(Duration::from_secs(5))
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .local_addr(address)
+                    .graceful_shutdown_signal(move || {
+                        let shutdown = shutdown.clone();
+                        async move { shutdown.notified().await }
+                    })
+                    .h1(map_config(
+                        app.into_factory().map_err(|error: actix_web::Error| error.error_response()),
+                        |_| AppConfig::default(),
+                    ));
+                // The server's own error answers in the contract's shape (see `wire`).
+                fn_service(|stream: actix_web::rt::net::TcpStream| async move {
+                    let peer = stream.peer_addr().ok();
+                    // Small request/response exchanges: no Nagle delay waiting on the peer's ACK.
+                    stream.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>((ContractIo::new(stream), peer))
                 })
-                .default_service(web::to(routes::not_found))
-        })
-        .workers(workers)
-        // Small request/response exchanges: no Nagle delay waiting on the peer's ACK.
-        .tcp_nodelay(true)
-        .shutdown_timeout(settings.server.shutdown_timeout_seconds)
-        .listen(listener)
-        .map_err(|source| StartupError::Bind { address: address.to_string(), source })?
-        .run();
+                .map_err(DispatchError::Io)
+                .and_then(http)
+            })
+            .map_err(|source| StartupError::Bind { address: address.to_string(), source })?
+            .run();
         Ok(Self { port, server, metrics, worker })
     }
 
