@@ -6,7 +6,7 @@
 use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql};
 use diesel::expression::AsExpression;
-use diesel::pg::{Pg, PgValue};
+use diesel::pg::Pg;
 use diesel::query_builder::QueryId;
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::{SqlOrd, SqlType, Text, Timestamptz, TimestamptzSqlite};
@@ -40,46 +40,33 @@ pub struct Utc(pub OffsetDateTime);
 #[diesel(sql_type = UuidKey)]
 pub struct Id(pub Uuid);
 
-impl ToSql<UtcTimestamp, Pg> for Utc {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        ToSql::<Timestamptz, Pg>::to_sql(&self.0, out)
-    }
+/// Binds `$param` and reads `$value` through diesel's own conversion for the
+/// backend's native type.
+macro_rules! native {
+    ($sql:ty, $backend:ty, $native:ty, $param:ty => $value:ty) => {
+        impl ToSql<$sql, $backend> for $param {
+            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, $backend>) -> serialize::Result {
+                ToSql::<$native, $backend>::to_sql(&self.0, out)
+            }
+        }
+
+        impl FromSql<$sql, $backend> for $value {
+            fn from_sql(value: <$backend as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+                FromSql::<$native, $backend>::from_sql(value)
+            }
+        }
+    };
 }
 
-impl ToSql<UtcTimestamp, Sqlite> for Utc {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
-        ToSql::<TimestamptzSqlite, Sqlite>::to_sql(&self.0, out)
-    }
-}
+native!(UtcTimestamp, Pg, Timestamptz, Utc => OffsetDateTime);
+native!(UtcTimestamp, Sqlite, TimestamptzSqlite, Utc => OffsetDateTime);
+native!(UuidKey, Pg, diesel::sql_types::Uuid, Id => Uuid);
 
-impl ToSql<UuidKey, Pg> for Id {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        ToSql::<diesel::sql_types::Uuid, Pg>::to_sql(&self.0, out)
-    }
-}
-
+/// SQLite has no UUID type: the hyphenated text.
 impl ToSql<UuidKey, Sqlite> for Id {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
         out.set_value(self.0.hyphenated().to_string());
         Ok(serialize::IsNull::No)
-    }
-}
-
-impl FromSql<UtcTimestamp, Pg> for OffsetDateTime {
-    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
-        FromSql::<Timestamptz, Pg>::from_sql(bytes)
-    }
-}
-
-impl FromSql<UtcTimestamp, Sqlite> for OffsetDateTime {
-    fn from_sql(value: <Sqlite as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
-        FromSql::<TimestamptzSqlite, Sqlite>::from_sql(value)
-    }
-}
-
-impl FromSql<UuidKey, Pg> for Uuid {
-    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
-        FromSql::<diesel::sql_types::Uuid, Pg>::from_sql(bytes)
     }
 }
 
