@@ -10,7 +10,7 @@ async fn the_configured_origin_may_call_with_credentials() {
         .request(reqwest::Method::OPTIONS, app.url("/api/v1/auth/login"))
         .header("origin", "http://localhost:3000")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type, authorization")
+        .header("access-control-request-headers", "content-type, authorization, x-csrf-token")
         .send()
         .await
         .unwrap();
@@ -19,6 +19,8 @@ async fn the_configured_origin_may_call_with_credentials() {
     assert_eq!(headers["access-control-allow-origin"], "http://localhost:3000");
     assert_eq!(headers["access-control-allow-credentials"], "true");
     assert!(headers["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    let allowed = headers["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("x-csrf-token"), "browser sessions send their CSRF token: {allowed}");
 
     let call = app.client.get(app.url("/health/live")).header("origin", "http://127.0.0.1:3000").send().await.unwrap();
     assert_eq!(call.headers()["access-control-allow-origin"], "http://127.0.0.1:3000");

@@ -47,7 +47,26 @@ pub struct Settings {
     pub hashing: HashingSettings,
     pub cors: CorsSettings,
     pub limits: LimitSettings,
+    pub cookies: CookieSettings,
     pub log: LogSettings,
+}
+
+/// Browser sessions: the cookies of `"transport": "cookie"`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CookieSettings {
+    /// Secure cookies, with the `__Host-`/`__Secure-` name prefixes.
+    pub secure: bool,
+    /// `lax` or `strict`, the access cookie's SameSite.
+    pub same_site_access: SameSiteAccess,
+    /// Empty for host-only cookies; a domain shares them with its subdomains.
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSiteAccess {
+    Lax,
+    Strict,
 }
 
 /// The limits on the endpoints that send mail.
@@ -251,6 +270,10 @@ impl Settings {
                 "expected smtp://host:port, smtps://user:pass@host:port or file://DIR",
             ));
         }
+        let domain = &self.cookies.domain;
+        if domain.starts_with('.') || domain.contains(['/', ':', ' ', ';', ',']) {
+            return Err(ConfigError::new("cookies.domain", "expected a bare domain like example.com, or empty"));
+        }
         let frontend = &self.links.frontend_url;
         if !(frontend.starts_with("http://") || frontend.starts_with("https://")) || frontend.contains(['?', '#', ' '])
         {
@@ -313,6 +336,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "jwt.secret",
                 "is required when GATEHOUSE_ENV=production (at least 32 random bytes)",
+            ));
+        }
+        if !self.cookies.secure {
+            return Err(ConfigError::new(
+                "cookies.secure",
+                "must be true in production: browser session cookies go over HTTPS only",
             ));
         }
         if self.mail.mailer.starts_with("file://") {
@@ -438,5 +467,23 @@ mod tests {
             ("GATEHOUSE_FRONTEND_URL", "https://app.example.com"),
         ]);
         assert!(ok.is_ok());
+        let insecure_cookies = load(&[
+            ("GATEHOUSE_ENV", "production"),
+            ("GATEHOUSE_JWT_SECRET", secret),
+            ("GATEHOUSE__COOKIES__SECURE", "false"),
+        ])
+        .unwrap_err();
+        assert_eq!(insecure_cookies.variable, "GATEHOUSE__COOKIES__SECURE");
+    }
+
+    #[test]
+    fn cookie_settings_are_checked() {
+        let settings = load(&[]).unwrap();
+        assert!(settings.cookies.secure && settings.cookies.domain.is_empty());
+        assert_eq!(settings.cookies.same_site_access, SameSiteAccess::Lax);
+        assert!(load(&[("GATEHOUSE__COOKIES__SAME_SITE_ACCESS", "none")]).is_err());
+        let error = load(&[("GATEHOUSE__COOKIES__DOMAIN", "https://example.com")]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE__COOKIES__DOMAIN");
+        assert!(load(&[("GATEHOUSE__COOKIES__DOMAIN", "example.com")]).is_ok());
     }
 }

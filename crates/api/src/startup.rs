@@ -326,7 +326,12 @@ impl MailWorker {
 fn cors(origins: &[String]) -> Cors {
     let cors = origins.iter().fold(Cors::default(), |cors, origin| cors.allowed_origin(origin));
     cors.allowed_methods(["GET", "POST", "PATCH", "DELETE", "OPTIONS"])
-        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static(crate::cookies::CSRF_HEADER),
+        ])
         .expose_headers([request_id::HEADER, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
         .supports_credentials()
         .block_on_origin_mismatch(false)

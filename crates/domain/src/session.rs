@@ -107,6 +107,19 @@ impl ServerKey {
     pub fn successor(&self, presented: &str) -> OpaqueToken {
         OpaqueToken::new(self.derive("refresh successor", presented.as_bytes()))
     }
+
+    /// A browser session's CSRF token: bound to the session, so a token
+    /// planted from another session (or made up) never matches.
+    pub fn csrf_token(&self, session: SessionId) -> String {
+        self.derive("csrf", session.0.as_bytes())
+    }
+
+    /// Whether `presented` is `session`'s CSRF token, compared in constant time.
+    pub fn csrf_matches(&self, session: SessionId, presented: &str) -> bool {
+        let expected = self.csrf_token(session);
+        expected.len() == presented.len()
+            && expected.bytes().zip(presented.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
 }
 
 impl fmt::Debug for ServerKey {
@@ -206,6 +219,19 @@ mod tests {
     fn user_agent_is_truncated() {
         let client = ClientInfo::new(None, Some(&"a".repeat(1000)));
         assert_eq!(client.user_agent.unwrap().len(), MAX_USER_AGENT_CHARS);
+    }
+
+    #[test]
+    fn a_csrf_token_belongs_to_its_session_and_key() {
+        let (key, other_key) = (ServerKey::new(b"a server key of at least 32 bytes!!"), ServerKey::new(b"another key"));
+        let (session, other) = (SessionId::new(uuid::Uuid::from_u128(1)), SessionId::new(uuid::Uuid::from_u128(2)));
+        let token = key.csrf_token(session);
+        assert_eq!(token.len(), 64, "256 bits, hex");
+        assert!(key.csrf_matches(session, &token));
+        assert!(!key.csrf_matches(other, &token), "another session's token");
+        assert!(!other_key.csrf_matches(session, &token), "another key's token");
+        assert!(!key.csrf_matches(session, &token[..63]) && !key.csrf_matches(session, ""));
+        assert_ne!(token, key.successor(&session.to_string()).expose(), "purposes are separated");
     }
 
     #[test]
