@@ -90,41 +90,51 @@ impl FromRequest for JsonBody {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let BodyLimit { bytes: limit, time } =
-            req.app_data::<web::Data<BodyLimit>>().map_or_else(BodyLimit::default, |l| *l.get_ref());
-        let content_type = req.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("invalid"));
-        let declared_length = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let json_declared = content_type.map(is_json);
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if json_declared == Some(false) {
-                return Err(ApiError::unsupported_media_type());
-            }
-            if declared_length.is_some_and(|length| length > limit) {
+        read_object(req, payload, false)
+    }
+}
+
+/// Reads the body as [`JsonBody`] does; with `empty_is_object`, a body with
+/// nothing in it (and no media type) reads as `{}`.
+fn read_object(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    empty_is_object: bool,
+) -> LocalBoxFuture<'static, Result<JsonBody, ApiError>> {
+    let BodyLimit { bytes: limit, time } =
+        req.app_data::<web::Data<BodyLimit>>().map_or_else(BodyLimit::default, |l| *l.get_ref());
+    let content_type = req.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("invalid"));
+    let declared_length =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let json_declared = content_type.map(is_json);
+    let mut payload = payload.take();
+    Box::pin(async move {
+        if json_declared == Some(false) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        if declared_length.is_some_and(|length| length > limit) {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        let mut body = web::BytesMut::new();
+        let deadline = tokio::time::Instant::now() + time;
+        while let Some(chunk) =
+            tokio::time::timeout_at(deadline, payload.next()).await.map_err(|_| ApiError::request_timeout())?
+        {
+            let chunk = chunk.map_err(|_| ApiError::invalid_json("The request body could not be read."))?;
+            if body.len() + chunk.len() > limit {
                 return Err(ApiError::payload_too_large(limit));
             }
-            let mut body = web::BytesMut::new();
-            let deadline = tokio::time::Instant::now() + time;
-            while let Some(chunk) =
-                tokio::time::timeout_at(deadline, payload.next()).await.map_err(|_| ApiError::request_timeout())?
-            {
-                let chunk = chunk.map_err(|_| ApiError::invalid_json("The request body could not be read."))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::payload_too_large(limit));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            // No Content-Type at all: an empty body is a JSON problem, anything else the wrong media type.
-            if json_declared.is_none() && !body.iter().all(u8::is_ascii_whitespace) {
-                return Err(ApiError::unsupported_media_type());
-            }
-            parse_object(&body).map(JsonBody)
-        })
-    }
+            body.extend_from_slice(&chunk);
+        }
+        // No Content-Type at all: an empty body is a JSON problem, anything else the wrong media type.
+        if json_declared.is_none() && !body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        if empty_is_object && json_declared.is_none() && body.is_empty() {
+            return Ok(JsonBody(Map::new()));
+        }
+        parse_object(&body).map(JsonBody)
+    })
 }
 
 /// A request body read into `T`, whose `Deserialize` shape is also its
@@ -135,6 +145,10 @@ pub struct Body<T>(pub T);
 
 /// Rules across a body's fields, found along with the fields' own problems.
 pub trait BodyRules {
+    /// Whether a request may send no body at all (read as `{}`): for bodies
+    /// whose every field is optional and that a browser may well omit.
+    const MAY_BE_ABSENT: bool = false;
+
     fn check(&self, _errors: &mut FieldErrors) {}
 }
 
@@ -143,7 +157,7 @@ impl<T: DeserializeOwned + BodyRules + 'static> FromRequest for Body<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let object = JsonBody::from_request(req, payload);
+        let object = read_object(req, payload, T::MAY_BE_ABSENT);
         Box::pin(async move { from_object(object.await?.0).map(Body).map_err(ApiError::validation) })
     }
 }
@@ -382,13 +396,32 @@ impl<'de> de::Deserializer<'de> for Field<'_> {
         Object { map, prefix, errors: self.errors, quiet }.deserialize_struct(name, fields, visitor)
     }
 
+    /// A choice among an enum's unit variants, by name.
+    fn deserialize_enum<V: Visitor<'de>>(
+        mut self,
+        _name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Unsupported> {
+        let first = variants.first().copied().unwrap_or_default();
+        let choice = match self.present() {
+            Some(Value::String(text)) if variants.contains(&text.as_str()) => text,
+            Some(_) => {
+                self.fail(&format!("Must be one of: {}.", variants.join(", ")));
+                first.to_owned()
+            }
+            None => first.to_owned(),
+        };
+        visitor.visit_enum(de::value::StringDeserializer::<Unsupported>::new(choice))
+    }
+
     fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Unsupported> {
         Err(Unsupported(format!("`{}` has a type request bodies do not use", self.key)))
     }
 
     serde::forward_to_deserialize_any! {
         i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit
-        unit_struct newtype_struct tuple tuple_struct map enum identifier ignored_any
+        unit_struct newtype_struct tuple tuple_struct map identifier ignored_any
     }
 }
 

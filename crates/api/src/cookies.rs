@@ -1,7 +1,12 @@
-//! The cookies of a browser session (`"transport": "cookie"`): their names,
-//! attributes and lifetimes, as the contract fixes them, in one place.
+//! Browser sessions (`"transport": "cookie"`): the three cookies' names,
+//! attributes and lifetimes, reading them back, and the Origin rule, as the
+//! contract fixes them, in one place.
 
 use actix_web::cookie::{time, Cookie, SameSite};
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::config::{CookieSettings, SameSiteAccess};
 
@@ -11,12 +16,25 @@ pub const REFRESH_PATH: &str = "/api/v1/auth/token";
 /// The header a cookie-authenticated unsafe request carries its CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// The three cookies' settings, from `[cookies]`.
+/// How a request that issues tokens wants them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `access` and `refresh` in the response body.
+    #[default]
+    Body,
+    /// httpOnly cookies; the body carries only `csrf_token`.
+    Cookie,
+}
+
+/// The three cookies' settings, from `[cookies]`, and the origins whose
+/// pages may make cookie-authenticated unsafe requests (`cors.origins`).
 #[derive(Debug, Clone)]
 pub struct BrowserCookies {
     secure: bool,
     access_same_site: SameSite,
     domain: Option<String>,
+    origins: Vec<String>,
 }
 
 /// What a session's cookies carry.
@@ -29,14 +47,67 @@ pub struct SessionCookies<'a> {
     pub csrf: &'a str,
 }
 
+/// A request that sent one of our cookies more than once: a cookie planted
+/// beside ours (another path or domain) must not choose which one counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ambiguous;
+
+/// The values of the request's cookies called `name`. A malformed pair
+/// (another application's cookie on the same host, say) is skipped, not fatal.
+fn cookie_values(req: &HttpRequest, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| Cookie::parse_encoded(pair.trim()).ok())
+        .filter(|cookie| cookie.name() == name)
+        .map(|cookie| cookie.value().to_owned())
+        .collect()
+}
+
+/// The one value of a cookie, none when absent or empty.
+fn single_cookie(req: &HttpRequest, name: &str) -> Result<Option<String>, Ambiguous> {
+    let mut values = cookie_values(req, name);
+    match values.len() {
+        0 | 1 => Ok(values.pop().filter(|value| !value.is_empty())),
+        _ => Err(Ambiguous),
+    }
+}
+
 impl BrowserCookies {
-    pub fn new(settings: &CookieSettings) -> Self {
+    pub fn new(settings: &CookieSettings, origins: &[String]) -> Self {
         let access_same_site = match settings.same_site_access {
             SameSiteAccess::Lax => SameSite::Lax,
             SameSiteAccess::Strict => SameSite::Strict,
         };
         let domain = Some(settings.domain.clone()).filter(|d| !d.is_empty());
-        Self { secure: settings.secure, access_same_site, domain }
+        Self { secure: settings.secure, access_same_site, domain, origins: origins.to_vec() }
+    }
+
+    /// The access token of the request's access cookie.
+    pub fn access_token(&self, req: &HttpRequest) -> Result<Option<String>, Ambiguous> {
+        single_cookie(req, &self.access_name())
+    }
+
+    /// The refresh token of the request's refresh cookie.
+    pub fn refresh_token(&self, req: &HttpRequest) -> Result<Option<String>, Ambiguous> {
+        single_cookie(req, &self.refresh_name())
+    }
+
+    /// The CSRF token the page sent in its header (empty when none).
+    pub fn csrf_header(req: &HttpRequest) -> &str {
+        req.headers().get(CSRF_HEADER).and_then(|value| value.to_str().ok()).unwrap_or_default()
+    }
+
+    /// Whether the request's `Origin`, when it has one, may make a
+    /// cookie-authenticated unsafe request: the service's own origin or a
+    /// configured one. `null` (sandboxed frames, some redirects) never may.
+    pub fn origin_allowed(&self, req: &HttpRequest) -> bool {
+        let Some(origin) = req.headers().get(header::ORIGIN) else { return true };
+        let Ok(origin) = origin.to_str() else { return false };
+        let info = req.connection_info();
+        let own = format!("{}://{}", info.scheme(), info.host());
+        origin.eq_ignore_ascii_case(&own) || self.origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin))
     }
 
     /// `__Host-` needs a secure, host-only cookie on `/`; `__Secure-` only a
@@ -96,7 +167,7 @@ mod tests {
     use super::*;
 
     fn cookies(secure: bool, same_site_access: SameSiteAccess, domain: &str) -> BrowserCookies {
-        BrowserCookies::new(&CookieSettings { secure, same_site_access, domain: domain.to_owned() })
+        BrowserCookies::new(&CookieSettings { secure, same_site_access, domain: domain.to_owned() }, &[])
     }
 
     fn issued(cookies: &BrowserCookies) -> Vec<String> {
@@ -141,6 +212,44 @@ mod tests {
         let plain = issued(&cookies(false, SameSiteAccess::Lax, ""));
         assert!(plain[0].starts_with("gh_access=") && !plain[0].contains("Secure"));
         assert!(plain[1].starts_with("gh_refresh=") && plain[2].starts_with("gh_csrf="));
+    }
+
+    fn request(cookie_headers: &[&str], origin: Option<&str>) -> HttpRequest {
+        let mut request = actix_web::test::TestRequest::default().insert_header((header::HOST, "auth.example"));
+        for value in cookie_headers {
+            request = request.append_header((header::COOKIE, *value));
+        }
+        if let Some(origin) = origin {
+            request = request.insert_header((header::ORIGIN, origin));
+        }
+        request.to_http_request()
+    }
+
+    #[test]
+    fn cookies_are_read_back_by_name_once_and_malformed_pairs_are_skipped() {
+        let cookies = cookies(true, SameSiteAccess::Lax, "");
+        let read = |headers: &[&str]| cookies.access_token(&request(headers, None));
+        assert_eq!(read(&["__Host-gh_access=a.jwt"]), Ok(Some("a.jwt".to_owned())));
+        assert_eq!(read(&["junk; other=1;; =x; __Host-gh_access=a.jwt"]), Ok(Some("a.jwt".to_owned())));
+        assert_eq!(read(&["gh_access=a.jwt"]), Ok(None), "an unprefixed cookie is not ours when secure");
+        assert_eq!(read(&["__Host-gh_access="]), Ok(None), "empty");
+        assert_eq!(read(&[]), Ok(None));
+        assert_eq!(read(&["__Host-gh_access=a; __Host-gh_access=b"]), Err(Ambiguous));
+        assert_eq!(read(&["__Host-gh_access=a", "__Host-gh_access=b"]), Err(Ambiguous), "across headers");
+        assert_eq!(cookies.refresh_token(&request(&["__Secure-gh_refresh=r"], None)), Ok(Some("r".to_owned())));
+    }
+
+    #[test]
+    fn the_origin_rule_admits_the_own_origin_and_configured_ones_only() {
+        let settings = CookieSettings { secure: true, same_site_access: SameSiteAccess::Lax, domain: String::new() };
+        let cookies = BrowserCookies::new(&settings, &["https://app.example".to_owned()]);
+        let allowed = |origin: Option<&str>| cookies.origin_allowed(&request(&[], origin));
+        assert!(allowed(None), "no Origin: not a cross-origin browser request");
+        assert!(allowed(Some("http://auth.example")), "its own");
+        assert!(allowed(Some("https://app.example")) && allowed(Some("HTTPS://APP.EXAMPLE")));
+        assert!(!allowed(Some("https://evil.example")));
+        assert!(!allowed(Some("https://app.example.evil")));
+        assert!(!allowed(Some("null")));
     }
 
     #[test]

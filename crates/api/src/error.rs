@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use actix_web::cookie::Cookie;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -15,6 +16,7 @@ use gatehouse_domain::error::NON_FIELD_ERRORS;
 use gatehouse_domain::{FieldErrors, PortError};
 use serde::Serialize;
 
+use crate::cookies::BrowserCookies;
 use crate::request_id;
 
 /// A failure on its way to the client. Unexpected ones keep their source for
@@ -27,7 +29,9 @@ pub struct ApiError {
     www_authenticate: Option<&'static str>,
     retry_after: Option<u64>,
     /// The methods a 405's resource answers.
-    allow: Option<String>,
+    allow: Option<Box<str>>,
+    /// Cookies the answer sets: a dead browser session's, expired.
+    set_cookies: Option<Box<[Cookie<'static>; 3]>>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -48,7 +52,16 @@ impl std::fmt::Display for ApiError {
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, field: &str, message: &str) -> Self {
         let errors = BTreeMap::from([(field.to_owned(), vec![message.to_owned()])]);
-        Self { status, code, errors, www_authenticate: None, retry_after: None, allow: None, source: None }
+        Self {
+            status,
+            code,
+            errors,
+            www_authenticate: None,
+            retry_after: None,
+            allow: None,
+            set_cookies: None,
+            source: None,
+        }
     }
 
     fn general(status: StatusCode, code: &'static str, message: &str) -> Self {
@@ -148,6 +161,21 @@ impl ApiError {
         }
     }
 
+    pub fn csrf_failed() -> Self {
+        Self::general(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "CSRF check failed: send the session's X-CSRF-Token from an allowed origin.",
+        )
+    }
+
+    /// The same answer, clearing the browser session's cookies: the session
+    /// they carry is dead, and a browser should stop sending them.
+    pub fn clearing_cookies(mut self, cookies: &BrowserCookies) -> Self {
+        self.set_cookies = Some(Box::new(cookies.clear()));
+        self
+    }
+
     pub fn permission_denied() -> Self {
         Self::general(StatusCode::FORBIDDEN, "permission_denied", "You do not have permission to perform this action.")
     }
@@ -158,7 +186,7 @@ impl ApiError {
 
     pub fn method_not_allowed(allow: String) -> Self {
         Self {
-            allow: Some(allow),
+            allow: Some(allow.into_boxed_str()),
             ..Self::general(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.")
         }
     }
@@ -245,7 +273,10 @@ impl ResponseError for ApiError {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
         if let Some(allow) = &self.allow {
-            response.insert_header((header::ALLOW, allow.as_str()));
+            response.insert_header((header::ALLOW, &**allow));
+        }
+        for cookie in self.set_cookies.iter().flat_map(|cookies| cookies.iter()) {
+            response.cookie(cookie.clone());
         }
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         response.json(body)
@@ -306,6 +337,7 @@ impl From<RefreshError> for ApiError {
             RefreshError::Invalid => Self::token_invalid("refresh"),
             RefreshError::Expired => Self::token_expired("refresh"),
             RefreshError::Reused => Self::token_reused(),
+            RefreshError::CsrfFailed => Self::csrf_failed(),
             RefreshError::Port(error) => error.into(),
         }
     }

@@ -4,16 +4,17 @@
 use std::net::IpAddr;
 
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::{ready, LocalBoxFuture, Ready};
-use gatehouse_domain::auth::Principal;
+use gatehouse_domain::auth::{AuthenticateError, Principal};
 use gatehouse_domain::ClientInfo;
 use ipnet::IpNet;
 
 use serde::de::DeserializeOwned;
 
 use crate::body::{Body, BodyRules};
+use crate::cookies::{Ambiguous, BrowserCookies};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -31,18 +32,52 @@ fn bearer_token(req: &HttpRequest) -> Option<String> {
     (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then(|| String::from_utf8_lossy(token).into_owned())
 }
 
+/// Safe methods change nothing, so a cookie alone may authenticate them.
+fn is_safe(req: &HttpRequest) -> bool {
+    matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 impl FromRequest for AuthUser {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
+    /// By bearer token, or by access cookie; then an unsafe request by
+    /// cookie needs an allowed `Origin` and its session's CSRF token, checked
+    /// once the session is known (the token is bound to it).
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = Bearer::extract(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        let presented = presented_access(req, state.as_ref().map(|state| state.get_ref()));
+        let csrf = (!is_safe(req)).then(|| {
+            let origin_allowed = state.as_ref().is_some_and(|state| state.browser.origin_allowed(req));
+            (origin_allowed, BrowserCookies::csrf_header(req).to_owned())
+        });
         Box::pin(async move {
-            let Bearer(token) = token.into_inner()?;
             let state = state.ok_or_else(|| ApiError::internal("application state is missing"))?;
-            Ok(AuthUser(state.auth.authenticate(&token).await?))
+            let token = presented?;
+            let principal = state.auth.authenticate(&token.token).await.map_err(|e| token.refused(e, &state))?;
+            if let (true, Some((origin_allowed, csrf))) = (token.from_cookie, csrf) {
+                if !origin_allowed || !state.auth.csrf_matches(principal.session_id, &csrf) {
+                    return Err(ApiError::csrf_failed());
+                }
+            }
+            Ok(AuthUser(principal))
         })
+    }
+}
+
+/// The request's access token: the `Authorization` header's when there is
+/// one (it always wins, and a header that is not `Bearer` is no credential),
+/// else the access cookie's.
+fn presented_access(req: &HttpRequest, state: Option<&AppState>) -> Result<AccessToken, ApiError> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        let token = bearer_token(req).ok_or_else(ApiError::not_authenticated)?;
+        return Ok(AccessToken { token, from_cookie: false });
+    }
+    let cookie = state.map_or(Ok(None), |state| state.browser.access_token(req));
+    match cookie {
+        Ok(Some(token)) => Ok(AccessToken { token, from_cookie: true }),
+        Ok(None) => Err(ApiError::not_authenticated()),
+        Err(Ambiguous) => Err(ApiError::bearer_invalid()),
     }
 }
 
@@ -66,17 +101,41 @@ impl<T: DeserializeOwned + BodyRules + 'static> FromRequest for AuthBody<T> {
     }
 }
 
-/// The access token of the request, not yet checked: for handlers that
-/// check it together with what they read (`GET /me`).
+/// The access token of the request, not yet checked, for handlers that
+/// check it together with what they read (`GET /me`). Only safe methods take
+/// it: a cookie is no credential for an unsafe one without the CSRF checks
+/// of [`AuthUser`].
 #[derive(Debug, Clone)]
-pub struct Bearer(pub String);
+pub struct AccessToken {
+    pub token: String,
+    pub from_cookie: bool,
+}
 
-impl FromRequest for Bearer {
+impl AccessToken {
+    /// The answer to a token that is not live; a dead session's cookies are
+    /// cleared (an expired access cookie is not: its refresh cookie may live).
+    pub fn refused(&self, error: AuthenticateError, state: &AppState) -> ApiError {
+        let dead = matches!(error, AuthenticateError::Invalid);
+        let answer = ApiError::from(error);
+        if self.from_cookie && dead {
+            answer.clearing_cookies(&state.browser)
+        } else {
+            answer
+        }
+    }
+}
+
+impl FromRequest for AccessToken {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(bearer_token(req).map(Bearer).ok_or_else(ApiError::not_authenticated))
+        let state = req.app_data::<web::Data<AppState>>();
+        let token = presented_access(req, state.map(|s| s.get_ref()));
+        ready(match token {
+            Ok(token) if token.from_cookie && !is_safe(req) => Err(ApiError::csrf_failed()),
+            other => other,
+        })
     }
 }
 

@@ -59,17 +59,36 @@ pub struct JwksResponse {
     keys: Vec<serde_json::Value>,
 }
 
-struct BearerAuth;
+/// The two ways to authenticate: a bearer token, or a browser session's
+/// access cookie (with the CSRF header on unsafe methods). Every secured
+/// operation takes either.
+struct Authentication;
 
-impl Modify for BearerAuth {
+impl Modify for Authentication {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement};
+        let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        let cookie = ApiKey::Cookie(ApiKeyValue::with_description("__Host-gh_access", COOKIE_TRANSPORT));
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        components.add_security_scheme("cookie", SecurityScheme::ApiKey(cookie));
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete];
+            for security in operations.into_iter().flatten().filter_map(|operation| operation.security.as_mut()) {
+                security.push(SecurityRequirement::new("cookie", Vec::<String>::new()));
+            }
+        }
     }
 }
+
+const COOKIE_TRANSPORT: &str = "A browser session, opened by `\"transport\": \"cookie\"` on signup, login or \
+refresh: the access JWT in `__Host-gh_access` (HttpOnly, SameSite=Lax, Path=/), the refresh token in \
+`__Secure-gh_refresh` (HttpOnly, SameSite=Strict, Path=/api/v1/auth/token), the CSRF token in `__Host-gh_csrf` \
+(readable by scripts, SameSite=Strict, Path=/) and in the body as `csrf_token`. With `cookies.secure = false` the \
+names have no prefix; with `cookies.domain` set, `__Secure-` replaces `__Host-`. Used only when there is no \
+`Authorization` header. An unsafe request (not GET, HEAD or OPTIONS) must send `X-CSRF-Token` equal to the \
+session's CSRF token and, when it has an `Origin`, come from this service's origin or one of `cors.origins`; \
+otherwise 403 `csrf_failed`. A 401 caused by a dead session clears the cookies, as logout does.";
 
 /// Answers that follow from what an operation is, declared here once: a
 /// bearer token can be missing or dead (401); a JSON body can be malformed,
@@ -85,11 +104,20 @@ impl Modify for CommonAnswers {
             ResponseBuilder::new().description(description).content("application/json", content).build().into()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete];
-            for operation in operations.into_iter().flatten() {
+            let operations = [
+                (false, &mut item.get),
+                (true, &mut item.post),
+                (true, &mut item.patch),
+                (true, &mut item.put),
+                (true, &mut item.delete),
+            ];
+            for (unsafe_method, operation) in operations.into_iter().filter_map(|(u, o)| o.as_mut().map(|o| (u, o))) {
                 let mut answers = Vec::new();
                 if operation.security.is_some() {
                     answers.push(("401", "Not authenticated, or the token is not live"));
+                }
+                if operation.security.is_some() && unsafe_method {
+                    csrf_rule(operation);
                 }
                 if operation.request_body.is_some() {
                     answers.extend([
@@ -169,9 +197,35 @@ granting beyond one's permissions is 403; the user list caps `page_size` at 100.
         (name = "admin", description = "Users, groups and the audit trail, under the caller's permissions"),
         (name = "operations", description = "Health, keys, metrics and this document"),
     ),
-    modifiers(&BearerAuth, &CommonAnswers)
+    modifiers(&CommonAnswers, &Authentication)
 )]
 pub struct ApiDoc;
+
+/// A secured unsafe operation called with the access cookie: the CSRF header,
+/// and its 403 (beside a 403 the operation declares itself).
+fn csrf_rule(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+    const CSRF_FAILED: &str = "csrf_failed: authenticated by cookie without the session's X-CSRF-Token, or from an \
+origin that is not allowed";
+    let header = ParameterBuilder::new()
+        .name("X-CSRF-Token")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some("With the access cookie: the session's CSRF token (`csrf_token`)"))
+        .schema(Some(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String)))
+        .build();
+    operation.parameters.get_or_insert_with(Vec::new).push(header.into());
+    match operation.responses.responses.get_mut("403") {
+        Some(RefOr::T(declared)) => declared.description = format!("{}; or {CSRF_FAILED}", declared.description),
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorResponse"))).build();
+            let answer = ResponseBuilder::new().description(CSRF_FAILED).content("application/json", content).build();
+            operation.responses.responses.insert("403".to_owned(), answer.into());
+        }
+    }
+}
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_default());
 

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::body::BodyLimit;
 use crate::config::Settings;
+use crate::cookies::BrowserCookies;
 use crate::extract::TrustedProxies;
 use crate::request_id::RequestAwareHasher;
 use crate::state::AppState;
@@ -421,6 +422,7 @@ impl Application {
             outbox: stores.outbox.clone(),
             hash_queue: hasher,
             pool: stores.pool.clone(),
+            browser: BrowserCookies::new(&settings.cookies, &settings.cors.origins),
         });
         let limit = web::Data::new(BodyLimit {
             bytes: settings.server.body_limit_bytes,

@@ -6,6 +6,7 @@ use gatehouse_domain::admin::AdminService;
 use gatehouse_domain::ports::{Outbox, StoreHealth};
 use gatehouse_hash_argon2::Argon2Hasher;
 
+use crate::cookies::BrowserCookies;
 use crate::startup::PoolGauge;
 use gatehouse_domain::AuthService;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     /// The hash pool, for its queue length.
     pub hash_queue: Arc<Argon2Hasher>,
     pub pool: PoolGauge,
+    /// The cookies of browser sessions, and who may use them.
+    pub browser: BrowserCookies,
 }
 
 impl std::fmt::Debug for AppState {

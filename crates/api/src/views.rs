@@ -1,6 +1,6 @@
 //! The JSON shapes of responses.
 
-use gatehouse_domain::auth::{LoginOutcome, TokenPair};
+use gatehouse_domain::auth::TokenPair;
 use gatehouse_domain::User;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -54,22 +54,48 @@ impl From<User> for UserView {
     }
 }
 
+/// A token pair as the request asked for it (`transport`).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TokensView {
+#[serde(untagged)]
+pub enum TokensView {
+    Bearer(BearerTokensView),
+    Cookie(CookieTokensView),
+}
+
+/// `"transport": "body"`: the tokens themselves.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BearerTokensView {
     pub access: String,
     pub refresh: String,
+    #[schema(pattern = "^Bearer$")]
     pub token_type: &'static str,
+    /// Seconds the access token lives.
     pub expires_in: u64,
 }
 
-impl From<TokenPair> for TokensView {
-    fn from(pair: TokenPair) -> Self {
-        Self {
+/// `"transport": "cookie"`: the tokens are in httpOnly cookies; the page
+/// keeps only the CSRF token, to send back as `X-CSRF-Token`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CookieTokensView {
+    #[schema(pattern = "^Cookie$")]
+    pub token_type: &'static str,
+    /// Seconds the access cookie lives.
+    pub expires_in: u64,
+    pub csrf_token: String,
+}
+
+impl TokensView {
+    pub fn bearer(pair: &TokenPair) -> Self {
+        Self::Bearer(BearerTokensView {
             access: pair.access.expose().to_owned(),
             refresh: pair.refresh.expose().to_owned(),
             token_type: "Bearer",
             expires_in: pair.expires_in,
-        }
+        })
+    }
+
+    pub fn cookie(pair: &TokenPair, csrf_token: String) -> Self {
+        Self::Cookie(CookieTokensView { token_type: "Cookie", expires_in: pair.expires_in, csrf_token })
     }
 }
 
@@ -81,12 +107,6 @@ pub struct LoginView {
     pub user: UserView,
 }
 
-impl From<LoginOutcome> for LoginView {
-    fn from(outcome: LoginOutcome) -> Self {
-        Self { tokens: outcome.tokens.into(), user: outcome.user.into() }
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SignupView {
     pub email: String,
@@ -96,18 +116,24 @@ pub struct SignupView {
     pub login: Option<LoginView>,
 }
 
-/// The document's shape of a signup's optional login: the token fields and
-/// `user`, all present or all absent (absent while verification is required).
+/// The document's shape of a signup's optional login: the token fields of
+/// either transport and `user`, present or absent together (absent while
+/// verification is required).
 fn login_fields_when_present() -> utoipa::openapi::Object {
     use utoipa::openapi::{schema::Schema, Ref, RefOr};
     use utoipa::PartialSchema;
-    let mut fields = match TokensView::schema() {
-        RefOr::T(Schema::Object(tokens)) => tokens,
-        _ => utoipa::openapi::Object::new(),
-    };
-    fields.required.clear();
+    let mut fields = utoipa::openapi::Object::new();
+    for transport in [BearerTokensView::schema(), CookieTokensView::schema()] {
+        if let RefOr::T(Schema::Object(tokens)) = transport {
+            fields.properties.extend(tokens.properties);
+        }
+    }
     fields.properties.insert("user".to_owned(), RefOr::Ref(Ref::from_schema_name("UserView")));
-    fields.description = Some("Present when the account may log in at once (verification not required).".to_owned());
+    fields.description = Some(
+        "Present when the account may log in at once (verification not required): the token fields of the \
+         requested transport and `user`."
+            .to_owned(),
+    );
     fields
 }
 

@@ -350,14 +350,33 @@ impl AuthService {
             .await?;
         user.last_login = Some(now);
         let access = self.ports.tokens.issue(AccessClaims { user_id: user.id, session_id }, now)?;
-        Ok(LoginOutcome { user, tokens: TokenPair { access: access.token, refresh, expires_in: access.expires_in } })
+        Ok(LoginOutcome {
+            user,
+            tokens: TokenPair { session_id, access: access.token, refresh, expires_in: access.expires_in },
+        })
     }
 
     /// Spends a refresh token and returns a new pair for the same session.
+    /// A refresh token from a browser cookie comes with `csrf`, the CSRF
+    /// token the page sent: unless it is the token's session's, nothing
+    /// changes (a forged request must not spend, nor revoke, the session).
     #[tracing::instrument(skip_all)]
-    pub async fn refresh(&self, presented: &str, client: &ClientInfo) -> Result<TokenPair, RefreshError> {
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        csrf: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<TokenPair, RefreshError> {
         if !presentable(presented) {
             return Err(RefreshError::Invalid);
+        }
+        if let Some(csrf) = csrf {
+            let Some(session_id) = self.ports.sessions.refresh_session(&TokenHash::of(presented)).await? else {
+                return Err(RefreshError::Invalid);
+            };
+            if !self.csrf_matches(session_id, csrf) {
+                return Err(RefreshError::CsrfFailed);
+            }
         }
         let now = self.ports.clock.now();
         let next = self.ports.server_key.successor(presented);
@@ -375,7 +394,7 @@ impl AuthService {
         match rotation {
             Rotation::Rotated { user_id, session_id } => {
                 let access = self.ports.tokens.issue(AccessClaims { user_id, session_id }, now)?;
-                Ok(TokenPair { access: access.token, refresh: next, expires_in: access.expires_in })
+                Ok(TokenPair { session_id, access: access.token, refresh: next, expires_in: access.expires_in })
             }
             Rotation::Unknown | Rotation::SessionDead => Err(RefreshError::Invalid),
             Rotation::Expired => Err(RefreshError::Expired),
@@ -386,6 +405,16 @@ impl AuthService {
                 Err(RefreshError::Reused)
             }
         }
+    }
+
+    /// The CSRF token of a browser session.
+    pub fn csrf_token(&self, session_id: SessionId) -> String {
+        self.ports.server_key.csrf_token(session_id)
+    }
+
+    /// Whether `presented` is the CSRF token of the session, in constant time.
+    pub fn csrf_matches(&self, session_id: SessionId, presented: &str) -> bool {
+        self.ports.server_key.csrf_matches(session_id, presented)
     }
 
     /// Resolves a bearer token to its caller: a valid signature is not

@@ -207,6 +207,9 @@ pub trait SessionStore: Send + Sync {
         client_ip: Option<String>,
     ) -> Result<Rotation, PortError>;
 
+    /// The session a refresh token (spent or not) belongs to, if it is known.
+    async fn refresh_session(&self, token: &TokenHash) -> Result<Option<SessionId>, PortError>;
+
     /// The user's live sessions, most recently used first.
     async fn list_sessions(&self, user_id: UserId, now: OffsetDateTime) -> Result<Vec<SessionInfo>, PortError>;
 

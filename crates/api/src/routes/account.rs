@@ -11,15 +11,17 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::tokens::hand_over;
 use super::{after_answering, no_store};
 // The schemas named in the OpenAPI attributes of the handlers below.
 use crate::body::{Body, BodyRules};
+use crate::cookies::Transport;
 use crate::error::ApiError;
-use crate::extract::{AuthBody, Bearer, Client};
+use crate::extract::{AccessToken, AuthBody, Client};
 #[allow(unused_imports)]
 use crate::openapi::*;
 use crate::state::AppState;
-use crate::views::{SignupView, UserView, VerifiedView};
+use crate::views::{LoginView, SignupView, UserView, VerifiedView};
 
 #[utoipa::path(
     post,
@@ -34,7 +36,7 @@ pub async fn signup(
     client: Client,
     Body(body): Body<SignupBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let SignupBody { email, password, password2, first_name, last_name, tc } = body;
+    let SignupBody { email, password, password2, first_name, last_name, tc, transport } = body;
     let request = SignupRequest::parse(RawSignup {
         email: &email,
         password: password.expose_secret(),
@@ -44,10 +46,13 @@ pub async fn signup(
         tc,
     })?;
     let outcome = state.auth.signup(request, client.0).await?;
-    let logged_in = outcome.login.is_some();
-    let view =
-        SignupView { email: outcome.email.into_inner(), is_verified: false, login: outcome.login.map(Into::into) };
-    let response = HttpResponse::build(StatusCode::CREATED).json(view);
+    let mut response = HttpResponse::build(StatusCode::CREATED);
+    let login = outcome.login.map(|login| LoginView {
+        tokens: hand_over(&state, transport.unwrap_or_default(), &login.tokens, &mut response),
+        user: login.user.into(),
+    });
+    let logged_in = login.is_some();
+    let response = response.json(SignupView { email: outcome.email.into_inner(), is_verified: false, login });
     Ok(if logged_in { no_store(response) } else { response })
 }
 
@@ -98,8 +103,8 @@ pub async fn resend_verification(
     responses((status = 200, description = "The user", body = UserView)),
     security(("bearer" = []))
 )]
-pub async fn me(state: web::Data<AppState>, bearer: Bearer) -> Result<HttpResponse, ApiError> {
-    let user = state.auth.current_user(&bearer.0).await?;
+pub async fn me(state: web::Data<AppState>, access: AccessToken) -> Result<HttpResponse, ApiError> {
+    let user = state.auth.current_user(&access.token).await.map_err(|error| access.refused(error, &state))?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
@@ -184,6 +189,8 @@ pub struct SignupBody {
     last_name: Option<String>,
     /// Terms accepted; `false` is refused.
     tc: Option<bool>,
+    /// How a signup that logs in at once hands over its tokens; default `body`.
+    transport: Option<Transport>,
 }
 
 /// A one-time token from a mailed link.

@@ -1,7 +1,8 @@
 //! Login, token refresh and verification, logout.
 
-use actix_web::{web, HttpResponse};
-use gatehouse_domain::auth::{LoginError, LoginRequest, RefreshError};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use gatehouse_domain::auth::{LoginError, LoginRequest, RefreshError, TokenPair};
+use gatehouse_domain::FieldErrors;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,6 +12,7 @@ use super::no_store;
 // The schemas named in the OpenAPI attributes of the handlers below.
 use super::account::TokenBody;
 use crate::body::{Body, BodyRules};
+use crate::cookies::{Ambiguous, BrowserCookies, SessionCookies, Transport};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, Client};
 use crate::metrics::METRICS;
@@ -36,26 +38,84 @@ pub async fn login(
     let outcome = state.auth.login(request, client.0).await;
     METRICS.login(outcome.as_ref().map_or_else(LoginError::reason, |_| "success"));
     let outcome = outcome?;
-    Ok(no_store(HttpResponse::Ok().json(LoginView::from(outcome))))
+    let mut response = HttpResponse::Ok();
+    let tokens = hand_over(&state, body.transport.unwrap_or_default(), &outcome.tokens, &mut response);
+    Ok(no_store(response.json(LoginView { tokens, user: outcome.user.into() })))
 }
 
+/// Gives a new pair to the client as its request asked: in the body, or in
+/// the browser session's cookies with only the CSRF token in the body.
+pub(super) fn hand_over(
+    state: &AppState,
+    transport: Transport,
+    pair: &TokenPair,
+    response: &mut HttpResponseBuilder,
+) -> TokensView {
+    match transport {
+        Transport::Body => TokensView::bearer(pair),
+        Transport::Cookie => {
+            let csrf = state.auth.csrf_token(pair.session_id);
+            let cookies = state.browser.issue(&SessionCookies {
+                access: pair.access.expose(),
+                access_seconds: i64::try_from(pair.expires_in).unwrap_or(i64::MAX),
+                refresh: pair.refresh.expose(),
+                refresh_seconds: state.auth.policy().refresh_ttl.whole_seconds(),
+                csrf: &csrf,
+            });
+            for cookie in cookies {
+                response.cookie(cookie);
+            }
+            TokensView::cookie(pair, csrf)
+        }
+    }
+}
+
+/// With a `refresh` field, the body transport's refresh (answered as
+/// `transport` asks); without one, the browser's: the refresh cookie, the
+/// Origin rule and the CSRF token of the cookie's session, answered in cookies.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/token/refresh",
     tag = "auth",
     summary = "Spend a refresh token for a new pair",
     request_body = RefreshBody,
-    responses((status = 200, description = "A new pair", body = TokensView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "token_invalid, token_expired or token_reused", body = ErrorResponse))
+    params(("X-CSRF-Token" = Option<String>, Header, description = "Without `refresh` in the body: the CSRF token of the refresh cookie's session")),
+    responses((status = 200, description = "A new pair", body = TokensView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "token_invalid, token_expired or token_reused (a refresh cookie's failure clears the cookies)", body = ErrorResponse), (status = 403, description = "csrf_failed: a refresh by cookie without its session's X-CSRF-Token, or from an origin that is not allowed", body = ErrorResponse))
 )]
 pub async fn refresh(
     state: web::Data<AppState>,
     client: Client,
+    req: HttpRequest,
     Body(body): Body<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let pair = state.auth.refresh(body.refresh.expose_secret(), &client.0).await;
+    let (presented, csrf, transport) = match body.refresh {
+        Some(token) => (token.expose_secret().to_owned(), None, body.transport.unwrap_or_default()),
+        None => {
+            let cookie = state.browser.refresh_token(&req).map_err(|Ambiguous| ApiError::token_invalid("refresh"))?;
+            let Some(cookie) = cookie else {
+                return Err(FieldErrors::single("refresh", "This field is required.").into());
+            };
+            if !state.browser.origin_allowed(&req) {
+                return Err(ApiError::csrf_failed());
+            }
+            (cookie, Some(BrowserCookies::csrf_header(&req)), Transport::Cookie)
+        }
+    };
+    let from_cookie = csrf.is_some();
+    let pair = state.auth.refresh(&presented, csrf, &client.0).await;
     METRICS.refresh(pair.as_ref().map_or_else(RefreshError::reason, |_| "rotated"));
-    let pair = pair?;
-    Ok(no_store(HttpResponse::Ok().json(TokensView::from(pair))))
+    let pair = pair.map_err(|error| {
+        let dead = !matches!(error, RefreshError::CsrfFailed | RefreshError::Port(_));
+        let answer = ApiError::from(error);
+        if from_cookie && dead {
+            answer.clearing_cookies(&state.browser)
+        } else {
+            answer
+        }
+    })?;
+    let mut response = HttpResponse::Ok();
+    let tokens = hand_over(&state, transport, &pair, &mut response);
+    Ok(no_store(response.json(tokens)))
 }
 
 /// 200 `{}` for a live access token; the reason otherwise.
@@ -82,7 +142,16 @@ pub async fn verify(state: web::Data<AppState>, Body(body): Body<TokenBody>) -> 
 )]
 pub async fn logout(state: web::Data<AppState>, client: Client, caller: AuthUser) -> Result<HttpResponse, ApiError> {
     state.auth.logout(caller.0, &client.0).await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(logged_out(&state))
+}
+
+/// 204, clearing a browser session's cookies however the caller authenticated.
+fn logged_out(state: &AppState) -> HttpResponse {
+    let mut response = HttpResponse::NoContent();
+    for cookie in state.browser.clear() {
+        response.cookie(cookie);
+    }
+    response.finish()
 }
 
 #[utoipa::path(
@@ -99,7 +168,7 @@ pub async fn logout_all(
     caller: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.logout_all(caller.0.user_id, &client.0).await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(logged_out(&state))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -108,13 +177,28 @@ pub struct LoginBody {
     /// At most 1024 bytes, or 400 before any hashing.
     #[schema(value_type = String, max_length = 1024)]
     password: SecretString,
+    /// `cookie` for a browser session; default `body`.
+    transport: Option<Transport>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshBody {
-    #[schema(value_type = String)]
-    refresh: SecretString,
+    /// Absent: the refresh cookie of a browser session.
+    #[schema(value_type = Option<String>)]
+    refresh: Option<SecretString>,
+    /// How to answer a `refresh` from the body; a refresh by cookie answers in cookies.
+    transport: Option<Transport>,
 }
 
 impl BodyRules for LoginBody {}
-impl BodyRules for RefreshBody {}
+
+impl BodyRules for RefreshBody {
+    /// A browser refreshing by cookie has nothing to send.
+    const MAY_BE_ABSENT: bool = true;
+
+    fn check(&self, errors: &mut FieldErrors) {
+        if self.refresh.as_ref().is_some_and(|token| token.expose_secret().trim().is_empty()) {
+            errors.add("refresh", "This field may not be blank.");
+        }
+    }
+}

@@ -47,6 +47,9 @@ pub enum RefreshError {
     Expired,
     #[error("a spent refresh token came back; its session is revoked")]
     Reused,
+    /// A refresh from a browser cookie without its session's CSRF token.
+    #[error("the CSRF token does not match the refresh token's session")]
+    CsrfFailed,
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -58,6 +61,7 @@ impl RefreshError {
             RefreshError::Invalid => "invalid",
             RefreshError::Expired => "expired",
             RefreshError::Reused => "reused",
+            RefreshError::CsrfFailed => "csrf_failed",
             RefreshError::Port(_) => "error",
         }
     }

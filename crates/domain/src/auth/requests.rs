@@ -83,6 +83,8 @@ impl LoginRequest {
 /// A token pair handed to a client.
 #[derive(Debug, Clone)]
 pub struct TokenPair {
+    /// The session the pair belongs to (a browser session's CSRF token is bound to it).
+    pub session_id: SessionId,
     pub access: OpaqueToken,
     pub refresh: OpaqueToken,
     pub expires_in: u64,

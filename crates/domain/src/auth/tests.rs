@@ -392,7 +392,7 @@ async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
     m.tokens
         .expect_issue()
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
-    m.service().refresh("old-token", &ClientInfo::default()).await
+    m.service().refresh("old-token", None, &ClientInfo::default()).await
 }
 
 #[tokio::test]
@@ -423,8 +423,48 @@ async fn refresh_maps_every_rotation_outcome() {
 #[tokio::test]
 async fn refresh_refuses_empty_or_huge_tokens_without_a_lookup() {
     let service = Mocks::new().service();
-    assert!(matches!(service.refresh("", &ClientInfo::default()).await, Err(RefreshError::Invalid)));
-    assert!(matches!(service.refresh(&"x".repeat(600), &ClientInfo::default()).await, Err(RefreshError::Invalid)));
+    assert!(matches!(service.refresh("", None, &ClientInfo::default()).await, Err(RefreshError::Invalid)));
+    assert!(matches!(
+        service.refresh(&"x".repeat(600), None, &ClientInfo::default()).await,
+        Err(RefreshError::Invalid)
+    ));
+}
+
+#[tokio::test]
+async fn a_cookie_refresh_spends_nothing_without_its_sessions_csrf_token() {
+    let mut m = Mocks::new();
+    m.sessions.expect_refresh_session().returning(|_| Ok(Some(sid())));
+    m.sessions.expect_rotate_refresh().never();
+    let service = m.service();
+    let other_session = server_key().csrf_token(SessionId::new(uuid::Uuid::from_u128(7)));
+    for csrf in ["", "forged", other_session.as_str()] {
+        let outcome = service.refresh("old-token", Some(csrf), &ClientInfo::default()).await;
+        assert!(matches!(outcome, Err(RefreshError::CsrfFailed)), "{csrf:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_refresh_of_an_unknown_token_is_invalid_before_any_csrf_check() {
+    let mut m = Mocks::new();
+    m.sessions.expect_refresh_session().returning(|_| Ok(None));
+    m.sessions.expect_rotate_refresh().never();
+    let outcome = m.service().refresh("old-token", Some("anything"), &ClientInfo::default()).await;
+    assert!(matches!(outcome, Err(RefreshError::Invalid)));
+}
+
+#[tokio::test]
+async fn a_cookie_refresh_with_its_sessions_csrf_token_rotates() {
+    let mut m = Mocks::new();
+    m.sessions.expect_refresh_session().returning(|_| Ok(Some(sid())));
+    m.sessions
+        .expect_rotate_refresh()
+        .returning(|_, _, _, _, _| Ok(Rotation::Rotated { user_id: UserId::new(1), session_id: sid() }));
+    m.tokens
+        .expect_issue()
+        .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
+    let csrf = server_key().csrf_token(sid());
+    let pair = m.service().refresh("old-token", Some(&csrf), &ClientInfo::default()).await.unwrap();
+    assert_eq!(pair.session_id, sid());
 }
 
 // --- authenticate --------------------------------------------------------

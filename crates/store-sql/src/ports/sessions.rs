@@ -44,6 +44,14 @@ impl<C: Connections> SessionStore for SqlStore<C> {
         .await
     }
 
+    async fn refresh_session(&self, token: &TokenHash) -> Result<Option<SessionId>, PortError> {
+        let session = run_optional!(&mut self.conn().await?, |c| refresh_tokens::table
+            .find(token.as_str())
+            .select(refresh_tokens::session_id)
+            .first::<Uuid>(c))?;
+        Ok(session.map(SessionId::new))
+    }
+
     async fn rotate_refresh(
         &self,
         presented: &TokenHash,
