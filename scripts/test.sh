@@ -8,7 +8,9 @@ export GATEHOUSE_TEST_POSTGRES_URL
 echo "PostgreSQL for tests: $GATEHOUSE_TEST_POSTGRES_URL"
 GATEHOUSE_TEST_CHROMIUM=$(scripts/chromium.sh)
 export GATEHOUSE_TEST_CHROMIUM
-echo "Chromium for browser tests: $GATEHOUSE_TEST_CHROMIUM"
+GATEHOUSE_TEST_CHROMEDRIVER=$(scripts/chromium.sh chromedriver)
+export GATEHOUSE_TEST_CHROMEDRIVER
+echo "Chromium for browser tests: $GATEHOUSE_TEST_CHROMIUM (driven by $GATEHOUSE_TEST_CHROMEDRIVER)"
 
 # Each test makes its own database; sweep those of earlier runs.
 if command -v psql >/dev/null; then

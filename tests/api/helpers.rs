@@ -308,30 +308,43 @@ pub async fn send(
     request.send().await.unwrap()
 }
 
-/// The variable `make test` sets to the Chromium the browser tests drive.
+/// The variables `make test` sets to the Chromium the browser tests drive,
+/// and to its WebDriver.
 pub const CHROMIUM_VAR: &str = "GATEHOUSE_TEST_CHROMIUM";
+pub const CHROMEDRIVER_VAR: &str = "GATEHOUSE_TEST_CHROMEDRIVER";
+
+/// Headless, and nothing that reaches beyond loopback.
+const CHROMIUM_FLAGS: [&str; 7] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
+/// A path from a variable `make test` sets. Browser tests fail loudly, naming
+/// the variable, rather than skip.
+fn browser_path(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with `make test`, or set it"))
+}
+
+/// A fresh profile directory for one browser.
+fn browser_profile() -> std::path::PathBuf {
+    std::env::temp_dir().join("gatehouse-api-tests").join(format!("chromium-{}", uuid::Uuid::new_v4()))
+}
 
 /// The page at `url` as headless Chromium renders it, scripts run: its DOM
-/// after the page settles. Panics, naming the variable, without a browser:
-/// browser tests fail loudly rather than skip.
+/// after the page settles.
 pub async fn render_in_chromium(url: &str) -> String {
-    let chromium = std::env::var(CHROMIUM_VAR)
-        .unwrap_or_else(|_| panic!("{CHROMIUM_VAR} is not set: run the tests with `make test`, or set it"));
-    let profile = std::env::temp_dir().join("gatehouse-api-tests").join(format!("chromium-{}", uuid::Uuid::new_v4()));
+    let chromium = browser_path(CHROMIUM_VAR);
+    let profile = browser_profile();
     let (url, dir) = (url.to_owned(), profile.clone());
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=15000",
-                "--dump-dom",
-            ])
+            .args(CHROMIUM_FLAGS)
+            .args(["--virtual-time-budget=15000", "--dump-dom"])
             .arg(format!("--user-data-dir={}", dir.display()))
             .arg(url)
             .output()
@@ -342,4 +355,84 @@ pub async fn render_in_chromium(url: &str) -> String {
     let _ = std::fs::remove_dir_all(&profile);
     assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Headless Chromium driven over WebDriver (chromedriver on a loopback
+/// port), with a profile of its own. [`Browser::close`] ends the session;
+/// dropping it stops the driver in any case.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    driver: std::process::Child,
+    profile: std::path::PathBuf,
+}
+
+impl Browser {
+    pub async fn start() -> Self {
+        let (chromium, chromedriver) = (browser_path(CHROMIUM_VAR), browser_path(CHROMEDRIVER_VAR));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = std::process::Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {CHROMEDRIVER_VAR} ({chromedriver}): {e}"));
+        let profile = browser_profile();
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|flag| (*flag).to_owned()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let options = json!({ "binary": chromium, "args": args });
+        let capabilities: serde_json::Map<String, Value> =
+            [("goog:chromeOptions".to_owned(), options)].into_iter().collect();
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let attempt = fantoccini::ClientBuilder::new(connector.clone())
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await;
+            match attempt {
+                Ok(client) => break client,
+                Err(error) if Instant::now() < deadline => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("chromedriver did not start a browser: {error}"),
+            }
+        };
+        Self { client, driver, profile }
+    }
+
+    /// Ends the browser session (the driver closes Chromium).
+    pub async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// A second local origin: serves `html` for every request on its own port.
+pub async fn serve_page(html: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    html.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(html.as_bytes()).await;
+            });
+        }
+    });
+    port
 }

@@ -13,6 +13,7 @@ mod admin_users;
 mod audit;
 mod bad_input;
 mod browser;
+mod browser_session;
 mod cookies;
 mod credentials;
 mod database_outage;
