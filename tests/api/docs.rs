@@ -1,6 +1,6 @@
 //! The OpenAPI document lists every route the service answers, and /docs renders it offline.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, Backend};
 
@@ -38,8 +38,21 @@ async fn each_operation_lists_the_answers_it_can_give() {
                     assert!(has(status), "{route} reads a body: {status}");
                 }
             }
-            if operation.get("security").is_some() {
+            if let Some(security) = operation.get("security") {
                 assert!(has("401"), "{route} takes a bearer token: 401");
+                let schemes: Vec<&str> = security
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|s| s.as_object().unwrap().keys())
+                    .map(|k| k.as_str())
+                    .collect();
+                assert_eq!(schemes, ["bearer", "cookie"], "{route}: either a bearer token or the access cookie");
+                if method != "get" {
+                    assert!(has("403"), "{route} by cookie needs its CSRF token: 403");
+                    let parameters = operation["parameters"].as_array().unwrap();
+                    assert!(parameters.iter().any(|p| p["name"] == "X-CSRF-Token" && p["in"] == "header"), "{route}");
+                }
             }
             assert_eq!(has("503"), path.starts_with("/api/v1/") || path == "/health/ready", "{route}: 503");
         }
@@ -56,6 +69,15 @@ async fn each_operation_lists_the_answers_it_can_give() {
         .clone();
     assert_eq!(page_size["schema"]["minimum"], 1);
     assert_eq!(document["components"]["schemas"]["PageView"]["properties"]["page_size"]["maximum"], 100);
+    let cookie = &document["components"]["securitySchemes"]["cookie"];
+    assert_eq!((cookie["type"].as_str(), cookie["in"].as_str()), (Some("apiKey"), Some("cookie")));
+    assert_eq!(cookie["name"], "__Host-gh_access");
+    for body in ["SignupBody", "LoginBody", "RefreshBody"] {
+        let transport = &document["components"]["schemas"][body]["properties"]["transport"];
+        assert!(transport.is_object(), "{body} takes a transport");
+    }
+    let transport = &document["components"]["schemas"]["Transport"];
+    assert_eq!(transport["enum"], json!(["body", "cookie"]), "{transport}");
     let signup = &document["components"]["schemas"]["SignupBody"]["properties"];
     assert_eq!((signup["password"]["minLength"].clone(), signup["email"]["maxLength"].clone()), (8.into(), 254.into()));
 }

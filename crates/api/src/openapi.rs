@@ -150,7 +150,11 @@ ignored; a body without Content-Type is 415 unless empty (then `invalid_json`); 
 answer 202 with a `detail`; a spent refresh token presented again within 10 s rotates again (tabs refreshing \
 together), later it revokes the session; a wrong current password is a 400 naming `old_password` or `password`; \
 an email-change link whose address was taken meanwhile is 409; the last superuser and unknown groups are 400; \
-granting beyond one's permissions is 403; the user list caps `page_size` at 100."
+granting beyond one's permissions is 403; the user list caps `page_size` at 100.\n\n\
+Browser sessions: `\"transport\": \"cookie\"` on signup, login and refresh puts the tokens in httpOnly cookies \
+(see the `cookie` security scheme) and only `csrf_token` in the body; unsafe calls authenticated by cookie send \
+it as `X-CSRF-Token`. A refresh without a `refresh` field uses the refresh cookie and may send no body at all; an \
+absent `transport` means `body`; a cookie sent twice is `token_invalid`."
     ),
     paths(
         crate::routes::account::signup,
