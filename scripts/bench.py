@@ -76,6 +76,19 @@ def request(base, method, path, body=None, token=None):
         return json.loads(response.read() or b"{}")
 
 
+def access_cookie(base, email):
+    """A cookie-transport login, as a browser makes it: the access cookie's value."""
+    body = json.dumps({"email": email, "password": PASSWORD, "transport": "cookie"}).encode()
+    req = urllib.request.Request(base + "/api/v1/auth/login", data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as response:
+        for line in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = line.partition("=")
+            if name == "__Host-gh_access":
+                return rest.split(";", 1)[0]
+    raise RuntimeError("the cookie login set no access cookie")
+
+
 def cpu_ticks(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
@@ -230,7 +243,9 @@ def main():
         login_users = [f"login-{n}@example.com" for n in range(LOGIN_USERS)]
         for email in login_users:
             request(base, "POST", "/api/v1/auth/signup", {"email": email, "password": PASSWORD})
-        load_env = dict(os.environ, GATEHOUSE_BENCH_ACCESS=signup["access"], GATEHOUSE_BENCH_LOGIN_USERS=" ".join(login_users),
+        load_env = dict(os.environ, GATEHOUSE_BENCH_ACCESS=signup["access"],
+                        GATEHOUSE_BENCH_ACCESS_COOKIE=access_cookie(base, "bench@example.com"),
+                        GATEHOUSE_BENCH_LOGIN_USERS=" ".join(login_users),
                         GATEHOUSE_BENCH_PASSWORD=PASSWORD, GATEHOUSE_BENCH_REFRESH=" ".join(refresh_tokens),
                         GATEHOUSE_BENCH_RUN=run_id)
         # Access tokens live 5 minutes; the bench stays well inside that. Each
@@ -240,7 +255,8 @@ def main():
         wrk(base, "me.lua", 2, 32, 2, load_env)
         log("ceiling: pgbench -S at 32 connections")
         select_tps = select_ceiling(pgbench_db)
-        results = [scenario("me", server.pid, base, "me.lua", 2, 32, load_env)]
+        results = [scenario("me", server.pid, base, "me.lua", 2, 32, load_env),
+                   scenario("me_by_cookie", server.pid, base, "me_cookie.lua", 2, 32, load_env)]
         # The hash ceiling brackets the login scenario: measured just before
         # and just after it, the mean of the two.
         log("ceiling: argon2 hash time, before the login scenario")
@@ -302,6 +318,8 @@ def main():
         "logins >= 80% of the argon2 ceiling beside the fixed-rate /me":
             by_name["login_beside_fixed_rate_me"]["ratio_to_ceiling"] >= 0.80,
         "login >= 90% of the argon2 ceiling": by_name["login"]["ratio_to_ceiling"] >= 0.90,
+        "/me by cookie: server CPU per request within 10% of /me by bearer":
+            by_name["me_by_cookie"]["cpu_ms_per_request"] <= 1.10 * by_name["me"]["cpu_ms_per_request"],
     }
     report = {"seconds_per_scenario": SECONDS, "cores": CORES, "ceilings": ceilings, "scenarios": results,
               "peak_rss_mib": peak_rss_mib, "targets": targets}

@@ -20,6 +20,7 @@ on_both_stores!(
     refresh_through_the_cookie_rotates_and_a_reuse_revokes_the_session,
     logout_clears_the_cookies_and_a_dead_session_clears_them_too,
     bad_cookies_are_refused_in_the_contracts_shape,
+    tabs_refreshing_by_cookie_together_share_one_successor,
 );
 
 const ACCESS: &str = "__Host-gh_access";
@@ -396,4 +397,30 @@ async fn without_secure_cookies_the_names_lose_their_prefixes() {
     let access = value_of(&cookies["gh_access"]);
     let me = call(&app, Method::GET, "/api/v1/auth/me", &format!("gh_access={access}"), &[]).await;
     assert_eq!(me.status(), 200);
+}
+
+async fn tabs_refreshing_by_cookie_together_share_one_successor(backend: Backend) {
+    // The default grace window: tabs of one browser refresh at once.
+    let app = spawn_app_with(backend, Options { require_verified_email: Some(false), ..Options::default() }).await;
+    let jar = browser_session(&app, "ada@example.com").await;
+    let cookies = format!("{REFRESH}={}", jar.refresh);
+    let tab = || {
+        let request = app
+            .client
+            .post(app.url("/api/v1/auth/token/refresh"))
+            .header(COOKIE, cookies.as_str())
+            .header("x-csrf-token", jar.csrf.as_str());
+        async move { request.send().await.unwrap() }
+    };
+    let answers = futures_util::future::join_all((0..4).map(|_| tab())).await;
+    let successors: Vec<String> = answers
+        .iter()
+        .map(|answer| {
+            assert_eq!(answer.status(), 200);
+            value_of(&set_cookies(answer)[REFRESH])
+        })
+        .collect();
+    assert!(successors.iter().all(|next| *next == successors[0] && *next != jar.refresh), "{successors:?}");
+    let next = format!("{ACCESS}={}", value_of(&set_cookies(&answers[0])[ACCESS]));
+    assert_eq!(call(&app, Method::GET, "/api/v1/auth/me", &next, &[]).await.status(), 200);
 }
