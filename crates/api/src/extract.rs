@@ -47,15 +47,18 @@ impl FromRequest for AuthUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let presented = presented_access(req, state.as_ref().map(|state| state.get_ref()));
-        let csrf = (!is_safe(req)).then(|| {
-            let origin_allowed = state.as_ref().is_some_and(|state| state.browser.origin_allowed(req));
-            (origin_allowed, BrowserCookies::csrf_header(req).to_owned())
-        });
+        // Only a cookie on an unsafe request has these to check; bearer calls skip them.
+        let csrf = match (&presented, &state) {
+            (Ok(token), Some(state)) if token.from_cookie && !is_safe(req) => {
+                Some((state.browser.origin_allowed(req), BrowserCookies::csrf_header(req).to_owned()))
+            }
+            _ => None,
+        };
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state is missing"))?;
             let token = presented?;
             let principal = state.auth.authenticate(&token.token).await.map_err(|e| token.refused(e, &state))?;
-            if let (true, Some((origin_allowed, csrf))) = (token.from_cookie, csrf) {
+            if let Some((origin_allowed, csrf)) = csrf {
                 if !origin_allowed || !state.auth.csrf_matches(principal.session_id, &csrf) {
                     return Err(ApiError::csrf_failed());
                 }
