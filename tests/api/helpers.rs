@@ -278,12 +278,18 @@ macro_rules! on_both_stores {
 
 /// Runs the `gatehouse` binary against a database, feeding `stdin`.
 pub fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    run_cli_with(database_url, args, stdin, &[])
+}
+
+/// `run_cli` with more settings in the environment.
+pub fn run_cli_with(database_url: &str, args: &[&str], stdin: &str, env: &[(&str, String)]) -> std::process::Output {
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("GATEHOUSE_JWT_SECRET", JWT_SECRET)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -25,4 +25,5 @@ mod metrics;
 mod reset;
 mod sessions;
 mod shutdown;
+mod signing_keys;
 mod throttling;

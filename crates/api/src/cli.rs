@@ -1,4 +1,4 @@
-//! The `gatehouse` command line: serve, migrate, create-superuser.
+//! The `gatehouse` command line: serve, migrate, create-superuser, keys.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -6,7 +6,10 @@ use clap::{Parser, Subcommand};
 use gatehouse_domain::{Email, Password};
 
 use crate::config::Settings;
-use crate::startup::{services, Application, StartupError, Stores};
+use crate::startup::{services, Application, Services, StartupError, Stores};
+use gatehouse_token_jwt::keys::{KeysFile, KeysFileError, SigningKey};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, about = "Authentication and user accounts over a JSON API")]
@@ -30,6 +33,26 @@ pub enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Manage the signing keys of EdDSA and RS256 (the keys file).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// The careful rotation: `add`, wait past the JWKS cache age (300 s) so that
+/// every verifier knows the new key, then `rotate`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Append a new key: published at once, not yet signing.
+    Add,
+    /// Make the newest key sign (adding one first when it already signs).
+    Rotate,
+    /// Remove the keys that stopped signing at least SECONDS ago.
+    Prune {
+        #[arg(long, value_name = "SECONDS")]
+        older_than: u32,
+    },
+    /// Print every key: kid, algorithm, when it was made, whether it signs.
+    List,
 }
 
 /// A failure of a command, printed as one line.
@@ -43,6 +66,8 @@ pub enum CommandError {
     Serve(#[from] std::io::Error),
     #[error("could not save the superuser: {0}")]
     Store(#[from] gatehouse_domain::PortError),
+    #[error("cannot use the {0}")]
+    Keys(#[from] KeysFileError),
 }
 
 pub async fn run(command: Command, settings: Settings) -> Result<(), CommandError> {
@@ -58,7 +83,66 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), CommandErro
             Ok(())
         }
         Command::CreateSuperuser { email, password_stdin } => create_superuser(settings, &email, password_stdin).await,
+        Command::Keys(command) => keys(&settings, command),
     }
+}
+
+/// Edits the keys file; running replicas follow it within 10 s.
+fn keys(settings: &Settings, command: KeysCommand) -> Result<(), CommandError> {
+    let Some(algorithm) = settings.jwt.algorithm.key_algorithm() else {
+        return Err(CommandError::Input(
+            "jwt.algorithm is HS256, which signs with a shared secret and has no keys: set it to EdDSA or RS256 \
+             (GATEHOUSE__JWT__ALGORITHM) to manage signing keys"
+                .into(),
+        ));
+    };
+    let file = KeysFile::new(&settings.jwt.keys_file, algorithm);
+    let now = OffsetDateTime::now_utc();
+    match command {
+        KeysCommand::Add => {
+            let key = file.add(now)?;
+            let signing = file.load()?.signing().kid == key.kid;
+            if signing {
+                println!("added {} ({}): the only key, so it signs", key.kid, key.algorithm);
+            } else {
+                println!(
+                    "added {} ({}): published, not yet signing; run `gatehouse keys rotate` after 300 s",
+                    key.kid, key.algorithm
+                );
+            }
+        }
+        KeysCommand::Rotate => {
+            let key = file.rotate(now)?;
+            println!("{} ({}) signs new tokens; the others still verify", key.kid, key.algorithm);
+        }
+        KeysCommand::Prune { older_than } => {
+            let removed = file.prune(time::Duration::seconds(i64::from(older_than)), now)?;
+            for key in &removed {
+                println!("removed {} ({})", key.kid, key.algorithm);
+            }
+            if removed.is_empty() {
+                println!("no key stopped signing {older_than} s ago or more");
+            }
+        }
+        KeysCommand::List => {
+            let ring = file.load()?;
+            println!("{:<43}  {:<5}  {:<20}  signs", "kid", "alg", "created");
+            for (index, key) in ring.keys().iter().enumerate() {
+                println!(
+                    "{:<43}  {:<5}  {:<20}  {}",
+                    key.kid,
+                    key.algorithm,
+                    created(key),
+                    if index == 0 { "yes" } else { "no" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn created(key: &SigningKey) -> String {
+    key.created.and_then(|at| at.format(&Rfc3339).ok()).unwrap_or_else(|| "-".into())
 }
 
 async fn create_superuser(settings: Settings, email: &str, password_stdin: bool) -> Result<(), CommandError> {
@@ -70,7 +154,7 @@ async fn create_superuser(settings: Settings, email: &str, password_stdin: bool)
         CommandError::Input(format!("password refused: {}", reasons.join(" ")))
     })?;
     let stores = Stores::open(&settings).await?;
-    let (auth, _, _) = services(&settings, &stores)?;
+    let Services { auth, .. } = services(&settings, &stores)?;
     let user = auth.create_superuser(email, password).await?;
     println!("superuser {} (id {}) is ready", user.email, user.id);
     Ok(())

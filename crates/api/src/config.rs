@@ -131,10 +131,33 @@ pub struct AuthSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct JwtSettings {
+    pub algorithm: JwtAlgorithm,
     pub secret: SecretString,
     pub secret_file: String,
+    /// The JWK Set of private keys under EdDSA and RS256.
+    pub keys_file: String,
     pub issuer: String,
     pub audience: String,
+}
+
+/// How access tokens are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    EdDSA,
+    RS256,
+}
+
+impl JwtAlgorithm {
+    /// The algorithm of the keys file; none under HS256, which has no keys file.
+    pub fn key_algorithm(self) -> Option<gatehouse_token_jwt::keys::KeyAlgorithm> {
+        use gatehouse_token_jwt::keys::KeyAlgorithm;
+        match self {
+            Self::HS256 => None,
+            Self::EdDSA => Some(KeyAlgorithm::EdDSA),
+            Self::RS256 => Some(KeyAlgorithm::RS256),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -332,7 +355,9 @@ impl Settings {
 
     /// Production must not run on settings meant for a laptop.
     fn refuse_unsafe_defaults(&self) -> Result<(), ConfigError> {
-        if secrecy::ExposeSecret::expose_secret(&self.jwt.secret).is_empty() {
+        if self.jwt.algorithm == JwtAlgorithm::HS256
+            && secrecy::ExposeSecret::expose_secret(&self.jwt.secret).is_empty()
+        {
             return Err(ConfigError::new(
                 "jwt.secret",
                 "is required when GATEHOUSE_ENV=production (at least 32 random bytes)",

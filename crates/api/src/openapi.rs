@@ -55,8 +55,27 @@ pub struct ReadinessResponse {
 
 #[derive(Serialize, ToSchema)]
 pub struct JwksResponse {
-    #[schema(value_type = Vec<Object>)]
-    keys: Vec<serde_json::Value>,
+    keys: Vec<PublicJwk>,
+}
+
+/// A public key (RFC 7517): `crv` and `x` for Ed25519 (`kty` OKP), `n` and
+/// `e` for RSA. `kid` is its RFC 7638 thumbprint, which tokens name in
+/// their header; `alg` is the only algorithm it verifies.
+#[derive(Serialize, ToSchema)]
+pub struct PublicJwk {
+    #[schema(example = "OKP")]
+    kty: String,
+    #[schema(example = "Ed25519")]
+    crv: Option<String>,
+    x: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    kid: String,
+    #[schema(example = "EdDSA")]
+    alg: String,
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    key_use: String,
 }
 
 /// The two ways to authenticate: a bearer token, or a browser session's

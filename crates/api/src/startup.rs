@@ -25,14 +25,15 @@ use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
 use gatehouse_mail_smtp::{LettreMailer, MailerConfigError};
 use gatehouse_store_postgres::PostgresPools;
 use gatehouse_store_sqlite::SqlitePool;
-use gatehouse_token_jwt::{JwtAccessTokens, JwtSettings, OsRandom};
+use gatehouse_token_jwt::keys::{KeysFile, KeysFileError};
+use gatehouse_token_jwt::{JwtAccessTokens, JwtSettings, OsRandom, Signing};
 use secrecy::{ExposeSecret, SecretSlice};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::body::BodyLimit;
-use crate::config::Settings;
+use crate::config::{Env, Settings};
 use crate::cookies::BrowserCookies;
 use crate::extract::TrustedProxies;
 use crate::request_id::RequestAwareHasher;
@@ -49,6 +50,10 @@ pub enum StartupError {
     Setting { variable: &'static str, problem: String },
     #[error("cannot use the JWT secret file {path}: {source}")]
     SecretFile { path: String, source: std::io::Error },
+    #[error("cannot use the {0}")]
+    KeysFile(#[from] KeysFileError),
+    #[error("the keys file {path} does not exist, and GATEHOUSE_ENV=production makes none: create it with `gatehouse keys add`")]
+    KeysFileMissing { path: String },
     #[error("cannot listen on {address} (GATEHOUSE_BIND): {source}")]
     Bind { address: String, source: std::io::Error },
 }
@@ -208,29 +213,77 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(contents.as_bytes())
 }
 
+/// What signs access tokens: the HS256 secret, or the keys file, made with
+/// one key when missing in development (production refuses to start).
+fn signing(settings: &Settings) -> Result<Signing, StartupError> {
+    let Some(algorithm) = settings.jwt.algorithm.key_algorithm() else {
+        return Ok(Signing::Secret(jwt_secret(settings)?));
+    };
+    let file = KeysFile::new(&settings.jwt.keys_file, algorithm);
+    match file.read() {
+        Ok(_) => {}
+        Err(missing) if missing.is_missing() && settings.env == Env::Development => {
+            let ring = file.create(OffsetDateTime::now_utc())?;
+            let kid = &ring.signing().kid;
+            tracing::info!(path = %file.path().display(), kid, "made a development signing key");
+        }
+        Err(missing) if missing.is_missing() => return Err(StartupError::KeysFileMissing { path: missing.path }),
+        Err(error) => return Err(error.into()),
+    }
+    Ok(Signing::Keys(file))
+}
+
+/// The HMAC key of refresh-token successors, which every replica must share:
+/// configured, or derived from the HS256 secret (configured, or generated
+/// in development).
+fn server_key(settings: &Settings, signing: &Signing) -> Result<ServerKey, StartupError> {
+    match (settings.auth.server_key.expose_secret(), signing) {
+        ("", Signing::Secret(secret)) => Ok(ServerKey::derived_from(secret.expose_secret())),
+        ("", Signing::Keys(_)) if settings.env == Env::Production && settings.jwt.secret.expose_secret().is_empty() => {
+            Err(StartupError::Setting {
+                variable: "GATEHOUSE__AUTH__SERVER_KEY",
+                problem: "is required when GATEHOUSE_ENV=production under EdDSA or RS256 (at least 32 random bytes, \
+                          the same on every replica)"
+                    .into(),
+            })
+        }
+        ("", Signing::Keys(_)) => Ok(ServerKey::derived_from(jwt_secret(settings)?.expose_secret())),
+        (configured, _) => Ok(ServerKey::new(configured.as_bytes())),
+    }
+}
+
+/// The use cases, and the adapters the server also reaches directly.
+#[allow(missing_debug_implementations)]
+pub struct Services {
+    pub auth: AuthService,
+    pub admin: AdminService,
+    /// The hash pool, for its queue length.
+    pub hasher: Arc<Argon2Hasher>,
+    /// The signing keys, for the JWK Set and for following the keys file.
+    pub tokens: Arc<JwtAccessTokens>,
+}
+
 /// The use cases over their adapters: accounts, and administration.
-pub fn services(
-    settings: &Settings,
-    stores: &Stores,
-) -> Result<(AuthService, AdminService, Arc<Argon2Hasher>), StartupError> {
+pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, StartupError> {
     let hashing = &settings.hashing;
     let concurrency = if hashing.concurrency == 0 { cores() } else { hashing.concurrency };
     let params =
         HashParams { memory_kib: hashing.memory_kib, iterations: hashing.iterations, parallelism: hashing.parallelism };
     let hasher = Argon2Hasher::new(params, concurrency, hashing.queue_limit)
         .map_err(|e| StartupError::Setting { variable: "GATEHOUSE__HASHING__*", problem: e.to_string() })?;
-    let jwt_secret = jwt_secret(settings)?;
-    let server_key = match settings.auth.server_key.expose_secret() {
-        "" => ServerKey::derived_from(jwt_secret.expose_secret()),
-        configured => ServerKey::new(configured.as_bytes()),
-    };
+    let signing = signing(settings)?;
+    let server_key = server_key(settings, &signing)?;
     let tokens = JwtAccessTokens::new(JwtSettings {
-        secret: jwt_secret,
+        signing,
         issuer: settings.jwt.issuer.clone(),
         audience: settings.jwt.audience.clone(),
         ttl: time::Duration::seconds(settings.auth.access_ttl_seconds),
     })
-    .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_JWT_SECRET", problem: e.to_string() })?;
+    .map_err(|e| match e {
+        gatehouse_token_jwt::JwtSettingsError::KeysFile(error) => StartupError::KeysFile(error),
+        other => StartupError::Setting { variable: "GATEHOUSE_JWT_SECRET", problem: other.to_string() },
+    })?;
+    let tokens = Arc::new(tokens);
     let argon2 = Arc::new(hasher);
     let hasher: Arc<dyn PasswordHasher> = Arc::new(RequestAwareHasher(argon2.clone()));
     let ports = Ports {
@@ -239,7 +292,7 @@ pub fn services(
         throttle: stores.throttle.clone(),
         audit: stores.audit.clone(),
         hasher: hasher.clone(),
-        tokens: Arc::new(tokens),
+        tokens: tokens.clone(),
         random: Arc::new(OsRandom),
         clock: Arc::new(SystemClock),
         server_key,
@@ -275,7 +328,7 @@ pub fn services(
         max_mail_requests_per_ip: i64::from(settings.limits.mail_requests_per_ip),
     };
     let admin = AdminService::new(admin_ports, links.clone(), policy.verification_ttl);
-    Ok((AuthService::new(ports, links, policy), admin, argon2))
+    Ok(Services { auth: AuthService::new(ports, links, policy), admin, hasher: argon2, tokens })
 }
 
 fn mailer(settings: &Settings) -> Result<LettreMailer, StartupError> {
@@ -320,6 +373,37 @@ impl MailWorker {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+}
+
+/// How often the keys file is reread: every replica follows a `gatehouse
+/// keys` command within the 10 s the contract allows.
+const KEYS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Rereads the keys file until aborted. A file that cannot be used is
+/// reported once and the keys in use stay, so a bad edit signs nobody out.
+fn watch_keys(tokens: Arc<JwtAccessTokens>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(KEYS_RELOAD_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            ticks.tick().await;
+            match tokens.reload() {
+                Ok(changed) => {
+                    if let Some(kid) = changed {
+                        tracing::info!(kid, "signing keys reloaded");
+                    }
+                    failing = false;
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::error!(%error, "the keys file cannot be used; the keys in use stay");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    })
 }
 
 /// Browsers may call from the configured origins only, credentials included;
@@ -383,6 +467,8 @@ pub struct Application {
     /// `/metrics` on its own address, when configured so.
     metrics: Option<(u16, Server)>,
     worker: MailWorker,
+    /// Follows the keys file, under EdDSA and RS256.
+    key_watcher: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -399,7 +485,8 @@ impl Application {
             .bind_address()
             .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_BIND", problem: e.problem })?;
         let stores = Stores::open(&settings).await?;
-        let (auth, admin, hasher) = services(&settings, &stores)?;
+        let Services { auth, admin, hasher, tokens } = services(&settings, &stores)?;
+        let key_watcher = settings.jwt.algorithm.key_algorithm().map(|_| watch_keys(tokens.clone()));
         let mailer = mailer(&settings)?;
         tracing::info!(mail = mailer.describe(), "mail transport ready");
         let delivery = MailDelivery::new(
@@ -421,6 +508,7 @@ impl Application {
             health: stores.health.clone(),
             outbox: stores.outbox.clone(),
             hash_queue: hasher,
+            tokens,
             pool: stores.pool.clone(),
             browser: BrowserCookies::new(&settings.cookies, &settings.cors.origins),
         });
@@ -493,7 +581,7 @@ impl Application {
             })
             .map_err(|source| StartupError::Bind { address: address.to_string(), source })?
             .run();
-        Ok(Self { port, server, metrics, worker })
+        Ok(Self { port, server, metrics, worker, key_watcher })
     }
 
     /// The port of `/metrics` when it has its own address.
@@ -512,6 +600,9 @@ impl Application {
             None => self.server.await,
         };
         self.worker.stop().await;
+        if let Some(watcher) = self.key_watcher {
+            watcher.abort();
+        }
         served
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use gatehouse_domain::admin::AdminService;
 use gatehouse_domain::ports::{Outbox, StoreHealth};
 use gatehouse_hash_argon2::Argon2Hasher;
+use gatehouse_token_jwt::JwtAccessTokens;
 
 use crate::cookies::BrowserCookies;
 use crate::startup::PoolGauge;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub outbox: Arc<dyn Outbox>,
     /// The hash pool, for its queue length.
     pub hash_queue: Arc<Argon2Hasher>,
+    /// The signing keys, for the published JWK Set.
+    pub tokens: Arc<JwtAccessTokens>,
     pub pool: PoolGauge,
     /// The cookies of browser sessions, and who may use them.
     pub browser: BrowserCookies,

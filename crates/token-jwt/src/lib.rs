@@ -1,7 +1,10 @@
-//! Access tokens as JWTs (HS256), and the OS random source for opaque tokens.
-//!
-//! Other services can embed [`JwtAccessTokens`] to verify Gatehouse's access
-//! tokens locally; they still need Gatehouse to learn about revoked sessions.
+//! Access tokens as JWTs, signed with a shared secret (HS256) or with the
+//! private keys of a keys file (EdDSA, RS256; see [`keys`]), and the OS
+//! random source for opaque tokens.
+
+pub mod keys;
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -9,6 +12,7 @@ use gatehouse_domain::ports::{AccessClaims, AccessTokenError, AccessTokens, Rand
 use gatehouse_domain::{OpaqueToken, PortError, SessionId, UserId};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use keys::{KeyRing, KeysFile, KeysFileError};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -37,24 +41,34 @@ struct Claims {
 /// How far in the future an `iat` may be: the clock skew tolerated between replicas.
 const IAT_LEEWAY_SECONDS: i64 = 60;
 
-/// The one header parameter read beyond what the JWT library checks.
+/// The header parameters read before the signature is checked: which key,
+/// and whether the token asks for extensions this verifier does not know.
 #[derive(Deserialize)]
-struct CriticalParameters {
+struct KeyHint {
+    kid: Option<String>,
     crit: Option<serde::de::IgnoredAny>,
 }
 
-/// True when the header lists critical extensions (RFC 7515 §4.1.11): this
-/// verifier understands none, so such a token must be refused.
-fn has_critical_extensions(token: &str) -> bool {
-    let Some(header) = token.split('.').next().and_then(|part| URL_SAFE_NO_PAD.decode(part).ok()) else {
-        return true;
-    };
-    serde_json::from_slice::<CriticalParameters>(&header).map_or(true, |parameters| parameters.crit.is_some())
+/// The header's `kid`, unless the header is no JSON object or lists
+/// critical extensions (RFC 7515 §4.1.11), which this verifier understands none of.
+fn key_hint(token: &str) -> Option<Option<String>> {
+    let header = URL_SAFE_NO_PAD.decode(token.split('.').next()?).ok()?;
+    let hint = serde_json::from_slice::<KeyHint>(&header).ok()?;
+    hint.crit.is_none().then_some(hint.kid)
+}
+
+/// What signs access tokens.
+#[derive(Debug, Clone)]
+pub enum Signing {
+    /// HS256 with a shared secret: whoever can verify can also sign.
+    Secret(SecretSlice<u8>),
+    /// The keys of a keys file, reread by [`JwtAccessTokens::reload`].
+    Keys(KeysFile),
 }
 
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
-    pub secret: SecretSlice<u8>,
+    pub signing: Signing,
     pub issuer: String,
     pub audience: String,
     pub ttl: time::Duration,
@@ -66,13 +80,32 @@ pub enum JwtSettingsError {
     SecretTooShort,
     #[error("the access token lifetime must be positive")]
     NonPositiveTtl,
+    #[error(transparent)]
+    KeysFile(#[from] KeysFileError),
 }
 
-/// Signs and verifies access tokens with HS256, the algorithm pinned.
-pub struct JwtAccessTokens {
-    encoding: EncodingKey,
+/// One key that verifies: tokens name it by `kid` (HS256 tokens name none),
+/// and its algorithm is the only one accepted with it.
+struct Verifier {
+    kid: Option<String>,
     decoding: DecodingKey,
     validation: Validation,
+}
+
+/// The keys in use: replaced whole when the keys file changes.
+struct ActiveKeys {
+    header: Header,
+    encoding: EncodingKey,
+    verifiers: Vec<Verifier>,
+    /// The published JWK Set, serialized once.
+    jwks: Arc<str>,
+}
+
+/// Signs and verifies access tokens, the algorithm pinned by the key.
+pub struct JwtAccessTokens {
+    active: RwLock<Arc<ActiveKeys>>,
+    /// With a keys file: the file, and the contents the active keys came from.
+    source: Option<(KeysFile, Mutex<Vec<u8>>)>,
     issuer: String,
     audience: String,
     ttl: time::Duration,
@@ -90,28 +123,99 @@ impl std::fmt::Debug for JwtAccessTokens {
 
 impl JwtAccessTokens {
     pub fn new(settings: JwtSettings) -> Result<Self, JwtSettingsError> {
-        let secret = settings.secret.expose_secret();
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(JwtSettingsError::SecretTooShort);
-        }
         if settings.ttl <= time::Duration::ZERO {
             return Err(JwtSettingsError::NonPositiveTtl);
         }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&settings.issuer]);
-        validation.set_audience(&[&settings.audience]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        let validation = |algorithm| validation(&settings.issuer, &settings.audience, algorithm);
+        let (active, source) = match &settings.signing {
+            Signing::Secret(secret) => {
+                let secret = secret.expose_secret();
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(JwtSettingsError::SecretTooShort);
+                }
+                let verifier = Verifier {
+                    kid: None,
+                    decoding: DecodingKey::from_secret(secret),
+                    validation: validation(Algorithm::HS256),
+                };
+                let active = ActiveKeys {
+                    header: Header::new(Algorithm::HS256),
+                    encoding: EncodingKey::from_secret(secret),
+                    verifiers: vec![verifier],
+                    jwks: r#"{"keys":[]}"#.into(),
+                };
+                (active, None)
+            }
+            Signing::Keys(file) => {
+                let contents = file.read()?;
+                let ring = file.parse(&contents)?;
+                (ActiveKeys::of(&ring, validation), Some((file.clone(), Mutex::new(contents))))
+            }
+        };
         Ok(Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
+            active: RwLock::new(Arc::new(active)),
+            source,
             issuer: settings.issuer,
             audience: settings.audience,
             ttl: settings.ttl,
         })
+    }
+
+    fn active(&self) -> Arc<ActiveKeys> {
+        self.active.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The public keys as a JWK Set (empty under HS256), serialized.
+    pub fn jwks(&self) -> Arc<str> {
+        self.active().jwks.clone()
+    }
+
+    /// Rereads the keys file and, when it changed and is valid, switches to
+    /// its keys; returns the new signing key's `kid` then. A file that
+    /// cannot be used leaves the keys in use as they are.
+    pub fn reload(&self) -> Result<Option<String>, KeysFileError> {
+        let Some((file, loaded)) = &self.source else { return Ok(None) };
+        let contents = file.read()?;
+        let mut loaded = loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if *loaded == contents {
+            return Ok(None);
+        }
+        let ring = file.parse(&contents)?;
+        let active = ActiveKeys::of(&ring, |algorithm| validation(&self.issuer, &self.audience, algorithm));
+        *self.active.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(active);
+        *loaded = contents;
+        Ok(Some(ring.signing().kid.clone()))
+    }
+}
+
+/// The checks of every token: the one algorithm of its key, our issuer and
+/// audience, and no leeway on `exp` and `nbf` (replicas share a clock well enough).
+fn validation(issuer: &str, audience: &str, algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = 0;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+    validation
+}
+
+impl ActiveKeys {
+    fn of(ring: &KeyRing, validation: impl Fn(Algorithm) -> Validation) -> Self {
+        let signing = ring.signing();
+        let mut header = Header::new(signing.algorithm.jwt());
+        header.kid = Some(signing.kid.clone());
+        let verifiers = ring
+            .keys()
+            .iter()
+            .map(|key| Verifier {
+                kid: Some(key.kid.clone()),
+                decoding: key.decoding.clone(),
+                validation: validation(key.algorithm.jwt()),
+            })
+            .collect();
+        Self { header, encoding: signing.encoding.clone(), verifiers, jwks: ring.jwks().to_string().into() }
     }
 }
 
@@ -129,8 +233,8 @@ impl AccessTokens for JwtAccessTokens {
             aud: self.audience.clone(),
             token_type: ACCESS_TOKEN_TYPE.into(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(PortError::unexpected)?;
+        let active = self.active();
+        let token = jsonwebtoken::encode(&active.header, &claims, &active.encoding).map_err(PortError::unexpected)?;
         Ok(SignedAccessToken {
             token: OpaqueToken::new(token),
             expires_in: u64::try_from(self.ttl.whole_seconds()).unwrap_or_default(),
@@ -138,16 +242,18 @@ impl AccessTokens for JwtAccessTokens {
     }
 
     fn verify(&self, token: &str) -> Result<AccessClaims, AccessTokenError> {
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|error| {
-                match error.kind() {
-                    ErrorKind::ExpiredSignature => AccessTokenError::Expired,
-                    _ => AccessTokenError::Invalid,
-                }
-            })?;
+        let kid = key_hint(token).ok_or(AccessTokenError::Invalid)?;
+        let active = self.active();
+        let verifier = active.verifiers.iter().find(|v| v.kid == kid).ok_or(AccessTokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &verifier.decoding, &verifier.validation).map_err(
+            |error| match error.kind() {
+                ErrorKind::ExpiredSignature => AccessTokenError::Expired,
+                _ => AccessTokenError::Invalid,
+            },
+        )?;
         let claims = data.claims;
         let issued_in_the_future = claims.iat > OffsetDateTime::now_utc().unix_timestamp() + IAT_LEEWAY_SECONDS;
-        if claims.token_type != ACCESS_TOKEN_TYPE || issued_in_the_future || has_critical_extensions(token) {
+        if claims.token_type != ACCESS_TOKEN_TYPE || issued_in_the_future {
             return Err(AccessTokenError::Invalid);
         }
         let user_id = claims.sub.parse::<i64>().map(UserId::new).map_err(|_| AccessTokenError::Invalid)?;
@@ -193,7 +299,7 @@ mod tests {
 
     fn tokens_with(issuer: &str, audience: &str, secret: &[u8]) -> JwtAccessTokens {
         JwtAccessTokens::new(JwtSettings {
-            secret: SecretSlice::from(secret.to_vec()),
+            signing: Signing::Secret(SecretSlice::from(secret.to_vec())),
             issuer: issuer.into(),
             audience: audience.into(),
             ttl: time::Duration::minutes(5),
@@ -345,7 +451,7 @@ mod tests {
     #[test]
     fn short_secrets_are_refused() {
         let settings = JwtSettings {
-            secret: SecretSlice::from(b"short".to_vec()),
+            signing: Signing::Secret(SecretSlice::from(b"short".to_vec())),
             issuer: "i".into(),
             audience: "a".into(),
             ttl: time::Duration::minutes(5),
@@ -359,6 +465,119 @@ mod tests {
         assert_eq!(URL_SAFE_NO_PAD.decode(token.expose()).unwrap().len(), 32);
         assert_ne!(token.expose(), OsRandom.token().expose());
         assert_ne!(OsRandom.session_id(), OsRandom.session_id());
+    }
+
+    mod signing_keys {
+        use super::*;
+        use crate::keys::KeyAlgorithm;
+
+        fn keys_file(algorithm: KeyAlgorithm) -> KeysFile {
+            let path = std::env::temp_dir().join("gatehouse-keys-tests").join(format!("{}.json", uuid::Uuid::new_v4()));
+            let file = KeysFile::new(path, algorithm);
+            file.create(now()).unwrap();
+            file
+        }
+
+        fn tokens_of(file: &KeysFile) -> JwtAccessTokens {
+            JwtAccessTokens::new(JwtSettings {
+                signing: Signing::Keys(file.clone()),
+                issuer: "gatehouse".into(),
+                audience: "gatehouse".into(),
+                ttl: time::Duration::minutes(5),
+            })
+            .unwrap()
+        }
+
+        fn header_of(token: &str) -> serde_json::Value {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap()).unwrap()
+        }
+
+        fn sign_with(header: serde_json::Value, key: &[u8]) -> String {
+            let signing_input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(standard_claims().to_string())
+            );
+            let signature =
+                jsonwebtoken::crypto::sign(signing_input.as_bytes(), &EncodingKey::from_secret(key), Algorithm::HS256)
+                    .unwrap();
+            format!("{signing_input}.{signature}")
+        }
+
+        #[test]
+        fn each_algorithm_signs_with_its_kid_and_verifies() {
+            for (algorithm, name) in [(KeyAlgorithm::EdDSA, "EdDSA"), (KeyAlgorithm::RS256, "RS256")] {
+                let file = keys_file(algorithm);
+                let tokens = tokens_of(&file);
+                let token = tokens.issue(claims(), now()).unwrap().token;
+                let header = header_of(token.expose());
+                assert_eq!(header["alg"], name);
+                assert_eq!(header["kid"], file.load().unwrap().signing().kid.as_str());
+                assert_eq!(tokens.verify(token.expose()), Ok(claims()));
+                let jwks: serde_json::Value = serde_json::from_str(&tokens.jwks()).unwrap();
+                assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
+            }
+        }
+
+        #[test]
+        fn no_kid_an_unknown_kid_none_or_the_public_key_as_an_hmac_secret_is_invalid() {
+            let file = keys_file(KeyAlgorithm::EdDSA);
+            let tokens = tokens_of(&file);
+            let jwks = tokens.jwks();
+            let public: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+            let kid = public["keys"][0]["kid"].as_str().unwrap().to_owned();
+            let x = URL_SAFE_NO_PAD.decode(public["keys"][0]["x"].as_str().unwrap()).unwrap();
+            for secret in [x.as_slice(), jwks.as_bytes(), public["keys"][0].to_string().as_bytes()] {
+                let confused = sign_with(serde_json::json!({ "alg": "HS256", "kid": kid }), secret);
+                assert_eq!(tokens.verify(&confused), Err(AccessTokenError::Invalid));
+            }
+            let payload = URL_SAFE_NO_PAD.encode(standard_claims().to_string());
+            let none = URL_SAFE_NO_PAD.encode(serde_json::json!({ "alg": "none", "kid": kid }).to_string());
+            assert_eq!(tokens.verify(&format!("{none}.{payload}.")), Err(AccessTokenError::Invalid));
+
+            let token = tokens.issue(claims(), now()).unwrap().token;
+            let mut parts: Vec<String> = token.expose().split('.').map(str::to_owned).collect();
+            for header in [serde_json::json!({ "alg": "EdDSA" }), serde_json::json!({ "alg": "EdDSA", "kid": "other" })]
+            {
+                parts[0] = URL_SAFE_NO_PAD.encode(header.to_string());
+                assert_eq!(tokens.verify(&parts.join(".")), Err(AccessTokenError::Invalid), "{header}");
+            }
+            let hs256 = super::tokens().issue(claims(), now()).unwrap().token;
+            assert_eq!(tokens.verify(hs256.expose()), Err(AccessTokenError::Invalid), "an HS256 token names no kid");
+        }
+
+        #[test]
+        fn a_rotation_is_picked_up_and_old_tokens_keep_verifying() {
+            let file = keys_file(KeyAlgorithm::EdDSA);
+            let tokens = tokens_of(&file);
+            let old = tokens.issue(claims(), now()).unwrap().token;
+            assert_eq!(tokens.reload().unwrap(), None, "nothing changed");
+            file.add(now()).unwrap();
+            file.rotate(now()).unwrap();
+            let signing = file.load().unwrap().signing().kid.clone();
+            assert_eq!(tokens.reload().unwrap(), Some(signing.clone()));
+            let new = tokens.issue(claims(), now()).unwrap().token;
+            assert_eq!(header_of(new.expose())["kid"], signing.as_str());
+            assert_eq!(tokens.verify(old.expose()), Ok(claims()));
+            assert_eq!(tokens.verify(new.expose()), Ok(claims()));
+
+            file.prune(time::Duration::ZERO, now()).unwrap();
+            tokens.reload().unwrap();
+            assert_eq!(tokens.verify(old.expose()), Err(AccessTokenError::Invalid), "its key is gone");
+        }
+
+        #[test]
+        fn a_broken_file_leaves_the_keys_in_use() {
+            let file = keys_file(KeyAlgorithm::EdDSA);
+            let tokens = tokens_of(&file);
+            let token = tokens.issue(claims(), now()).unwrap().token;
+            std::fs::write(file.path(), "{ not json").unwrap();
+            assert!(tokens.reload().is_err());
+            assert_eq!(tokens.verify(token.expose()), Ok(claims()));
+            std::fs::remove_file(file.path()).unwrap();
+            assert!(tokens.reload().unwrap_err().is_missing());
+            assert_eq!(tokens.verify(tokens.issue(claims(), now()).unwrap().token.expose()), Ok(claims()));
+        }
     }
 
     mod properties {

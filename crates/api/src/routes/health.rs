@@ -1,6 +1,6 @@
 //! Liveness and readiness for orchestrators, and the public signing keys.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -43,15 +43,25 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Public keys for verifying access tokens elsewhere. HS256 (the only
-/// algorithm so far) is symmetric, so the set is empty.
+/// Public keys for verifying access tokens elsewhere: the keys file's under
+/// EdDSA and RS256, none under HS256 (a shared secret is never published).
+/// Verifiers may cache the set for five minutes, which is why a new key is
+/// published (`gatehouse keys add`) well before it signs.
 #[utoipa::path(
     get,
     path = "/.well-known/jwks.json",
     tag = "operations",
     summary = "Public signing keys (empty under HS256)",
-    responses((status = 200, description = "A JWK set", body = JwksResponse))
+    responses((
+        status = 200,
+        description = "A JWK Set: every key that verifies, the signing one first. Cacheable for 300 s.",
+        body = JwksResponse,
+        headers(("Cache-Control" = String, description = "public, max-age=300"))
+    ))
 )]
-pub async fn jwks() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "keys": [] }))
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .content_type("application/json")
+        .body(state.tokens.jwks().to_string())
 }
