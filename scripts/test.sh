@@ -24,5 +24,11 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 
+# The verifier crate is for other services: none of the server's own parts.
+if cargo tree -p gatehouse-verifier --features actix -e normal --prefix none | grep -E '^(gatehouse-domain|diesel|argon2)[ -]'; then
+  echo "gatehouse-verifier must not depend on the crates above" >&2
+  exit 1
+fi
+
 # A short schemathesis pass on both stores; `make fuzz` runs the long one.
 FUZZ_EXAMPLES=${FUZZ_EXAMPLES:-10} python3 scripts/fuzz.py

@@ -18,6 +18,7 @@ mod cookies;
 mod credentials;
 mod database_outage;
 mod docs;
+mod downstream;
 mod email_change;
 mod hardening;
 mod logs;

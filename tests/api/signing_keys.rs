@@ -18,47 +18,47 @@ use crate::helpers::{
 };
 
 /// A keys file path of its own for one test (the file does not exist yet).
-fn keys_path() -> PathBuf {
+pub(crate) fn keys_path() -> PathBuf {
     std::env::temp_dir().join("gatehouse-api-tests").join(format!("keys-{}.json", uuid::Uuid::new_v4()))
 }
 
-fn key_settings(algorithm: &str, keys_file: &Path) -> Vec<(String, String)> {
+pub(crate) fn key_settings(algorithm: &str, keys_file: &Path) -> Vec<(String, String)> {
     vec![
         ("GATEHOUSE__JWT__ALGORITHM".into(), algorithm.into()),
         ("GATEHOUSE__JWT__KEYS_FILE".into(), keys_file.display().to_string()),
     ]
 }
 
-async fn app_signing_with(backend: Backend, algorithm: &str, keys_file: &Path) -> TestApp {
+pub(crate) async fn app_signing_with(backend: Backend, algorithm: &str, keys_file: &Path) -> TestApp {
     let extra = key_settings(algorithm, keys_file);
     spawn_app_with(backend, Options { require_verified_email: Some(false), extra, ..Options::default() }).await
 }
 
 /// Signs up and returns a fresh access token.
-async fn access_token(app: &TestApp, email: &str) -> String {
+pub(crate) async fn access_token(app: &TestApp, email: &str) -> String {
     let body: Value = app.signup(email).await.json().await.unwrap();
     body["access"].as_str().unwrap().to_owned()
 }
 
-async fn login_token(app: &TestApp, email: &str) -> String {
+pub(crate) async fn login_token(app: &TestApp, email: &str) -> String {
     let body: Value = app.login(email, PASSWORD).await.json().await.unwrap();
     body["access"].as_str().unwrap().to_owned()
 }
 
 /// The header (0) or the claims (1) of a JWT.
-fn part(token: &str, index: usize) -> Value {
+pub(crate) fn part(token: &str, index: usize) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(index).unwrap()).unwrap()).unwrap()
 }
 
-fn header_of(token: &str) -> Value {
+pub(crate) fn header_of(token: &str) -> Value {
     part(token, 0)
 }
 
-async fn jwks(app: &TestApp) -> Value {
+pub(crate) async fn jwks(app: &TestApp) -> Value {
     app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap()
 }
 
-fn kids(set: &Value) -> Vec<String> {
+pub(crate) fn kids(set: &Value) -> Vec<String> {
     set["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect()
 }
 
@@ -67,7 +67,7 @@ async fn me_status(app: &TestApp, token: &str) -> u16 {
 }
 
 /// Runs `gatehouse keys …` against the test's keys file.
-fn keys_command(keys_file: &Path, algorithm: &str, args: &[&str]) -> String {
+pub(crate) fn keys_command(keys_file: &Path, algorithm: &str, args: &[&str]) -> String {
     let env: Vec<(&str, String)> = vec![
         ("GATEHOUSE__JWT__ALGORITHM", algorithm.into()),
         ("GATEHOUSE__JWT__KEYS_FILE", keys_file.display().to_string()),
@@ -81,7 +81,7 @@ fn keys_command(keys_file: &Path, algorithm: &str, args: &[&str]) -> String {
 }
 
 /// Waits (at most the contract's 10 s) until the published set satisfies `done`.
-async fn published_within_10_s(app: &TestApp, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn published_within_10_s(app: &TestApp, done: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();
     loop {
         let set = jwks(app).await;
@@ -94,7 +94,7 @@ async fn published_within_10_s(app: &TestApp, done: impl Fn(&Value) -> bool) -> 
 }
 
 /// The claims of an access token, as Gatehouse signs them.
-fn claims(issuer: &str, audience: &str, token_type: &str, issued: i64, lifetime: i64) -> Value {
+pub(crate) fn claims(issuer: &str, audience: &str, token_type: &str, issued: i64, lifetime: i64) -> Value {
     json!({
         "sub": "1", "sid": uuid::Uuid::new_v4().to_string(), "jti": "j", "iat": issued, "nbf": issued,
         "exp": issued + lifetime, "iss": issuer, "aud": audience, "token_type": token_type,
@@ -102,7 +102,7 @@ fn claims(issuer: &str, audience: &str, token_type: &str, issued: i64, lifetime:
 }
 
 /// Signs `claims` with the signing key of an EdDSA keys file, as the service would.
-fn sign_with_file_key(keys_file: &Path, claims: &Value) -> String {
+pub(crate) fn sign_with_file_key(keys_file: &Path, claims: &Value) -> String {
     let file: Value = serde_json::from_slice(&std::fs::read(keys_file).unwrap()).unwrap();
     let key = &file["keys"][0];
     let seed = URL_SAFE_NO_PAD.decode(key["d"].as_str().unwrap()).unwrap();
@@ -113,7 +113,7 @@ fn sign_with_file_key(keys_file: &Path, claims: &Value) -> String {
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&[prefix.as_slice(), &seed].concat())).unwrap()
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
@@ -257,11 +257,26 @@ async fn forged_and_foreign_tokens_are_refused() {
     let app = app_signing_with(Backend::Sqlite, "EdDSA", &keys_file).await;
     let genuine = access_token(&app, "forger@example.com").await;
     let set = jwks(&app).await;
+    let forged = forgeries(&keys_file, &genuine, &set);
+    for (what, token) in forged {
+        let response = app.get_auth("/api/v1/auth/me", &token).await;
+        assert_eq!(response.status(), 401, "{what}");
+        let verify = app.post("/api/v1/auth/token/verify", &json!({ "token": token })).await;
+        assert_eq!(verify.status(), 401, "{what}");
+    }
+    let expired = sign_with_file_key(&keys_file, &claims("gatehouse", "gatehouse", "access", now() - 600, 300));
+    assert_error(app.get_auth("/api/v1/auth/me", &expired).await, 401, "token_expired").await;
+    assert_eq!(me_status(&app, &genuine).await, 200);
+}
+
+/// Tokens no verifier may accept, each with what is wrong with it: made
+/// from a genuine token of an EdDSA service, its published `set` and its
+/// keys file (for tokens signed with the real key but wrong claims).
+pub(crate) fn forgeries(keys_file: &Path, genuine: &str, set: &Value) -> Vec<(&'static str, String)> {
     let key = &set["keys"][0];
     let kid = key["kid"].as_str().unwrap();
     let x = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap();
-    let payload = part(&genuine, 1);
-
+    let payload = part(genuine, 1);
     let hmac = |secret: &[u8]| {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid.to_owned());
@@ -277,28 +292,19 @@ async fn forged_and_foreign_tokens_are_refused() {
         parts.join(".")
     };
     let issued = now();
-    let forged = [
+    vec![
         ("HS256 with the public key as its secret", hmac(&x)),
         ("HS256 with the published set as its secret", hmac(set.to_string().as_bytes())),
         ("alg none", unsigned(json!({ "alg": "none", "kid": kid }))),
         ("no kid", resigned(json!({ "alg": "EdDSA" }))),
         ("an unknown kid", resigned(json!({ "alg": "EdDSA", "kid": "unknown" }))),
-        ("another issuer", sign_with_file_key(&keys_file, &claims("other", "gatehouse", "access", issued, 300))),
-        ("another audience", sign_with_file_key(&keys_file, &claims("gatehouse", "other", "access", issued, 300))),
+        ("another issuer", sign_with_file_key(keys_file, &claims("other", "gatehouse", "access", issued, 300))),
+        ("another audience", sign_with_file_key(keys_file, &claims("gatehouse", "other", "access", issued, 300))),
         (
             "a refresh token type",
-            sign_with_file_key(&keys_file, &claims("gatehouse", "gatehouse", "refresh", issued, 300)),
+            sign_with_file_key(keys_file, &claims("gatehouse", "gatehouse", "refresh", issued, 300)),
         ),
-    ];
-    for (what, token) in forged {
-        let response = app.get_auth("/api/v1/auth/me", &token).await;
-        assert_eq!(response.status(), 401, "{what}");
-        let verify = app.post("/api/v1/auth/token/verify", &json!({ "token": token })).await;
-        assert_eq!(verify.status(), 401, "{what}");
-    }
-    let expired = sign_with_file_key(&keys_file, &claims("gatehouse", "gatehouse", "access", issued - 600, 300));
-    assert_error(app.get_auth("/api/v1/auth/me", &expired).await, 401, "token_expired").await;
-    assert_eq!(me_status(&app, &genuine).await, 200);
+    ]
 }
 
 /// Start-up of a service with these settings: the one-line error.
