@@ -202,12 +202,43 @@ def select_ceiling(pgbench_db):
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
 
 
+def verifier_cost():
+    """Verifications per second on one core through the verifier crate, and
+    the signature check alone on the same key, by algorithm."""
+    out = run(str(ROOT / "target" / "release" / "examples" / "verify_cost"), "4")
+    found = {}
+    for m in re.finditer(r"(\w+): verifier (\d+) per second per core, signature check alone (\d+), ratio ([\d.]+)", out):
+        found[m.group(1)] = {"verifier_per_s": int(m.group(2)), "signature_alone_per_s": int(m.group(3)),
+                             "ratio": float(m.group(4))}
+    return found
+
+
+def start_server(env, work, base, log_name):
+    server = subprocess.Popen([str(ROOT / "target" / "release" / "gatehouse"), "serve"], env=env, cwd=work,
+                              stdout=subprocess.DEVNULL, stderr=open(work / log_name, "w"))
+    for _ in range(200):
+        try:
+            request(base, "GET", "/health/ready")
+            return server
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"bench: the server did not start; see {work / log_name}")
+
+
+def stop_server(server):
+    if server and server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 def main():
     ensure_tool("wrk")
     ensure_tool("hey")
     log("building the release binary and the hash_cost example")
     subprocess.run(["cargo", "build", "--release", "--bin", "gatehouse"], check=True, cwd=ROOT)
     subprocess.run(["cargo", "build", "--release", "-p", "gatehouse-hash-argon2", "--example", "hash_cost"], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "-p", "gatehouse-verifier", "--example", "verify_cost"], check=True,
+                   cwd=ROOT)
     admin_url = run(str(ROOT / "scripts" / "postgres.sh")).strip()
     run_id = uuid.uuid4().hex[:8]
     database = f"gatehouse_bench_{run_id}"
@@ -227,15 +258,9 @@ def main():
                GATEHOUSE__LIMITS__MAIL_REQUESTS_PER_IP="0",
                GATEHOUSE_MAILER=f"file://{work}/mail", GATEHOUSE__DATABASE__POOL_SIZE="32",
                GATEHOUSE__HASHING__QUEUE_LIMIT="100000", GATEHOUSE__MAIL__POLL_INTERVAL_MS="200", RUST_LOG="warn")
-    server = subprocess.Popen([str(ROOT / "target" / "release" / "gatehouse"), "serve"], env=env, cwd=work,
-                              stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))
+    server = start_server(env, work, base, "server.log")
+    eddsa_server = None
     try:
-        for _ in range(200):
-            try:
-                request(base, "GET", "/health/ready")
-                break
-            except OSError:
-                time.sleep(0.1)
         signup = request(base, "POST", "/api/v1/auth/signup", {"email": "bench@example.com", "password": PASSWORD})
         refresh_tokens = [request(base, "POST", "/api/v1/auth/login", {"email": "bench@example.com", "password": PASSWORD})["refresh"]
                           for _ in range(4)]
@@ -294,9 +319,26 @@ def main():
         log("peak memory under a 64-connection login storm")
         results.append(scenario("login_storm_64", server.pid, base, "login.lua", 2, 64, load_env))
         peak_rss_mib = round(memory_kib(server.pid, "VmHWM") / 1024, 1)
+        stop_server(server)
+        # The same database served by a replica signing with EdDSA: /me and
+        # login next to the HS256 figures above.
+        log("EdDSA: /me and login on a server signing with an Ed25519 key")
+        eddsa_base = f"http://127.0.0.1:{port + 1}"
+        eddsa_env = dict(env, GATEHOUSE_BIND=f"127.0.0.1:{port + 1}", GATEHOUSE__JWT__ALGORITHM="EdDSA",
+                         GATEHOUSE__JWT__KEYS_FILE=str(work / "jwt-keys.json"))
+        eddsa_server = start_server(eddsa_env, work, eddsa_base, "server-eddsa.log")
+        eddsa_access = request(eddsa_base, "POST", "/api/v1/auth/login",
+                               {"email": "bench@example.com", "password": PASSWORD})["access"]
+        eddsa_load_env = dict(load_env, GATEHOUSE_BENCH_ACCESS=eddsa_access)
+        wrk(eddsa_base, "me.lua", 2, 32, 2, eddsa_load_env)
+        results += [scenario("me_eddsa", eddsa_server.pid, eddsa_base, "me.lua", 2, 32, eddsa_load_env),
+                    scenario("login_eddsa", eddsa_server.pid, eddsa_base, "login.lua", 2, 32, eddsa_load_env)]
+        stop_server(eddsa_server)
+        log("verifier crate: verifications per core against the signature check alone")
+        verifier = verifier_cost()
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        stop_server(server)
+        stop_server(eddsa_server)
         for db in (database, pgbench_name):
             psql(admin_url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
@@ -306,7 +348,8 @@ def main():
                 "argon2_ms_per_hash_all_cores_before_and_after_login": hash_ms_bracket,
                 "argon2_ms_per_hash_one_thread": hash_single_ms, "pgbench_select_tps_32": select_tps}
     for name, ceiling in [("login", login_ceiling), ("login_storm_64", login_ceiling),
-                          ("login_beside_fixed_rate_me", login_ceiling), ("me", select_tps)]:
+                          ("login_beside_fixed_rate_me", login_ceiling), ("login_eddsa", login_ceiling),
+                          ("me", select_tps), ("me_eddsa", select_tps)]:
         by_name[name]["ratio_to_ceiling"] = round(by_name[name]["rps"] / ceiling, 3)
     targets = {
         "login >= 95% of the argon2 ceiling": by_name["login"]["ratio_to_ceiling"] >= 0.95,
@@ -320,9 +363,10 @@ def main():
         "login >= 90% of the argon2 ceiling": by_name["login"]["ratio_to_ceiling"] >= 0.90,
         "/me by cookie: server CPU per request within 10% of /me by bearer":
             by_name["me_by_cookie"]["cpu_ms_per_request"] <= 1.10 * by_name["me"]["cpu_ms_per_request"],
+        "verifier crate, EdDSA: >= 90% of the signature check alone": verifier.get("EdDSA", {}).get("ratio", 0) >= 0.90,
     }
     report = {"seconds_per_scenario": SECONDS, "cores": CORES, "ceilings": ceilings, "scenarios": results,
-              "peak_rss_mib": peak_rss_mib, "targets": targets}
+              "peak_rss_mib": peak_rss_mib, "verifier": verifier, "targets": targets}
     (OUT / "report.json").write_text(json.dumps(report, indent=2))
     lines = [f"# Gatehouse bench ({SECONDS} s per scenario, {CORES} cores, PostgreSQL)", "",
              f"Ceilings: argon2 {hash_ms} ms per hash with every core hashing (the mean of {hash_ms_bracket[0]} before "
@@ -336,7 +380,13 @@ def main():
                      f"{r['cpu_ms_per_request']} | {r['db_statements_per_request']} | {r['db_cpu_ms_per_request']} | "
                      f"{r['rss_mib']} | "
                      f"{r.get('ratio_to_ceiling', '')} |")
-    lines += ["", f"Peak RSS over the run: {peak_rss_mib} MiB.", "", "| target | met |", "|---|---|"]
+    lines += ["", f"Peak RSS over the run: {peak_rss_mib} MiB.", "",
+              "The verifier crate on one core (`Verifier::verify`: header, key lookup, signature, claims) against "
+              "the signature library's own check of the same key, prepared once:", "",
+              "| algorithm | verifier /s | signature alone /s | ratio |", "|---|---|---|---|"]
+    lines += [f"| {alg} | {v['verifier_per_s']} | {v['signature_alone_per_s']} | {v['ratio']} |"
+              for alg, v in verifier.items()]
+    lines += ["", "| target | met |", "|---|---|"]
     lines += [f"| {name} | {'yes' if met else 'no'} |" for name, met in targets.items()]
     lines += ["", "Where the time goes: login and signup spend their server CPU on one argon2 hash each; signup "
               "adds the password-strength check and one transaction (user, profile, group, verification link, "

@@ -15,19 +15,21 @@
 //! use [`Verifier::verify_strict`], which also asks Gatehouse
 //! (`POST /api/v1/auth/token/verify`), remembering each answer briefly.
 //!
+//! The signature is checked by ed25519-dalek or rsa with a key parsed once
+//! per fetch (see `jws`); the claims are checked here.
+//!
 //! With the `actix` feature, `actix::Authenticated` and
 //! `actix::StrictlyAuthenticated` extract the verified claims in handlers.
 
 #[cfg(feature = "actix")]
 pub mod actix;
+mod jws;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jws::{JwkSet, PublicKey};
 use serde::{Deserialize, Serialize};
 
 /// The `token_type` of access tokens; refresh tokens are never JWTs.
@@ -120,15 +122,18 @@ pub enum VerifyError {
     Unavailable(String),
 }
 
-/// One published key: its algorithm is the only one accepted with it.
-struct Key {
-    decoding: DecodingKey,
-    validation: Validation,
+/// A verifier that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot make the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("not a JWK Set: {0}")]
+    Jwks(#[from] serde_json::Error),
 }
 
 #[derive(Default)]
 struct Keys {
-    by_kid: HashMap<String, Arc<Key>>,
+    by_kid: HashMap<String, Arc<PublicKey>>,
     fetched_at: Option<Instant>,
 }
 
@@ -157,7 +162,7 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// A verifier with no keys yet: the first token fetches them.
-    pub fn new(config: VerifierConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: VerifierConfig) -> Result<Self, SetupError> {
         let http = reqwest::Client::builder().timeout(config.timeout).build()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -169,6 +174,21 @@ impl Verifier {
                 strict: Mutex::default(),
             }),
         })
+    }
+
+    /// A verifier that starts with the keys of `jwks` (a JWK Set shipped
+    /// with the service, or a benchmark's) and follows Gatehouse's from there.
+    pub fn with_keys(config: VerifierConfig, jwks: &str) -> Result<Self, SetupError> {
+        let verifier = Self::new(config)?;
+        let set: JwkSet = serde_json::from_str(jwks)?;
+        verifier.replace_keys(set);
+        Ok(verifier)
+    }
+
+    fn replace_keys(&self, set: JwkSet) {
+        let by_kid = set.usable().into_iter().map(|(kid, key)| (kid, Arc::new(key))).collect();
+        *self.inner.keys.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(Keys { by_kid, fetched_at: Some(Instant::now()) });
     }
 
     /// The last failure to fetch the keys, until a fetch succeeds.
@@ -197,9 +217,8 @@ impl Verifier {
         let result = self.fetch_keys().await;
         let mut last_error = self.inner.last_error.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
-            Ok(by_kid) => {
-                *self.inner.keys.write().unwrap_or_else(PoisonError::into_inner) =
-                    Arc::new(Keys { by_kid, fetched_at: Some(Instant::now()) });
+            Ok(set) => {
+                self.replace_keys(set);
                 *last_error = None;
                 Ok(())
             }
@@ -211,45 +230,21 @@ impl Verifier {
         }
     }
 
-    async fn fetch_keys(&self) -> Result<HashMap<String, Arc<Key>>, String> {
+    async fn fetch_keys(&self) -> Result<JwkSet, String> {
         let url = format!("{}/.well-known/jwks.json", self.inner.config.gatehouse_url);
         let response = self.inner.http.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
         if !response.status().is_success() {
             return Err(format!("{url}: status {}", response.status()));
         }
-        let set: JwkSet = response.json().await.map_err(|e| format!("{url}: not a JWK Set: {e}"))?;
-        let mut by_kid = HashMap::new();
-        for jwk in &set.keys {
-            // A key this verifier cannot use is skipped, not fatal: the
-            // others still verify.
-            let Some(kid) = jwk.common.key_id.clone() else { continue };
-            let algorithm = match (&jwk.algorithm, jwk.common.key_algorithm) {
-                (AlgorithmParameters::OctetKeyPair(_), None | Some(KeyAlgorithm::EdDSA)) => Algorithm::EdDSA,
-                (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
-                _ => continue,
-            };
-            let Ok(decoding) = DecodingKey::from_jwk(jwk) else { continue };
-            by_kid.insert(kid, Arc::new(Key { decoding, validation: self.validation(algorithm) }));
-        }
-        Ok(by_kid)
-    }
-
-    fn validation(&self, algorithm: Algorithm) -> Validation {
-        let config = &self.inner.config;
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = config.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&[&config.audience]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-        validation
+        let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: not a JWK Set: {e}"))
     }
 
     /// The key named `kid`: from the keys held, or, when unknown (a
     /// rotation this verifier has not seen), from a fetch, at most once per
     /// refetch interval. Keys past their refresh interval are refreshed in
     /// the background while the held ones keep serving.
-    async fn key(&self, kid: &str) -> Result<Arc<Key>, VerifyError> {
+    async fn key(&self, kid: &str) -> Result<Arc<PublicKey>, VerifyError> {
         let keys = self.keys();
         if let Some(key) = keys.by_kid.get(kid) {
             if keys.fetched_at.is_some_and(|at| at.elapsed() >= self.inner.config.refresh_interval) {
@@ -290,24 +285,38 @@ impl Verifier {
 
     /// Checks a token locally, with the published keys.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Invalid("not a JWT"))?;
-        let kid = header.kid.ok_or(VerifyError::Invalid("no kid"))?;
+        let parts = jws::parts(token).map_err(VerifyError::Invalid)?;
+        let kid = parts.kid.clone().ok_or(VerifyError::Invalid("no kid"))?;
         let key = self.key(&kid).await?;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
-            .map_err(|error| match error.kind() {
-                ErrorKind::ExpiredSignature => VerifyError::Expired,
-                ErrorKind::ImmatureSignature => VerifyError::Invalid("not yet valid"),
-                ErrorKind::InvalidIssuer => VerifyError::Invalid("wrong issuer"),
-                ErrorKind::InvalidAudience => VerifyError::Invalid("wrong audience"),
-                ErrorKind::InvalidAlgorithm => VerifyError::Invalid("not the key's algorithm"),
-                ErrorKind::InvalidSignature => VerifyError::Invalid("bad signature"),
-                _ => VerifyError::Invalid("malformed"),
-            })?
-            .claims;
+        let payload = parts.verified_payload(&key).map_err(VerifyError::Invalid)?;
+        let claims: Claims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Invalid("malformed claims"))?;
+        self.check(&claims)?;
+        Ok(claims)
+    }
+
+    /// The checks of the claims, once the signature holds.
+    fn check(&self, claims: &Claims) -> Result<(), VerifyError> {
+        let config = &self.inner.config;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+        let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX);
+        if claims.iss != config.issuer {
+            return Err(VerifyError::Invalid("wrong issuer"));
+        }
+        if claims.aud != config.audience {
+            return Err(VerifyError::Invalid("wrong audience"));
+        }
         if claims.token_type != ACCESS_TOKEN_TYPE {
             return Err(VerifyError::Invalid("not an access token"));
         }
-        Ok(claims)
+        if now >= claims.exp.saturating_add(leeway) {
+            return Err(VerifyError::Expired);
+        }
+        if claims.nbf.unwrap_or(claims.iat).max(claims.iat) > now.saturating_add(leeway) {
+            return Err(VerifyError::Invalid("not yet valid"));
+        }
+        Ok(())
     }
 
     /// Checks a token locally, then asks Gatehouse whether it is still live
@@ -389,9 +398,11 @@ mod tests {
     #[tokio::test]
     async fn garbage_is_refused_without_asking_anyone() {
         let verifier = unreachable();
-        for garbage in ["", "abc", "a.b.c", "eyJhbGciOiJub25lIn0.e30."] {
-            assert_eq!(verifier.verify(garbage).await, Err(VerifyError::Invalid("not a JWT")), "{garbage}");
+        for garbage in ["", "abc", "a.b.c", "e30.e30.", "....", "eyJhbGciOiJub25lIn0.e30."] {
+            assert!(matches!(verifier.verify(garbage).await, Err(VerifyError::Invalid(_))), "{garbage}");
         }
+        let long = format!("{}.e30.AA", "e".repeat(9000));
+        assert_eq!(verifier.verify(&long).await, Err(VerifyError::Invalid("too long")));
         assert!(verifier.last_error().is_none(), "no fetch was made");
     }
 
@@ -411,6 +422,33 @@ mod tests {
         assert!(verifier.last_error().unwrap().contains("127.0.0.1:1"));
         // Within the refetch interval, no second request is made.
         assert!(matches!(verifier.verify(token).await, Err(VerifyError::Unavailable(_))));
+    }
+
+    /// The header's `alg` must be the key's: `none`, or HS256 with the
+    /// public key as its secret, fail before any claim is read.
+    #[tokio::test]
+    async fn only_the_keys_own_algorithm_is_accepted() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        let public = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let x = URL_SAFE_NO_PAD.encode(public.as_bytes());
+        let set = serde_json::json!({ "keys": [
+            { "kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k", "alg": "EdDSA" },
+            { "kty": "OKP", "crv": "Ed25519", "x": x, "kid": "mislabelled", "alg": "HS256" },
+            { "kty": "oct", "k": "c2VjcmV0", "kid": "secret" },
+        ] });
+        let verifier = Verifier::with_keys(VerifierConfig::new("http://127.0.0.1:1"), &set.to_string()).unwrap();
+        assert_eq!(verifier.key_ids(), ["k"], "only the usable key is kept");
+        for alg in ["none", "HS256", "RS256", "EdDSA "] {
+            let header = URL_SAFE_NO_PAD.encode(serde_json::json!({ "alg": alg, "kid": "k" }).to_string());
+            let token = format!("{header}.e30.AA");
+            assert_eq!(verifier.verify(&token).await, Err(VerifyError::Invalid("not the key's algorithm")), "{alg}");
+        }
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","kid":"k"}"#);
+        let bad = format!("{header}.e30.{}", URL_SAFE_NO_PAD.encode([0u8; 64]));
+        assert_eq!(verifier.verify(&bad).await, Err(VerifyError::Invalid("bad signature")));
+        let crit = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","kid":"k","crit":["x"]}"#);
+        assert!(verifier.verify(&format!("{crit}.e30.AA")).await.is_err());
     }
 
     #[test]
