@@ -173,7 +173,11 @@ granting beyond one's permissions is 403; the user list caps `page_size` at 100.
 Browser sessions: `\"transport\": \"cookie\"` on signup, login and refresh puts the tokens in httpOnly cookies \
 (see the `cookie` security scheme) and only `csrf_token` in the body; unsafe calls authenticated by cookie send \
 it as `X-CSRF-Token`. A refresh without a `refresh` field uses the refresh cookie and may send no body at all; an \
-absent `transport` means `body`; a cookie sent twice is `token_invalid`."
+absent `transport` means `body`; a cookie sent twice is `token_invalid`.\n\n\
+Signing keys: under `jwt.algorithm` EdDSA or RS256 every access token's header names its key by `kid` (the RFC \
+7638 thumbprint) and is checked with that key's own algorithm only; the public keys are at \
+`/.well-known/jwks.json` (cacheable 300 s), an HS256 service publishes none and its tokens carry no `kid`. A \
+token of a key removed from the keys file, without `kid` or with an unknown one is `token_invalid`."
     ),
     paths(
         crate::routes::account::signup,
