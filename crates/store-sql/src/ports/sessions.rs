@@ -221,9 +221,15 @@ impl<C: Connections> Throttle for SqlStore<C> {
         .await
     }
 
+    /// Sets the count to nothing in a window long closed, so the key's next
+    /// attempt opens a fresh one, as if there were no row. An update and
+    /// not a delete: a login that succeeds rewrites the row in place
+    /// instead of removing it for the next attempt to insert (and index) again.
     async fn clear(&self, key: &ThrottleKey) -> Result<(), PortError> {
         let row = throttle_windows::table.find((key.scope(), key.subject()));
-        run!(&mut self.conn().await?, |c| diesel::delete(row).execute(c))?;
+        let closed =
+            (throttle_windows::hits.eq(0_i64), throttle_windows::opened_at.eq(Utc(OffsetDateTime::UNIX_EPOCH)));
+        run!(&mut self.conn().await?, |c| diesel::update(row).set(closed).execute(c))?;
         Ok(())
     }
 }

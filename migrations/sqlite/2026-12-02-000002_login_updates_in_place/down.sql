@@ -1,0 +1,1 @@
+CREATE INDEX users_last_login ON users (last_login, id);
