@@ -29,7 +29,7 @@ use crate::ports::{
 };
 use crate::session::{
     ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, ServerKey, SessionId, SessionInfo, SessionState,
-    TokenHash,
+    SettledThrottle, TokenHash,
 };
 use crate::user::{ProfilePatch, User, UserId};
 
@@ -157,7 +157,7 @@ impl AuthService {
                 let login = if self.policy.require_verified_email {
                     None
                 } else {
-                    Some(self.open_session(user, client, now, None).await?)
+                    Some(self.open_session(user, client, now, None, SettledThrottle::default()).await?)
                 };
                 Ok(SignupOutcome { email: request.email, login })
             }
@@ -200,12 +200,10 @@ impl AuthService {
                 Err(error)
             }
             Ok(user) => {
-                self.ports.throttle.clear(&keys[0]).await?;
-                if keys.len() > 1 {
-                    self.ports.throttle.release(&keys[1..]).await?;
-                }
+                // Settled with the session, in its transaction.
+                let throttle = SettledThrottle { clear: Some(keys[0].clone()), release: keys[1..].to_vec() };
                 let event = AuditEvent::new(AuditKind::LoginSucceeded, Some(user.id), &client);
-                let outcome = self.open_session(user, client, self.ports.clock.now(), Some(event)).await?;
+                let outcome = self.open_session(user, client, self.ports.clock.now(), Some(event), throttle).await?;
                 tracing::info!(user_id = %outcome.user.id, "login succeeded");
                 Ok(outcome)
             }
@@ -334,6 +332,7 @@ impl AuthService {
         client: ClientInfo,
         now: OffsetDateTime,
         event: Option<AuditEvent>,
+        throttle: SettledThrottle,
     ) -> Result<LoginOutcome, PortError> {
         let session_id = self.ports.random.session_id();
         let refresh = self.ports.random.token();
@@ -346,6 +345,7 @@ impl AuthService {
                 created_at: now,
                 refresh: NewRefreshToken { hash: refresh.hash(), expires_at: now + self.policy.refresh_ttl },
                 event,
+                throttle,
             })
             .await?;
         user.last_login = Some(now);

@@ -17,7 +17,9 @@ use crate::ports::{
     SessionStore, StoreHealth, Throttle, ThrottleKey, ThrottleWindow, TokenPurpose,
 };
 use crate::ports::{AdminNewUser, AdminStore, AdminWrite, AdminWrites, AuditLog, GroupWrite};
-use crate::session::{ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, TokenHash};
+use crate::session::{
+    ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, SettledThrottle, TokenHash,
+};
 use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use crate::{Email, PasswordHash};
 
@@ -103,6 +105,7 @@ async fn login<S: Store>(store: &S, user_id: UserId, sid: SessionId, token: &str
             created_at: T0,
             refresh: refresh(token, T0 + Duration::days(1)),
             event: None,
+            throttle: SettledThrottle::default(),
         })
         .await
         .expect("session starts");
@@ -119,6 +122,7 @@ pub async fn a_sessions_audit_event_is_recorded_with_it<S: Store>(store: &S) {
             created_at: T0,
             refresh: refresh("r1", T0 + Duration::days(1)),
             event: Some(AuditEvent::new(AuditKind::LoginSucceeded, Some(id), &client)),
+            throttle: SettledThrottle::default(),
         })
         .await
         .expect("session starts");
@@ -648,6 +652,34 @@ pub async fn an_email_change_to_an_address_taken_meanwhile_changes_nothing<S: St
     assert_eq!(store.get_user(id).await.expect("read").expect("found").email.as_ref(), "ada@example.com");
 }
 
+pub async fn a_login_settles_its_throttle_keys_with_its_session<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    let email = ThrottleKey::Email(email("ada@example.com").key());
+    let ip = ThrottleKey::Ip("203.0.113.7".into());
+    let window = Duration::minutes(15);
+    for key in [&email, &email, &ip, &ip] {
+        store.reserve(key, T0, window).await.expect("write");
+    }
+    store
+        .start_session(NewSession {
+            id: session_id(1),
+            user_id: id,
+            client: ClientInfo::new(Some("203.0.113.7".into()), None),
+            created_at: T0,
+            refresh: refresh("r1", T0 + Duration::days(1)),
+            event: None,
+            throttle: SettledThrottle { clear: Some(email.clone()), release: vec![ip.clone()] },
+        })
+        .await
+        .expect("session starts");
+    let later = T0 + Duration::minutes(1);
+    assert_eq!(
+        store.reserve(&email, later, window).await.expect("write"),
+        ThrottleWindow { hits: 1, opened_at: later }
+    );
+    assert_eq!(store.reserve(&ip, later, window).await.expect("write"), ThrottleWindow { hits: 2, opened_at: T0 });
+}
+
 pub async fn attempts_are_counted_per_key_in_fixed_windows<S: Store>(store: &S) {
     let email = ThrottleKey::Email(email("ada@example.com").key());
     let ip = ThrottleKey::Ip("203.0.113.7".into());
@@ -1069,6 +1101,7 @@ macro_rules! store_contract_tests {
             the_two_built_in_groups_exist,
             the_user_list_searches_filters_orders_and_pages,
             attempts_are_counted_per_key_in_fixed_windows,
+            a_login_settles_its_throttle_keys_with_its_session,
             concurrent_attempts_are_each_counted_once,
             an_email_change_link_moves_the_account_and_kills_other_links,
             an_email_change_to_an_address_taken_meanwhile_changes_nothing,

@@ -7,6 +7,7 @@ use std::fmt;
 use time::OffsetDateTime;
 
 use crate::audit::AuditEvent;
+use crate::ports::ThrottleKey;
 use crate::user::UserId;
 
 /// A session's public identifier (a UUID), carried in access tokens as `sid`.
@@ -163,6 +164,16 @@ pub struct NewSession {
     pub refresh: NewRefreshToken,
     /// Recorded in the same transaction as the session (a login's trail entry).
     pub event: Option<AuditEvent>,
+    /// A login's throttle keys, settled in the same transaction.
+    pub throttle: SettledThrottle,
+}
+
+/// What a successful login does to its throttle keys: its address's count
+/// is cleared, and the attempt counted under its IP is given back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettledThrottle {
+    pub clear: Option<ThrottleKey>,
+    pub release: Vec<ThrottleKey>,
 }
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use diesel_async::RunQueryDsl;
 use gatehouse_domain::admin::{Group, Permission};
 use gatehouse_domain::audit::AuditEvent;
 use gatehouse_domain::mail::OutgoingMail;
-use gatehouse_domain::ports::{Credentials, NewOneTimeToken, TokenPurpose};
+use gatehouse_domain::ports::{Credentials, NewOneTimeToken, ThrottleKey, TokenPurpose};
 use gatehouse_domain::session::NewRefreshToken;
 use gatehouse_domain::user::ProfilePatch;
 use gatehouse_domain::{PasswordHash, PortError, SessionId, User};
@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::dialect::{insert_rows, run, run_locked, Db, StoreError};
 use crate::rows::{user_from_rows, NewUserRow, ProfileRow, UserRow};
 use crate::schema::{
-    audit_events, group_permissions, groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions, user_groups,
-    users,
+    audit_events, group_permissions, groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions,
+    throttle_windows, user_groups, users,
 };
 use crate::sql_types::{Id, Utc};
 
@@ -331,4 +331,25 @@ pub async fn with_permissions(db: &mut Db<'_>, found: Vec<(i64, String)>) -> Res
             Group { id, name, permissions }
         })
         .collect())
+}
+
+/// Gives back one attempt under each key (never below nothing).
+pub async fn release_throttle(db: &mut Db<'_>, keys: &[ThrottleKey]) -> Result<(), StoreError> {
+    for key in keys {
+        let row = throttle_windows::table.find((key.scope(), key.subject()));
+        let hits = throttle_windows::hits;
+        run!(db, |c| diesel::update(row).filter(hits.gt(0_i64)).set(hits.eq(hits - 1_i64)).execute(c))?;
+    }
+    Ok(())
+}
+
+/// Forgets a key's attempts: the count set to nothing in a window long
+/// closed, so the next attempt opens a fresh one, as if there were no row.
+/// An update and not a delete: a login that succeeds rewrites the row in
+/// place instead of removing it for the next attempt to insert (and index) again.
+pub async fn clear_throttle(db: &mut Db<'_>, key: &ThrottleKey) -> Result<(), StoreError> {
+    let row = throttle_windows::table.find((key.scope(), key.subject()));
+    let closed = (throttle_windows::hits.eq(0_i64), throttle_windows::opened_at.eq(Utc(OffsetDateTime::UNIX_EPOCH)));
+    run!(db, |c| diesel::update(row).set(closed).execute(c))?;
+    Ok(())
 }

@@ -1055,13 +1055,23 @@ async fn the_right_password_on_a_disabled_account_gives_its_count_back() {
 }
 
 #[tokio::test]
-async fn a_successful_login_clears_the_address_and_gives_the_ip_its_count_back() {
+async fn a_successful_login_clears_the_address_and_gives_the_ip_its_count_back_with_its_session() {
     let mut m = Mocks::new();
     m.throttle.expect_reserve().returning(|_, _, _| Ok(counted(3, NOW)));
     m.expect_right_password();
-    m.throttle.expect_clear().withf(|key| matches!(key, ThrottleKey::Email(_))).times(1).returning(|_| Ok(()));
-    m.throttle.expect_release().withf(|keys| matches!(keys, [ThrottleKey::Ip(_)])).times(1).returning(|_| Ok(()));
-    m.expect_session_opened();
+    m.throttle.expect_clear().never();
+    m.throttle.expect_release().never();
+    m.sessions
+        .expect_start_session()
+        .withf(|session| {
+            matches!(session.throttle.clear, Some(ThrottleKey::Email(_)))
+                && matches!(session.throttle.release.as_slice(), [ThrottleKey::Ip(_)])
+        })
+        .times(1)
+        .returning(|_| Ok(()));
+    m.tokens
+        .expect_issue()
+        .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
     let client = ClientInfo::new(Some("203.0.113.9".into()), None);
     assert!(m.service().login(login_request("right"), client).await.is_ok());
 }

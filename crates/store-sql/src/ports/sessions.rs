@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::dialect::{run, run_locked, run_optional, AsDb};
-use crate::queries::{insert_event, insert_refresh, revoke_user_sessions};
+use crate::queries::{clear_throttle, insert_event, insert_refresh, release_throttle, revoke_user_sessions};
 use crate::rows::{user_from_rows, ProfileRow, UserRow, UserWithGroupRow};
 use crate::schema::{groups, profiles, refresh_tokens, sessions, throttle_windows, user_groups, users};
 use crate::sql_types::{Id, Utc, UtcTimestamp};
@@ -39,6 +39,10 @@ impl<C: Connections> SessionStore for SqlStore<C> {
             if let Some(event) = &session.event {
                 insert_event(tx, event, session.created_at).await?;
             }
+            if let Some(key) = &session.throttle.clear {
+                clear_throttle(tx, key).await?;
+            }
+            release_throttle(tx, &session.throttle.release).await?;
             Ok(())
         })
         .await
@@ -210,26 +214,10 @@ impl<C: Connections> Throttle for SqlStore<C> {
     }
 
     async fn release(&self, keys: &[ThrottleKey]) -> Result<(), PortError> {
-        self.autocommit(async move |db| {
-            for key in keys {
-                let row = throttle_windows::table.find((key.scope(), key.subject()));
-                let hits = throttle_windows::hits;
-                run!(db, |c| diesel::update(row).filter(hits.gt(0_i64)).set(hits.eq(hits - 1_i64)).execute(c))?;
-            }
-            Ok(())
-        })
-        .await
+        self.autocommit(async move |db| release_throttle(db, keys).await).await
     }
 
-    /// Sets the count to nothing in a window long closed, so the key's next
-    /// attempt opens a fresh one, as if there were no row. An update and
-    /// not a delete: a login that succeeds rewrites the row in place
-    /// instead of removing it for the next attempt to insert (and index) again.
     async fn clear(&self, key: &ThrottleKey) -> Result<(), PortError> {
-        let row = throttle_windows::table.find((key.scope(), key.subject()));
-        let closed =
-            (throttle_windows::hits.eq(0_i64), throttle_windows::opened_at.eq(Utc(OffsetDateTime::UNIX_EPOCH)));
-        run!(&mut self.conn().await?, |c| diesel::update(row).set(closed).execute(c))?;
-        Ok(())
+        Ok(clear_throttle(&mut self.conn().await?.as_db(), key).await?)
     }
 }
