@@ -18,6 +18,7 @@ mod cookies;
 mod credentials;
 mod database_outage;
 mod docs;
+mod dotenv;
 mod downstream;
 mod email_change;
 mod hardening;

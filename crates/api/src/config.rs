@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
@@ -200,6 +201,11 @@ impl ConfigError {
     fn new(key: &str, problem: impl Into<String>) -> Self {
         Self { variable: variable_for(key), problem: problem.into() }
     }
+
+    /// A problem of a variable (or file) outside the config file's keys.
+    fn named(variable: &str, problem: impl Into<String>) -> Self {
+        Self { variable: variable.to_owned(), problem: problem.into() }
+    }
 }
 
 /// The variable an operator would set to change `key`.
@@ -214,11 +220,18 @@ fn variable_for(key: &str) -> String {
 impl Settings {
     /// Reads the settings from the process environment.
     pub fn load() -> Result<Self, ConfigError> {
-        Self::load_from(std::env::vars().collect())
+        let mut vars = std::env::vars().collect();
+        read_dotenv(Path::new(".env"), &mut vars)?;
+        Self::load_from(vars)
     }
 
     /// Reads the settings with `vars` standing in for the environment (tests).
-    pub fn load_from(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+    pub fn load_from(mut vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        if !vars.contains_key("DATABASE_URL") {
+            if let Some(url) = django_database_url(&vars)? {
+                vars.insert("DATABASE_URL".into(), url);
+            }
+        }
         let lookup = |name: &str| vars.get(name).cloned();
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = lookup("GATEHOUSE_CONFIG") {
@@ -385,6 +398,46 @@ impl Settings {
     }
 }
 
+/// Fills `vars` with the variables of a `.env` file, as Django projects keep
+/// one; what the environment already holds wins. No file is no error.
+pub fn read_dotenv(path: &Path, vars: &mut HashMap<String, String>) -> Result<(), ConfigError> {
+    let unreadable = |e: dotenvy::Error| ConfigError::named(".env", format!("cannot be read: {e}"));
+    let entries = match dotenvy::from_path_iter(path) {
+        Ok(entries) => entries,
+        Err(error) if error.not_found() => return Ok(()),
+        Err(error) => return Err(unreadable(error)),
+    };
+    for entry in entries {
+        let (name, value) = entry.map_err(unreadable)?;
+        vars.entry(name).or_insert(value);
+    }
+    Ok(())
+}
+
+/// The PostgreSQL URL of a Django project's `DB_NAME`, `DB_USER`,
+/// `DB_PASSWORD`, `DB_HOST` (default localhost) and `DB_PORT` (default 5432),
+/// when `DB_NAME` is set; user and password are percent-encoded.
+fn django_database_url(vars: &HashMap<String, String>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = vars.get("DB_NAME").filter(|name| !name.is_empty()) else { return Ok(None) };
+    let var = |key: &str| vars.get(key).map(String::as_str).filter(|value| !value.is_empty());
+    let port = match var("DB_PORT") {
+        None => 5432,
+        Some(port) => port.parse::<u16>().map_err(|_| ConfigError::named("DB_PORT", "must be a port number"))?,
+    };
+    let host = var("DB_HOST").unwrap_or("localhost");
+    let mut url = url::Url::parse("postgres://localhost").map_err(|e| ConfigError::named("DB_HOST", e.to_string()))?;
+    url.set_host(Some(host)).map_err(|e| ConfigError::named("DB_HOST", format!("is not a host name: {e}")))?;
+    let _ = url.set_port(Some(port));
+    if let Some(user) = var("DB_USER") {
+        let _ = url.set_username(user);
+    }
+    if let Some(password) = var("DB_PASSWORD") {
+        let _ = url.set_password(Some(password));
+    }
+    url.path_segments_mut().map_err(|()| ConfigError::named("DB_NAME", "cannot be a database name"))?.push(name);
+    Ok(Some(url.into()))
+}
+
 fn positive(key: &str, value: i64) -> Result<(), ConfigError> {
     if value > 0 {
         Ok(())
@@ -423,6 +476,50 @@ mod tests {
         assert_eq!(settings.auth.access_ttl_seconds, 60);
         let error = load(&[("GATEHOUSE__HASHING__MEMORY_KIB", "lots")]).unwrap_err();
         assert_eq!(error.variable, "GATEHOUSE__HASHING__MEMORY_KIB");
+    }
+
+    #[test]
+    fn django_db_variables_make_the_postgres_url_unless_database_url_is_set() {
+        let settings = load(&[("DB_NAME", "shop")]).unwrap();
+        assert_eq!(settings.database.url, "postgres://localhost:5432/shop");
+        let settings = load(&[
+            ("DB_NAME", "shop"),
+            ("DB_USER", "django"),
+            ("DB_PASSWORD", "p@ss:w/rd"),
+            ("DB_HOST", "db.internal"),
+            ("DB_PORT", "6543"),
+        ])
+        .unwrap();
+        assert_eq!(settings.database.url, "postgres://django:p%40ss%3Aw%2Frd@db.internal:6543/shop");
+        let settings = load(&[("DB_NAME", "shop"), ("DATABASE_URL", "sqlite://x.db")]).unwrap();
+        assert_eq!(settings.database.url, "sqlite://x.db", "DATABASE_URL wins");
+        assert_eq!(load(&[("DB_NAME", "shop"), ("DB_PORT", "five")]).unwrap_err().variable, "DB_PORT");
+        assert_eq!(load(&[("DB_USER", "django")]).unwrap().database.url, "sqlite://data/gatehouse.db");
+    }
+
+    #[test]
+    fn a_dotenv_file_fills_in_what_the_environment_lacks() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-dotenv-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env");
+        std::fs::write(
+            &path,
+            "# a tutorial's .env\nDB_NAME=shop\nDB_USER=django\nDB_HOST=\"from-file\"\nexport DEBUG=True\n",
+        )
+        .unwrap();
+        let mut vars: HashMap<String, String> = [("DB_HOST".to_owned(), "from-env".to_owned())].into();
+        read_dotenv(&path, &mut vars).unwrap();
+        assert_eq!(vars["DB_NAME"], "shop");
+        assert_eq!(vars["DB_HOST"], "from-env", "the environment wins");
+        assert_eq!(vars["DEBUG"], "True");
+        let settings = Settings::load_from(vars).unwrap();
+        assert_eq!(settings.database.url, "postgres://django@from-env:5432/shop");
+
+        let mut untouched = HashMap::new();
+        read_dotenv(&dir.join("missing.env"), &mut untouched).unwrap();
+        assert!(untouched.is_empty(), "no file is no error");
+        std::fs::write(&path, "NOT VALID LINE ===\n'unterminated").unwrap();
+        assert_eq!(read_dotenv(&path, &mut untouched).unwrap_err().variable, ".env");
     }
 
     #[test]
