@@ -92,28 +92,23 @@ fn verifier_and_token(req: &HttpRequest) -> Result<(Verifier, String), Refused> 
     Ok((verifier, token.to_owned()))
 }
 
-impl FromRequest for Authenticated {
-    type Error = Refused;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Refused>>>>;
+/// An extractor: the request's verifier and bearer token, then `$check`.
+macro_rules! extractor {
+    ($extractor:ident, $check:ident) => {
+        impl FromRequest for $extractor {
+            type Error = Refused;
+            type Future = Pin<Box<dyn Future<Output = Result<Self, Refused>>>>;
 
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let found = verifier_and_token(req);
-        Box::pin(async move {
-            let (verifier, token) = found?;
-            verifier.verify(&token).await.map(Authenticated).map_err(Refused)
-        })
-    }
+            fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+                let found = verifier_and_token(req);
+                Box::pin(async move {
+                    let (verifier, token) = found?;
+                    verifier.$check(&token).await.map($extractor).map_err(Refused)
+                })
+            }
+        }
+    };
 }
 
-impl FromRequest for StrictlyAuthenticated {
-    type Error = Refused;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Refused>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let found = verifier_and_token(req);
-        Box::pin(async move {
-            let (verifier, token) = found?;
-            verifier.verify_strict(&token).await.map(StrictlyAuthenticated).map_err(Refused)
-        })
-    }
-}
+extractor!(Authenticated, verify);
+extractor!(StrictlyAuthenticated, verify_strict);
