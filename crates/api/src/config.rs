@@ -168,6 +168,7 @@ pub struct HashingSettings {
     pub parallelism: u32,
     pub concurrency: usize,
     pub queue_limit: usize,
+    pub oversized_memory_kib: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

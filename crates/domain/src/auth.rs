@@ -21,15 +21,15 @@ use crate::audit::{record_or_warn, AuditEvent, AuditKind};
 use crate::email::Email;
 use crate::error::{FieldErrors, PortError};
 use crate::mail::{self, Links};
-use crate::password::{Password, PlainPassword};
+use crate::password::{Password, PasswordHash, PlainPassword};
 use crate::ports::{
     AccessClaims, AccessTokenError, AccessTokens, AccountStore, AuditLog, Clock, CreateAccountError, EmailConfirmation,
     MailKind, NewAccount, NewOneTimeToken, PasswordCheck, PasswordHasher, Random, SessionStore, Throttle, ThrottleKey,
     TokenPurpose,
 };
 use crate::session::{
-    ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rotation, ServerKey, SessionId, SessionInfo, SessionState,
-    SettledThrottle, TokenHash,
+    ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rehash, Rotation, ServerKey, SessionId, SessionInfo,
+    SessionState, SettledThrottle, TokenHash,
 };
 use crate::user::{ProfilePatch, User, UserId};
 
@@ -120,6 +120,15 @@ fn personal_words(user: &User) -> Vec<&str> {
     vec![user.email.as_ref(), user.email.local_part(), &user.first_name, &user.last_name]
 }
 
+/// What a new session settles in its own transaction: a login's trail
+/// entry, its throttle keys and its password hash upgrade.
+#[derive(Debug, Default)]
+struct Settled {
+    event: Option<AuditEvent>,
+    throttle: SettledThrottle,
+    rehash: Option<Rehash>,
+}
+
 impl AuthService {
     pub fn new(ports: Ports, links: Links, policy: AuthPolicy) -> Self {
         Self { ports, links, policy }
@@ -157,7 +166,7 @@ impl AuthService {
                 let login = if self.policy.require_verified_email {
                     None
                 } else {
-                    Some(self.open_session(user, client, now, None, SettledThrottle::default()).await?)
+                    Some(self.open_session(user, client, now, Settled::default()).await?)
                 };
                 Ok(SignupOutcome { email: request.email, login })
             }
@@ -199,11 +208,14 @@ impl AuthService {
                 self.audit_login_failure(user_id, &error, &client).await;
                 Err(error)
             }
-            Ok(user) => {
+            Ok((user, rehash)) => {
                 // Settled with the session, in its transaction.
-                let throttle = SettledThrottle { clear: Some(keys[0].clone()), release: keys[1..].to_vec() };
-                let event = AuditEvent::new(AuditKind::LoginSucceeded, Some(user.id), &client);
-                let outcome = self.open_session(user, client, self.ports.clock.now(), Some(event), throttle).await?;
+                let settled = Settled {
+                    event: Some(AuditEvent::new(AuditKind::LoginSucceeded, Some(user.id), &client)),
+                    throttle: SettledThrottle { clear: Some(keys[0].clone()), release: keys[1..].to_vec() },
+                    rehash,
+                };
+                let outcome = self.open_session(user, client, self.ports.clock.now(), settled).await?;
                 tracing::info!(user_id = %outcome.user.id, "login succeeded");
                 Ok(outcome)
             }
@@ -274,9 +286,13 @@ impl AuthService {
         Ok(())
     }
 
-    /// The user behind the credentials, if they may log in; on failure, the
-    /// account concerned when there is one (for the audit trail only).
-    async fn check_credentials(&self, request: &LoginRequest) -> Result<User, (LoginError, Option<UserId>)> {
+    /// The user behind the credentials, if they may log in, with the
+    /// upgrade of their hash when it is imported or outdated; on failure,
+    /// the account concerned when there is one (for the audit trail only).
+    async fn check_credentials(
+        &self,
+        request: &LoginRequest,
+    ) -> Result<(User, Option<Rehash>), (LoginError, Option<UserId>)> {
         let credentials =
             self.ports.accounts.find_credentials(&request.email.key()).await.map_err(|e| (e.into(), None))?;
         let Some((credentials, hash)) = credentials.and_then(|c| c.password_hash.clone().map(|h| (c, h))) else {
@@ -296,10 +312,11 @@ impl AuthService {
         if self.policy.require_verified_email && !user.is_verified {
             return Err((LoginError::EmailNotVerified, known));
         }
-        if needs_rehash {
-            self.upgrade_hash(user.id, &request.password).await;
-        }
-        Ok(user)
+        let rehash = match needs_rehash {
+            true => self.upgraded_hash(user.id, &request.password).await.map(|to| Rehash { from: hash, to }),
+            false => None,
+        };
+        Ok((user, rehash))
     }
 
     async fn audit_login_failure(&self, user_id: Option<UserId>, error: &LoginError, client: &ClientInfo) {
@@ -316,14 +333,12 @@ impl AuthService {
     }
 
     /// A failed upgrade only delays it to the next login.
-    async fn upgrade_hash(&self, user_id: UserId, password: &PlainPassword) {
-        let upgraded = match self.ports.hasher.hash(password).await {
-            Ok(hash) => self.ports.accounts.set_password_hash(user_id, hash).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = upgraded {
-            tracing::warn!(%user_id, error = &error as &dyn std::error::Error, "password hash upgrade failed");
+    async fn upgraded_hash(&self, user_id: UserId, password: &PlainPassword) -> Option<PasswordHash> {
+        let hashed = self.ports.hasher.hash(password).await;
+        if let Err(error) = &hashed {
+            tracing::warn!(%user_id, error = error as &dyn std::error::Error, "password hash upgrade failed");
         }
+        hashed.ok()
     }
 
     async fn open_session(
@@ -331,8 +346,7 @@ impl AuthService {
         mut user: User,
         client: ClientInfo,
         now: OffsetDateTime,
-        event: Option<AuditEvent>,
-        throttle: SettledThrottle,
+        settled: Settled,
     ) -> Result<LoginOutcome, PortError> {
         let session_id = self.ports.random.session_id();
         let refresh = self.ports.random.token();
@@ -344,8 +358,9 @@ impl AuthService {
                 client,
                 created_at: now,
                 refresh: NewRefreshToken { hash: refresh.hash(), expires_at: now + self.policy.refresh_ttl },
-                event,
-                throttle,
+                event: settled.event,
+                throttle: settled.throttle,
+                rehash: settled.rehash,
             })
             .await?;
         user.last_login = Some(now);

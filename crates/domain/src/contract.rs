@@ -18,7 +18,7 @@ use crate::ports::{
 };
 use crate::ports::{AdminNewUser, AdminStore, AdminWrite, AdminWrites, AuditLog, GroupWrite};
 use crate::session::{
-    ClientInfo, NewRefreshToken, NewSession, Rotation, SessionId, SessionState, SettledThrottle, TokenHash,
+    ClientInfo, NewRefreshToken, NewSession, Rehash, Rotation, SessionId, SessionState, SettledThrottle, TokenHash,
 };
 use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use crate::{Email, PasswordHash};
@@ -106,6 +106,7 @@ async fn login<S: Store>(store: &S, user_id: UserId, sid: SessionId, token: &str
             refresh: refresh(token, T0 + Duration::days(1)),
             event: None,
             throttle: SettledThrottle::default(),
+            rehash: None,
         })
         .await
         .expect("session starts");
@@ -123,6 +124,7 @@ pub async fn a_sessions_audit_event_is_recorded_with_it<S: Store>(store: &S) {
             refresh: refresh("r1", T0 + Duration::days(1)),
             event: Some(AuditEvent::new(AuditKind::LoginSucceeded, Some(id), &client)),
             throttle: SettledThrottle::default(),
+            rehash: None,
         })
         .await
         .expect("session starts");
@@ -417,11 +419,33 @@ pub async fn a_profile_patch_changes_only_what_it_names<S: Store>(store: &S) {
     assert!(store.update_profile(UserId::new(987_654), ProfilePatch::default()).await.expect("write").is_none());
 }
 
-pub async fn a_password_hash_can_be_replaced<S: Store>(store: &S) {
+pub async fn a_login_upgrades_its_hash_with_its_session<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
-    store.set_password_hash(id, PasswordHash::new("$argon2id$new")).await.expect("write");
-    let credentials = store.find_credentials(&email("ada@example.com").key()).await.expect("read").expect("found");
-    assert_eq!(credentials.password_hash.expect("hash").expose(), "$argon2id$new");
+    let imported = account("ada@example.com").password_hash;
+    let start = |n: u128, from: &str, to: &str| NewSession {
+        id: session_id(n),
+        user_id: id,
+        client: ClientInfo::default(),
+        created_at: T0,
+        refresh: refresh(&format!("r{n}"), T0 + Duration::days(1)),
+        event: None,
+        throttle: SettledThrottle::default(),
+        rehash: Some(Rehash { from: PasswordHash::new(from), to: PasswordHash::new(to) }),
+    };
+    let stored = async || {
+        let credentials = store.find_credentials(&email("ada@example.com").key()).await.expect("read");
+        credentials.expect("found").password_hash.expect("hash").expose().to_owned()
+    };
+    store.start_session(start(1, imported.expose(), "$argon2id$new")).await.expect("session starts");
+    assert_eq!(stored().await, "$argon2id$new");
+    // A password changed since the check is not overwritten by the upgrade.
+    store.start_session(start(2, imported.expose(), "$argon2id$stale")).await.expect("session starts");
+    assert_eq!(stored().await, "$argon2id$new");
+    assert_eq!(
+        store.session_state(session_id(2), T0).await.expect("read"),
+        SessionState::Live { user_id: id },
+        "the session still starts"
+    );
 }
 
 pub async fn the_outbox_leases_retries_and_forgets_sent_mail<S: Store>(store: &S) {
@@ -669,6 +693,7 @@ pub async fn a_login_settles_its_throttle_keys_with_its_session<S: Store>(store:
             refresh: refresh("r1", T0 + Duration::days(1)),
             event: None,
             throttle: SettledThrottle { clear: Some(email.clone()), release: vec![ip.clone()] },
+            rehash: None,
         })
         .await
         .expect("session starts");
@@ -1092,7 +1117,7 @@ macro_rules! store_contract_tests {
             sessions_are_listed_newest_use_first_without_dead_ones,
             sessions_are_revoked_only_by_their_owner,
             a_profile_patch_changes_only_what_it_names,
-            a_password_hash_can_be_replaced,
+            a_login_upgrades_its_hash_with_its_session,
             the_outbox_leases_retries_and_forgets_sent_mail,
             an_expired_lease_passes_to_another_worker,
             ping_answers,

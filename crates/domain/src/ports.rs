@@ -134,9 +134,6 @@ pub trait AccountStore: Send + Sync {
     /// Applies a profile patch; `None` when the user does not exist.
     async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> Result<Option<User>, PortError>;
 
-    /// Replaces the stored hash (used to upgrade hashes made with old parameters).
-    async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError>;
-
     async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError>;
 
     /// The user of an unused, unexpired token of the purpose, without spending it.

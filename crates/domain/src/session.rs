@@ -7,6 +7,7 @@ use std::fmt;
 use time::OffsetDateTime;
 
 use crate::audit::AuditEvent;
+use crate::password::PasswordHash;
 use crate::ports::ThrottleKey;
 use crate::user::UserId;
 
@@ -166,6 +167,17 @@ pub struct NewSession {
     pub event: Option<AuditEvent>,
     /// A login's throttle keys, settled in the same transaction.
     pub throttle: SettledThrottle,
+    /// A login's upgraded password hash (from an imported or outdated one),
+    /// stored in the same transaction.
+    pub rehash: Option<Rehash>,
+}
+
+/// Replaces the stored hash `from` with `to`; a hash that is no longer
+/// `from` (the password changed meanwhile) stays as it is.
+#[derive(Debug, Clone)]
+pub struct Rehash {
+    pub from: PasswordHash,
+    pub to: PasswordHash,
 }
 
 /// What a successful login does to its throttle keys: its address's count

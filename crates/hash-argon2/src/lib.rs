@@ -10,10 +10,17 @@
 //! thread keeps its argon2 working memory and
 //! reuses it: a fresh 19 MiB per hash is what the allocator would otherwise
 //! hand out, and keep.
+//!
+//! Hashes imported from Django ([`django`]) are checked on the same threads,
+//! behind the same queue limit. A check that needs more memory than ours
+//! (Django's argon2 takes 100 MiB) borrows it from a pool-wide budget for
+//! the length of the check, waiting while other checks hold it.
+
+pub mod django;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash as PhcHash, Salt};
@@ -23,6 +30,8 @@ use async_trait::async_trait;
 use gatehouse_domain::ports::{PasswordCheck, PasswordHasher};
 use gatehouse_domain::{PasswordHash, PlainPassword, PortError};
 use tokio::sync::oneshot;
+
+use crate::django::DjangoHash;
 
 /// argon2id cost parameters; the defaults are OWASP's (m=19456 KiB, t=2, p=1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,16 +65,73 @@ struct PoolGone;
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
+/// Memory that checks costlier than our own hash may borrow at once, by
+/// default: two of Django's argon2 checks (100 MiB each) and some room.
+pub const DEFAULT_OVERSIZED_MEMORY_KIB: usize = 256 * 1024;
+
+/// The memory, in KiB, that checks needing more than a thread's own working
+/// memory hold right now, against its limit.
+#[derive(Debug)]
+struct MemoryBudget {
+    limit_kib: AtomicUsize,
+    held_kib: Mutex<usize>,
+    returned: Condvar,
+}
+
+/// Memory borrowed from the budget; given back when dropped.
+struct Borrowed<'b> {
+    budget: &'b MemoryBudget,
+    kib: usize,
+}
+
+impl MemoryBudget {
+    fn new(limit_kib: usize) -> Self {
+        Self { limit_kib: AtomicUsize::new(limit_kib), held_kib: Mutex::new(0), returned: Condvar::new() }
+    }
+
+    /// Waits until `kib` fits beside what others hold; a check that could
+    /// never fit is refused.
+    fn borrow(&self, kib: usize) -> Result<Borrowed<'_>, PortError> {
+        let limit = self.limit_kib.load(Ordering::Relaxed);
+        if kib > limit {
+            return Err(PortError::unexpected(OverBudget { kib, limit }));
+        }
+        let mut held = self.held_kib.lock().map_err(|_| PortError::unexpected(PoolGone))?;
+        while *held + kib > limit {
+            held = self.returned.wait(held).map_err(|_| PortError::unexpected(PoolGone))?;
+        }
+        *held += kib;
+        Ok(Borrowed { budget: self, kib })
+    }
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.budget.held_kib.lock() {
+            *held -= self.kib;
+        }
+        self.budget.returned.notify_all();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a password check needs {kib} KiB, over the hashing memory limit of {limit} KiB")]
+struct OverBudget {
+    kib: usize,
+    limit: usize,
+}
+
 /// What a hashing thread owns: the configured parameters and its argon2
-/// working memory, grown to the largest cost met and then reused.
+/// working memory, grown to the configured cost and then reused.
 struct Worker {
     params: Params,
     memory: Vec<Block>,
+    budget: Arc<MemoryBudget>,
 }
 
 impl Worker {
-    fn new(params: Params) -> Self {
-        Self { params, memory: Vec::new() }
+    fn new(params: Params, budget: Arc<MemoryBudget>) -> Self {
+        Self { params, memory: Vec::new(), budget }
     }
 
     /// A new PHC string for `password` with the configured parameters and a
@@ -84,22 +150,36 @@ impl Worker {
         Ok(hash.to_string())
     }
 
-    /// Checks `password` against a stored PHC string, with the algorithm,
-    /// version and costs the string names; outputs compare in constant time.
+    /// Checks `password` against a stored hash: our PHC string, or one of
+    /// Django's formats (which always asks for a rehash).
     fn verify(&mut self, password: &[u8], stored: &str) -> Result<PasswordCheck, PortError> {
-        let hash = PhcHash::new(stored).map_err(PortError::unexpected)?;
+        if !django::is_django(stored) {
+            let hash = PhcHash::new(stored).map_err(PortError::unexpected)?;
+            let matches = self.verify_phc(password, &hash, None)?;
+            return Ok(match matches {
+                true => PasswordCheck::Match { needs_rehash: is_outdated(&hash, &self.params) },
+                false => PasswordCheck::Mismatch,
+            });
+        }
+        let hash = DjangoHash::parse(stored).map_err(PortError::unexpected)?;
+        let matches = hash.matches(password, |password, phc, params| self.verify_phc(password, phc, Some(params)))?;
+        Ok(if matches { PasswordCheck::Match { needs_rehash: true } } else { PasswordCheck::Mismatch })
+    }
+
+    /// Checks `password` against an argon2 PHC string with the algorithm,
+    /// version and costs it names; outputs compare in constant time.
+    fn verify_phc(&mut self, password: &[u8], hash: &PhcHash, params: Option<Params>) -> Result<bool, PortError> {
         let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
             return Err(PortError::unexpected("the stored hash has no salt or output"));
         };
         let algorithm = Algorithm::try_from(hash.algorithm.as_str()).map_err(PortError::unexpected)?;
         let version = hash.version.map(Version::try_from).transpose().map_err(PortError::unexpected)?;
-        let params = Params::try_from(&hash).map_err(PortError::unexpected)?;
+        let params = match params {
+            Some(params) => params,
+            None => Params::try_from(hash).map_err(PortError::unexpected)?,
+        };
         let computed = self.compute(password, salt.as_ref(), algorithm, version.unwrap_or_default(), params)?;
-        Ok(if computed == *expected {
-            PasswordCheck::Match { needs_rehash: is_outdated(&hash, &self.params) }
-        } else {
-            PasswordCheck::Mismatch
-        })
+        Ok(computed == *expected)
     }
 
     fn compute(
@@ -111,14 +191,24 @@ impl Worker {
         params: Params,
     ) -> Result<Output, PortError> {
         let blocks = params.block_count();
-        if self.memory.len() < blocks {
-            self.memory.resize(blocks, Block::default());
-        }
+        let own = self.params.block_count();
+        // A costlier check than ours borrows its memory for its own length.
+        let (_borrowed, mut oversized);
+        let memory = if blocks <= own {
+            if self.memory.len() < own {
+                self.memory.resize(own, Block::default());
+            }
+            &mut self.memory
+        } else {
+            _borrowed = self.budget.borrow(blocks)?;
+            oversized = vec![Block::default(); blocks];
+            &mut oversized
+        };
         let length = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
         let mut buffer = [0u8; Output::MAX_LENGTH];
         let out = buffer.get_mut(..length).ok_or_else(|| PortError::unexpected("argon2 output too long"))?;
         Argon2::new(algorithm, version, params)
-            .hash_password_into_with_memory(password, salt, out, &mut self.memory)
+            .hash_password_into_with_memory(password, salt, out, memory)
             .map_err(PortError::unexpected)?;
         Output::new(out).map_err(PortError::unexpected)
     }
@@ -163,6 +253,7 @@ pub struct Argon2Hasher {
     in_flight: Arc<AtomicUsize>,
     concurrency: usize,
     other_work: Arc<OtherWork>,
+    budget: Arc<MemoryBudget>,
     dummy: Arc<String>,
 }
 
@@ -172,21 +263,24 @@ impl Argon2Hasher {
     pub fn new(params: HashParams, concurrency: usize, queue_limit: usize) -> Result<Self, InvalidParams> {
         let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
             .map_err(|e| InvalidParams(e.to_string()))?;
-        let dummy =
-            Worker::new(params.clone()).hash(b"gatehouse dummy password").map_err(|e| InvalidParams(e.to_string()))?;
+        let budget = Arc::new(MemoryBudget::new(DEFAULT_OVERSIZED_MEMORY_KIB));
+        let dummy = Worker::new(params.clone(), budget.clone())
+            .hash(b"gatehouse dummy password")
+            .map_err(|e| InvalidParams(e.to_string()))?;
         let concurrency = concurrency.max(1);
         let (jobs, queue) = sync_channel::<Job>(queue_limit.max(1));
         let queue = Arc::new(Mutex::new(queue));
         let other_work =
             Arc::new(OtherWork { epoch: Instant::now(), last_seen: AtomicU64::new(0), paused: AtomicUsize::new(0) });
         for n in 0..concurrency {
-            let (queue, params, other_work) = (queue.clone(), params.clone(), other_work.clone());
+            let (queue, params, other_work, budget) =
+                (queue.clone(), params.clone(), other_work.clone(), budget.clone());
             let yields_to_others = n > 0 && n == concurrency - 1;
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
                     yield_to_requests();
-                    let mut worker = Worker::new(params);
+                    let mut worker = Worker::new(params, budget);
                     loop {
                         if yields_to_others && other_work.recent() {
                             other_work.paused.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +304,21 @@ impl Argon2Hasher {
                 })
                 .map_err(|e| InvalidParams(format!("cannot start a hashing thread: {e}")))?;
         }
-        Ok(Self { jobs, in_flight: Arc::new(AtomicUsize::new(0)), concurrency, other_work, dummy: Arc::new(dummy) })
+        Ok(Self {
+            jobs,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            concurrency,
+            other_work,
+            budget,
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    /// Bounds the memory that checks costlier than our own hash (imported
+    /// ones) hold at once, in KiB; a check needing more than this is refused.
+    pub fn limit_oversized_memory(&self, kib: usize) {
+        self.budget.limit_kib.store(kib, Ordering::Relaxed);
+        self.budget.returned.notify_all();
     }
 
     /// Reports work other than hashing (a request that hashed nothing): for
@@ -276,6 +384,11 @@ impl PasswordHasher for Argon2Hasher {
     }
 
     async fn verify(&self, password: &PlainPassword, hash: &PasswordHash) -> Result<PasswordCheck, PortError> {
+        if matches!(DjangoHash::parse(hash.expose()), Ok(DjangoHash::Unusable)) {
+            // No password matches; it costs what an unknown address costs.
+            self.verify_dummy(password).await?;
+            return Ok(PasswordCheck::Mismatch);
+        }
         let (password, hash) = (password.clone(), hash.clone());
         self.run(move |worker| worker.verify(password.expose().as_bytes(), hash.expose())).await?
     }
@@ -371,6 +484,74 @@ mod tests {
         let jobs = (0..4).map(|_| thread_of_a_job(&hasher));
         let threads: std::collections::HashSet<_> = futures_util::future::join_all(jobs).await.into_iter().collect();
         assert_eq!(threads.len(), 2, "both threads hashed: {threads:?}");
+    }
+
+    /// Every user of the Django fixtures that has a password: its hasher,
+    /// its plain password and its hash as Django stored it.
+    fn django_fixture_hashes() -> Vec<(String, String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/django");
+        let mut hashes = Vec::new();
+        for fixture in ["django_default", "seed_accounts", "seed_profiles"] {
+            let text = std::fs::read_to_string(root.join(fixture).join("expected.json")).unwrap();
+            let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+            for user in expected["users"].as_array().unwrap() {
+                let field = |name: &str, absent: &str| user[name].as_str().unwrap_or(absent).to_owned();
+                // An unusable password has no hasher and no plain password.
+                hashes.push((
+                    field("hasher", "unusable"),
+                    field("password", "any password"),
+                    field("password_hash", ""),
+                ));
+            }
+        }
+        hashes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_django_fixture_hash_matches_its_password_and_no_other() {
+        let hasher = Argon2Hasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 2, 64).unwrap();
+        let hashes = django_fixture_hashes();
+        let seen: std::collections::HashSet<&str> = hashes.iter().map(|(hasher, ..)| hasher.as_str()).collect();
+        for expected in ["pbkdf2_sha256", "pbkdf2_sha1", "argon2", "bcrypt_sha256", "bcrypt", "unusable"] {
+            assert!(seen.contains(expected), "the fixtures hold a {expected} hash");
+        }
+        let checks = hashes.into_iter().map(|(name, password, hash)| {
+            let hasher = hasher.clone();
+            async move {
+                let hash = PasswordHash::new(hash);
+                let right = hasher.verify(&plain(&password), &hash).await.unwrap();
+                let wrong = hasher.verify(&plain(&format!("{password}!")), &hash).await.unwrap();
+                (name, right, wrong)
+            }
+        });
+        for (name, right, wrong) in futures_util::future::join_all(checks).await {
+            let expected =
+                if name == "unusable" { PasswordCheck::Mismatch } else { PasswordCheck::Match { needs_rehash: true } };
+            assert_eq!(right, expected, "{name} with its own password");
+            assert_eq!(wrong, PasswordCheck::Mismatch, "{name} with another password");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn costly_imported_checks_share_a_memory_budget() {
+        let hasher = hasher();
+        let argon2 =
+            django_fixture_hashes().into_iter().filter(|(name, ..)| name == "argon2").take(2).collect::<Vec<_>>();
+        let [(_, password, hash), (_, other_password, other_hash)] = &argon2[..] else { panic!("two argon2 hashes") };
+        // Django's 100 MiB each: with room for one at a time, both still pass, one after the other.
+        hasher.limit_oversized_memory(150 * 1024);
+        let (password, hash) = (plain(password), PasswordHash::new(hash.clone()));
+        let (other_password, other_hash) = (plain(other_password), PasswordHash::new(other_hash.clone()));
+        let (one, two) = tokio::join!(hasher.verify(&password, &hash), hasher.verify(&other_password, &other_hash));
+        assert_eq!(
+            (one.unwrap(), two.unwrap()),
+            (PasswordCheck::Match { needs_rehash: true }, PasswordCheck::Match { needs_rehash: true })
+        );
+        assert_eq!(*hasher.budget.held_kib.lock().unwrap(), 0, "every borrowed KiB came back");
+        // A check that could never fit is refused, not waited for.
+        hasher.limit_oversized_memory(64 * 1024);
+        let refused = hasher.verify(&password, &hash).await;
+        assert!(matches!(refused, Err(PortError::Unexpected(_))), "{refused:?}");
     }
 
     #[tokio::test]

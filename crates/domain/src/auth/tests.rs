@@ -74,6 +74,10 @@ impl Mocks {
 
     fn expect_session_opened(&mut self) {
         self.sessions.expect_start_session().times(1).returning(|_| Ok(()));
+        self.expect_token_issued();
+    }
+
+    fn expect_token_issued(&mut self) {
         self.tokens
             .expect_issue()
             .times(1)
@@ -323,17 +327,22 @@ async fn login_of_an_unverified_account_passes_when_verification_is_optional() {
 }
 
 #[tokio::test]
-async fn login_upgrades_an_outdated_hash() {
+async fn login_upgrades_an_outdated_hash_in_the_sessions_transaction() {
     let mut m = Mocks::new();
     m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: true }));
     m.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("$argon2id$upgraded")));
-    m.accounts
-        .expect_set_password_hash()
-        .withf(|id, hash| *id == UserId::new(1) && hash.expose() == "$argon2id$upgraded")
+    m.sessions
+        .expect_start_session()
+        .withf(|s| {
+            s.rehash.as_ref().is_some_and(|r| {
+                r.to.expose() == "$argon2id$upgraded"
+                    && r.from.expose() == credentials(true, true).password_hash.unwrap().expose()
+            })
+        })
         .times(1)
-        .returning(|_, _| Ok(()));
-    m.expect_session_opened();
+        .returning(|_| Ok(()));
+    m.expect_token_issued();
     assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
 }
 
@@ -342,10 +351,9 @@ async fn a_failed_hash_upgrade_does_not_fail_the_login() {
     let mut m = Mocks::new();
     m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: true }));
-    m.hasher.expect_hash().returning(|_| Ok(PasswordHash::new("$argon2id$upgraded")));
-    m.accounts.expect_set_password_hash().returning(|_, _| Err(PortError::unexpected("boom")));
-    m.accounts.expect_get_user().returning(|_| Ok(Some(user(1, true))));
-    m.expect_session_opened();
+    m.hasher.expect_hash().returning(|_| Err(PortError::unavailable("queue full")));
+    m.sessions.expect_start_session().withf(|s| s.rehash.is_none()).times(1).returning(|_| Ok(()));
+    m.expect_token_issued();
     assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
 }
 

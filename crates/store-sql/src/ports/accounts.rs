@@ -146,13 +146,6 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         .await
     }
 
-    async fn set_password_hash(&self, id: UserId, hash: PasswordHash) -> Result<(), PortError> {
-        run!(&mut self.conn().await?, |c| diesel::update(users::table.find(id.get()))
-            .set(users::password_hash.eq(hash.expose()))
-            .execute(c))?;
-        Ok(())
-    }
-
     async fn find_credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>, PortError> {
         Ok(load_credentials(&mut self.conn().await?.as_db(), id.get()).await?)
     }

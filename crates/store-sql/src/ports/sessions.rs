@@ -36,6 +36,12 @@ impl<C: Connections> SessionStore for SqlStore<C> {
             run!(tx, |c| diesel::update(users::table.find(session.user_id.get()))
                 .set(users::last_login.eq(Utc(session.created_at)))
                 .execute(c))?;
+            if let Some(rehash) = &session.rehash {
+                run!(tx, |c| diesel::update(users::table.find(session.user_id.get()))
+                    .filter(users::password_hash.eq(rehash.from.expose()))
+                    .set(users::password_hash.eq(rehash.to.expose()))
+                    .execute(c))?;
+            }
             if let Some(event) = &session.event {
                 insert_event(tx, event, session.created_at).await?;
             }
