@@ -22,6 +22,7 @@ mod dotenv;
 mod downstream;
 mod email_change;
 mod hardening;
+mod import_django;
 mod logs;
 mod metrics;
 mod reset;

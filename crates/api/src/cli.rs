@@ -1,8 +1,10 @@
-//! The `gatehouse` command line: serve, migrate, create-superuser, keys.
+//! The `gatehouse` command line: serve, migrate, create-superuser, keys, import-django.
 
 use std::io::{BufRead, IsTerminal};
 
 use clap::{Parser, Subcommand};
+use gatehouse_django_source::{Options, SourceError};
+use gatehouse_domain::import::{ImportReport, ImportService, BATCH_SIZE};
 use gatehouse_domain::{Email, Password};
 
 use crate::config::Settings;
@@ -36,6 +38,21 @@ pub enum Command {
     /// Manage the signing keys of EdDSA and RS256 (the keys file).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Copy a Django project's users, groups and profiles in, keeping ids and password hashes.
+    ImportDjango {
+        /// The Django database: postgres://… or sqlite://PATH (only read).
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The user table, when it is not the one table with email, password and last_login.
+        #[arg(long, value_name = "TABLE")]
+        user_table: Option<String>,
+        /// The profile table, when it is not the one with user_id and phone, gender or bio.
+        #[arg(long, value_name = "TABLE")]
+        profile_table: Option<String>,
+        /// Read and report what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// The careful rotation: `add`, wait past the JWKS cache age (300 s) so that
@@ -68,6 +85,8 @@ pub enum CommandError {
     Store(#[from] gatehouse_domain::PortError),
     #[error("cannot use the {0}")]
     Keys(#[from] KeysFileError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
 }
 
 pub async fn run(command: Command, settings: Settings) -> Result<(), CommandError> {
@@ -84,7 +103,62 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), CommandErro
         }
         Command::CreateSuperuser { email, password_stdin } => create_superuser(settings, &email, password_stdin).await,
         Command::Keys(command) => keys(&settings, command),
+        Command::ImportDjango { from, user_table, profile_table, dry_run } => {
+            import_django(&settings, &from, Options { user_table, profile_table }, dry_run).await
+        }
     }
+}
+
+/// Reads the Django database, imports it in batches and prints the summary;
+/// fails when no user could be imported.
+async fn import_django(settings: &Settings, from: &str, options: Options, dry_run: bool) -> Result<(), CommandError> {
+    let tables = gatehouse_django_source::read(from, &options).await?;
+    let stores = Stores::open(settings).await?;
+    let Services { hasher, .. } = services(settings, &stores)?;
+    let import = ImportService { store: stores.import.clone(), hasher };
+    let progress = |done: usize, total: usize| {
+        if total > BATCH_SIZE {
+            eprintln!("written {done} of {total} users");
+        }
+    };
+    let report = import.run(tables, OffsetDateTime::now_utc(), dry_run, progress).await?;
+    print!("{}", summary(&report));
+    if report.imported() == 0 {
+        return Err(CommandError::Input(format!("no user of {} could be imported", report.user_table)));
+    }
+    Ok(())
+}
+
+fn summary(report: &ImportReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let profile_table = report.profile_table.as_deref().unwrap_or("none");
+    let _ = writeln!(out, "read {} users from {} (profile table: {profile_table})", report.rows, report.user_table);
+    let _ = writeln!(
+        out,
+        "users imported: {} ({} added, {} updated; {} kept the password they have set in Gatehouse since)",
+        report.imported(),
+        report.added,
+        report.updated,
+        report.passwords_kept
+    );
+    let _ = writeln!(out, "groups: {}, profiles imported: {}", report.groups, report.profiles);
+    let _ = writeln!(out, "skipped: {}", report.skipped.len());
+    for skip in &report.skipped {
+        let id = skip.id.map_or_else(|| "?".to_owned(), |id| id.to_string());
+        let email = skip.email.as_deref().filter(|e| !e.is_empty()).unwrap_or("(no email)");
+        let _ = writeln!(out, "  id {id} {email}: {} ({})", skip.reason.code(), skip.reason);
+    }
+    if !report.warnings.is_empty() {
+        let _ = writeln!(out, "warnings: {}", report.warnings.len());
+        for warning in &report.warnings {
+            let _ = writeln!(out, "  id {} {}: {} (left out)", warning.id, warning.field, warning.problem);
+        }
+    }
+    if report.dry_run {
+        let _ = writeln!(out, "dry run: nothing was written");
+    }
+    out
 }
 
 /// Edits the keys file; running replicas follow it within 10 s.

@@ -99,6 +99,10 @@ impl PasswordHasher for RequestAwareHasher {
         mark_hashed();
         self.0.verify_dummy(password).await
     }
+
+    fn check_format(&self, hash: &PasswordHash) -> Result<(), String> {
+        self.0.check_format(hash)
+    }
 }
 
 #[cfg(test)]

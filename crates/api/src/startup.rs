@@ -15,6 +15,7 @@ use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 use gatehouse_domain::admin::{AdminPorts, AdminService};
 use gatehouse_domain::auth::Ports;
+use gatehouse_domain::import::ImportStore;
 use gatehouse_domain::mail::Links;
 use gatehouse_domain::outbox::{DeliveryPolicy, MailDelivery};
 use gatehouse_domain::ports::{
@@ -81,6 +82,7 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
     pub outbox: Arc<dyn Outbox>,
     pub health: Arc<dyn StoreHealth>,
+    pub import: Arc<dyn ImportStore>,
     pub pool: PoolGauge,
 }
 
@@ -128,7 +130,16 @@ impl PoolGauge {
 
 impl Stores {
     fn of<
-        S: AccountStore + SessionStore + Throttle + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + 'static,
+        S: AccountStore
+            + SessionStore
+            + Throttle
+            + AdminStore
+            + AdminWrites
+            + AuditLog
+            + Outbox
+            + StoreHealth
+            + ImportStore
+            + 'static,
     >(
         store: S,
         pool: PoolGauge,
@@ -142,7 +153,8 @@ impl Stores {
             admin_writes: store.clone(),
             audit: store.clone(),
             outbox: store.clone(),
-            health: store,
+            health: store.clone(),
+            import: store,
             pool,
         }
     }

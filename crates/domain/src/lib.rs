@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod email;
 pub mod error;
+pub mod import;
 pub mod mail;
 pub mod outbox;
 pub mod password;

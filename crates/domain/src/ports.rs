@@ -380,6 +380,10 @@ pub trait PasswordHasher: Send + Sync {
     /// Spends the time of one verification against a fixed hash, so that an
     /// unknown address answers as slowly as a known one.
     async fn verify_dummy(&self, password: &PlainPassword) -> Result<(), PortError>;
+
+    /// Whether `hash` is a format this hasher checks, with costs within its
+    /// caps (for hashes imported from elsewhere); why not, when it is not.
+    fn check_format(&self, hash: &PasswordHash) -> Result<(), String>;
 }
 
 /// The claims of a live access token that the service cares about.

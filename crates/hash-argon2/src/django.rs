@@ -26,6 +26,9 @@ pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
 pub const MAX_ARGON2_ITERATIONS: u32 = 16;
 pub const MAX_ARGON2_LANES: u32 = 64;
 
+/// Django's longest hash is about 120 bytes.
+pub const MAX_HASH_LENGTH: usize = 512;
+
 /// A Django hash string, parsed and within the caps.
 #[derive(Debug)]
 pub enum DjangoHash<'a> {
@@ -74,6 +77,9 @@ pub fn is_django(stored: &str) -> bool {
 impl<'a> DjangoHash<'a> {
     /// Parses a Django hash string and checks it against the caps.
     pub fn parse(stored: &'a str) -> Result<Self, MalformedHash> {
+        if stored.len() > MAX_HASH_LENGTH || stored.chars().any(char::is_control) {
+            return Err(malformed(format!("over {MAX_HASH_LENGTH} bytes or holds a control character")));
+        }
         if stored.starts_with('!') {
             return Ok(Self::Unusable);
         }

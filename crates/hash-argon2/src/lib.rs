@@ -254,6 +254,8 @@ pub struct Argon2Hasher {
     concurrency: usize,
     other_work: Arc<OtherWork>,
     budget: Arc<MemoryBudget>,
+    /// The argon2 blocks of our own hash: what a thread holds anyway.
+    own_blocks: usize,
     dummy: Arc<String>,
 }
 
@@ -310,6 +312,7 @@ impl Argon2Hasher {
             concurrency,
             other_work,
             budget,
+            own_blocks: params.block_count(),
             dummy: Arc::new(dummy),
         })
     }
@@ -391,6 +394,27 @@ impl PasswordHasher for Argon2Hasher {
         }
         let (password, hash) = (password.clone(), hash.clone());
         self.run(move |worker| worker.verify(password.expose().as_bytes(), hash.expose())).await?
+    }
+
+    fn check_format(&self, hash: &PasswordHash) -> Result<(), String> {
+        let stored = hash.expose();
+        let params = if django::is_django(stored) {
+            match DjangoHash::parse(stored).map_err(|e| e.to_string())? {
+                DjangoHash::Argon2 { params, .. } => params,
+                _ => return Ok(()),
+            }
+        } else {
+            let phc = PhcHash::new(stored).map_err(|e| format!("not a PHC string: {e}"))?;
+            Params::try_from(&phc).map_err(|e| format!("bad argon2 parameters: {e}"))?
+        };
+        let limit = self.budget.limit_kib.load(Ordering::Relaxed);
+        if params.block_count() > self.own_blocks && params.block_count() > limit {
+            return Err(format!(
+                "the argon2 check needs {} KiB, over the hashing memory limit of {limit} KiB",
+                params.block_count()
+            ));
+        }
+        Ok(())
     }
 
     async fn verify_dummy(&self, password: &PlainPassword) -> Result<(), PortError> {

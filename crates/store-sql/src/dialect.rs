@@ -218,6 +218,16 @@ impl Db<'_> {
     }
 }
 
+/// Moves the user id sequence past the highest id, after rows were inserted
+/// with their own ids. SQLite's AUTOINCREMENT already remembers the highest.
+pub async fn advance_user_ids(db: &mut Db<'_>) -> Result<(), StoreError> {
+    if let Db::Postgres(conn) = db {
+        let query = "SELECT setval(pg_get_serial_sequence('users', 'id'), max(id)) FROM users";
+        diesel_async::RunQueryDsl::execute(diesel::sql_query(query), conn).await?;
+    }
+    Ok(())
+}
+
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -269,6 +279,8 @@ pub enum StoreError {
     Conflict(DieselError),
     EmailTaken,
     Port(PortError),
+    /// A dry run's outcome, carried out of its transaction to roll it back.
+    DryRun(Vec<gatehouse_domain::import::Written>),
 }
 
 impl StoreError {
@@ -317,6 +329,7 @@ impl From<StoreError> for PortError {
             StoreError::Port(port) => port,
             StoreError::Conflict(error) => PortError::unexpected(error),
             StoreError::EmailTaken => PortError::unexpected("unexpected unique violation on the email"),
+            StoreError::DryRun(_) => PortError::unexpected("a dry run's outcome escaped its transaction"),
         }
     }
 }

@@ -120,7 +120,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    django_imports (user_id) {
+        user_id -> BigInt,
+        password_hash -> Nullable<Text>,
+        imported_at -> crate::sql_types::UtcTimestamp,
+    }
+}
+
 diesel::joinable!(profiles -> users (user_id));
+diesel::joinable!(django_imports -> users (user_id));
 diesel::joinable!(user_groups -> users (user_id));
 diesel::joinable!(user_groups -> groups (group_id));
 diesel::joinable!(group_permissions -> groups (group_id));
@@ -140,4 +149,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox,
     throttle_windows,
     audit_events,
+    django_imports,
 );

@@ -3,5 +3,6 @@
 mod accounts;
 mod admin;
 mod audit;
+mod import;
 mod outbox;
 mod sessions;
