@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run test fuzz bench fmt fmt-check lint build migrate clean
+.PHONY: help run test fuzz bench bench-django fmt fmt-check lint build migrate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ fuzz: ## schemathesis (pinned, in target/fuzz-venv) against a fresh service on S
 
 bench: ## Load the release build on PostgreSQL with wrk; report in bench/out/ (BENCH_SECONDS=10)
 	python3 scripts/bench.py
+
+bench-django: ## Import a generated 100,000-user Django table, then a storm of first (PBKDF2) logins; bench/out/django.md
+	python3 scripts/bench_django.py
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -87,6 +87,8 @@ pub enum CommandError {
     Keys(#[from] KeysFileError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error("the import stopped: {0}; the batches written before stay, nothing of the failed one does: run it again")]
+    Import(gatehouse_domain::PortError),
 }
 
 pub async fn run(command: Command, settings: Settings) -> Result<(), CommandError> {
@@ -121,7 +123,8 @@ async fn import_django(settings: &Settings, from: &str, options: Options, dry_ru
             eprintln!("written {done} of {total} users");
         }
     };
-    let report = import.run(tables, OffsetDateTime::now_utc(), dry_run, progress).await?;
+    let report =
+        import.run(tables, OffsetDateTime::now_utc(), dry_run, progress).await.map_err(CommandError::Import)?;
     print!("{}", summary(&report));
     if report.imported() == 0 {
         return Err(CommandError::Input(format!("no user of {} could be imported", report.user_table)));

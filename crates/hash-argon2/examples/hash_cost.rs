@@ -5,6 +5,10 @@
 //! time. The two differ where the cores share a cache that holds one hash's
 //! memory but not one per core. More rounds (default 20) average out a
 //! machine whose speed drifts from one second to the next.
+//!
+//! `hash_cost verify [rounds]` instead checks a stored hash (an imported
+//! Django one, say) with every core checking at once: the password and the
+//! hash are the two lines of standard input.
 
 use std::time::Instant;
 
@@ -17,6 +21,10 @@ const DEFAULT_ROUNDS: usize = 20;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("verify") {
+        let rounds = std::env::args().nth(2).map_or(Ok(DEFAULT_ROUNDS), |r| r.parse())?;
+        return verify_cost(rounds).await;
+    }
     let args: Vec<u32> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
     let (rounds, params) = match args.as_slice() {
         [m, t, p] => (DEFAULT_ROUNDS, HashParams { memory_kib: *m, iterations: *t, parallelism: *p }),
@@ -43,5 +51,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     try_join_all((0..cores * rounds).map(|_| all.hash(&password))).await?;
     let parallel = started.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
     println!("{describe}: {parallel:.1} ms per hash with {cores} threads hashing at once ({rounds} rounds each)");
+    Ok(())
+}
+
+async fn verify_cost(rounds: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut lines = std::io::stdin().lines();
+    let password = PlainPassword::parse(&lines.next().ok_or("no password line")??)?;
+    let hash = gatehouse_domain::PasswordHash::new(lines.next().ok_or("no hash line")??);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let all = Argon2Hasher::new(HashParams::default(), cores, cores * rounds)?;
+    let started = Instant::now();
+    try_join_all((0..cores * rounds).map(|_| all.verify(&password, &hash))).await?;
+    let parallel = started.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+    println!(
+        "{parallel:.1} ms per check of the stored hash with {cores} threads checking at once ({rounds} rounds each)"
+    );
     Ok(())
 }
