@@ -179,6 +179,10 @@ async fn imports_and_logs_in(name: &str, source: String, backend: Backend) {
     assert_eq!(snapshot(&app.database_url).await, before, "a second import changes nothing");
 
     // New accounts come after the imported ids.
+    assert_eq!(app.signup("newcomer@example.com").await.status(), 201);
+    let newcomer = rows(&app.database_url, "SELECT id FROM users WHERE email = 'newcomer@example.com'").await;
+    let newcomer: i64 = newcomer[0][0].as_ref().unwrap().parse().unwrap();
+    assert!(newcomer > expected["counts"]["max_user_id"].as_i64().unwrap(), "a signup gets id {newcomer}");
     let made = run_cli(
         &app.database_url,
         &["create-superuser", "--email", "new.admin@example.com", "--password-stdin"],
@@ -247,6 +251,8 @@ async fn sources_that_cannot_be_imported_are_refused_with_a_clear_message() {
     let not_django = sqlite_made_of("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL);");
     let printed = import_failing(db, &["--from", &not_django]);
     assert!(printed.contains("no table has the columns email, password and last_login"), "{printed}");
+    let printed = import_failing(db, &["--from", &not_django, "--user-table", "orders"]);
+    assert!(printed.contains("the user table orders has no email column"), "{printed}");
     let two = sqlite_made_of(&format!("{USER_TABLE} {}", USER_TABLE.replace("app_user", "old_user")));
     let printed = import_failing(db, &["--from", &two]);
     assert!(

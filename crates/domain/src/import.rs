@@ -237,23 +237,23 @@ pub fn plan(rows: Vec<Result<DjangoUser, UnreadableRow>>, check_hash: impl Fn(&s
                 reason: SkipReason::Unreadable(unreadable.problem),
             }),
             Ok(row) => match account(&row, &check_hash, &mut plan.warnings) {
-                Ok(user) => candidates.push(user),
+                Ok(user) => candidates.push((row.email, user)),
                 Err(reason) => plan.skipped.push(Skipped { id: Some(row.id), email: row.email.clone(), reason }),
             },
         }
     }
     let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
-    for user in &candidates {
+    for (_, user) in &candidates {
         by_key.entry(user.email.key().as_str().to_owned()).or_default().push(user.id.get());
     }
-    for user in candidates {
+    for (raw_email, user) in candidates {
         let ids = &by_key[user.email.key().as_str()];
         if ids.len() == 1 {
             plan.users.push(user);
         } else {
             let with = ids.iter().copied().filter(|id| *id != user.id.get()).collect();
             let reason = SkipReason::EmailCaseCollision { with };
-            plan.skipped.push(Skipped { id: Some(user.id.get()), email: Some(user.email.to_string()), reason });
+            plan.skipped.push(Skipped { id: Some(user.id.get()), email: raw_email, reason });
         }
     }
     plan
