@@ -6,6 +6,13 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_error, spawn_app, spawn_app_with, Backend, Options, FRONTEND, PASSWORD};
 use crate::on_both_stores;
 
+/// The payload of a JWT, unverified.
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
 on_both_stores!(
     signup_verify_login_refresh_and_replay,
     logout_kills_the_session_at_once,
@@ -65,7 +72,9 @@ async fn signup_verify_login_refresh_and_replay(backend: Backend) {
     let me: Value = me.json().await.unwrap();
     assert_eq!(me["email"], "Ada.Lovelace@example.com");
     assert_eq!(me["profile"], json!({ "phone": null, "gender": null, "bio": "" }));
+    assert_eq!(me["mfa_enabled"], false);
     assert!(me["id"].is_i64());
+    assert_eq!(claims_of(&access)["amr"], json!(["pwd"]), "a password login");
 
     let verify = app.post("/api/v1/auth/token/verify", &json!({ "token": access })).await;
     assert_eq!(verify.status(), 200);
@@ -79,6 +88,7 @@ async fn signup_verify_login_refresh_and_replay(backend: Backend) {
     assert_ne!(new_refresh, refresh);
     let new_access = refreshed["access"].as_str().unwrap().to_owned();
     assert_eq!(app.get_auth("/api/v1/auth/me", &new_access).await.status(), 200);
+    assert_eq!(claims_of(&new_access)["amr"], json!(["pwd"]), "a refresh keeps the session's methods");
 
     // The spent token comes back: the whole session is revoked.
     let replay = app.post("/api/v1/auth/token/refresh", &json!({ "refresh": refresh })).await;

@@ -22,6 +22,8 @@ pub struct UserView {
     pub is_active: bool,
     pub is_staff: bool,
     pub is_superuser: bool,
+    /// Login asks for a TOTP code after the password.
+    pub mfa_enabled: bool,
     pub groups: Vec<String>,
     pub date_joined: String,
     pub last_login: Option<String>,
@@ -46,6 +48,7 @@ impl From<User> for UserView {
             is_active: user.is_active,
             is_staff: user.is_staff,
             is_superuser: user.is_superuser,
+            mfa_enabled: user.mfa_enabled,
             groups: user.groups,
             date_joined: timestamp(user.date_joined),
             last_login: user.last_login.map(timestamp),

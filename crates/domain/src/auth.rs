@@ -28,8 +28,8 @@ use crate::ports::{
     TokenPurpose,
 };
 use crate::session::{
-    ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rehash, Rotation, ServerKey, SessionId, SessionInfo,
-    SessionState, SettledThrottle, TokenHash,
+    AuthMethods, ClientInfo, NewRefreshToken, NewSession, OpaqueToken, Rehash, Rotation, ServerKey, SessionId,
+    SessionInfo, SessionState, SettledThrottle, TokenHash,
 };
 use crate::user::{ProfilePatch, User, UserId};
 
@@ -127,6 +127,7 @@ struct Settled {
     event: Option<AuditEvent>,
     throttle: SettledThrottle,
     rehash: Option<Rehash>,
+    amr: AuthMethods,
 }
 
 impl AuthService {
@@ -214,6 +215,7 @@ impl AuthService {
                     event: Some(AuditEvent::new(AuditKind::LoginSucceeded, Some(user.id), &client)),
                     throttle: SettledThrottle { clear: Some(keys[0].clone()), release: keys[1..].to_vec() },
                     rehash,
+                    amr: AuthMethods::Password,
                 };
                 let outcome = self.open_session(user, client, self.ports.clock.now(), settled).await?;
                 tracing::info!(user_id = %outcome.user.id, "login succeeded");
@@ -361,10 +363,11 @@ impl AuthService {
                 event: settled.event,
                 throttle: settled.throttle,
                 rehash: settled.rehash,
+                amr: settled.amr,
             })
             .await?;
         user.last_login = Some(now);
-        let access = self.ports.tokens.issue(AccessClaims { user_id: user.id, session_id }, now)?;
+        let access = self.ports.tokens.issue(AccessClaims { user_id: user.id, session_id, amr: settled.amr }, now)?;
         Ok(LoginOutcome {
             user,
             tokens: TokenPair { session_id, access: access.token, refresh, expires_in: access.expires_in },
@@ -407,8 +410,8 @@ impl AuthService {
             )
             .await?;
         match rotation {
-            Rotation::Rotated { user_id, session_id } => {
-                let access = self.ports.tokens.issue(AccessClaims { user_id, session_id }, now)?;
+            Rotation::Rotated { user_id, session_id, amr } => {
+                let access = self.ports.tokens.issue(AccessClaims { user_id, session_id, amr }, now)?;
                 Ok(TokenPair { session_id, access: access.token, refresh: next, expires_in: access.expires_in })
             }
             Rotation::Unknown | Rotation::SessionDead => Err(RefreshError::Invalid),

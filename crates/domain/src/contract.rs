@@ -18,7 +18,8 @@ use crate::ports::{
 };
 use crate::ports::{AdminNewUser, AdminStore, AdminWrite, AdminWrites, AuditLog, GroupWrite};
 use crate::session::{
-    ClientInfo, NewRefreshToken, NewSession, Rehash, Rotation, SessionId, SessionState, SettledThrottle, TokenHash,
+    AuthMethods, ClientInfo, NewRefreshToken, NewSession, Rehash, Rotation, SessionId, SessionState, SettledThrottle,
+    TokenHash,
 };
 use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use crate::{Email, PasswordHash};
@@ -107,6 +108,7 @@ async fn login<S: Store>(store: &S, user_id: UserId, sid: SessionId, token: &str
             event: None,
             throttle: SettledThrottle::default(),
             rehash: None,
+            amr: AuthMethods::Password,
         })
         .await
         .expect("session starts");
@@ -125,6 +127,7 @@ pub async fn a_sessions_audit_event_is_recorded_with_it<S: Store>(store: &S) {
             event: Some(AuditEvent::new(AuditKind::LoginSucceeded, Some(id), &client)),
             throttle: SettledThrottle::default(),
             rehash: None,
+            amr: AuthMethods::Password,
         })
         .await
         .expect("session starts");
@@ -257,7 +260,10 @@ pub async fn refresh_rotation_spends_the_token_and_detects_reuse<S: Store>(store
     let rotated = store
         .rotate_refresh(&TokenHash::of("r1"), refresh("r2", later + Duration::days(1)), later, Duration::ZERO, None)
         .await;
-    assert_eq!(rotated.expect("write"), Rotation::Rotated { user_id: id, session_id: session_id(1) });
+    assert_eq!(
+        rotated.expect("write"),
+        Rotation::Rotated { user_id: id, session_id: session_id(1), amr: AuthMethods::Password }
+    );
     let replay = store
         .rotate_refresh(&TokenHash::of("r1"), refresh("r3", later + Duration::days(1)), later, Duration::ZERO, None)
         .await;
@@ -277,7 +283,7 @@ pub async fn a_replay_within_the_grace_window_keeps_the_one_successor<S: Store>(
     login(store, id, session_id(1), "r1").await;
     let grace = Duration::seconds(10);
     let expires = T0 + Duration::days(1);
-    let rotated = Rotation::Rotated { user_id: id, session_id: session_id(1) };
+    let rotated = Rotation::Rotated { user_id: id, session_id: session_id(1), amr: AuthMethods::Password };
     let first =
         store.rotate_refresh(&TokenHash::of("r1"), refresh("s1", expires), T0, grace, None).await.expect("write");
     assert_eq!(first, rotated);
@@ -419,6 +425,28 @@ pub async fn a_profile_patch_changes_only_what_it_names<S: Store>(store: &S) {
     assert!(store.update_profile(UserId::new(987_654), ProfilePatch::default()).await.expect("write").is_none());
 }
 
+pub async fn a_session_keeps_how_its_user_authenticated_across_refreshes<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    store
+        .start_session(NewSession {
+            id: session_id(1),
+            user_id: id,
+            client: ClientInfo::default(),
+            created_at: T0,
+            refresh: refresh("r1", T0 + Duration::days(1)),
+            event: None,
+            throttle: SettledThrottle::default(),
+            rehash: None,
+            amr: AuthMethods::PasswordAndRecoveryCode,
+        })
+        .await
+        .expect("session starts");
+    let next = refresh("r2", T0 + Duration::days(2));
+    let rotated = store.rotate_refresh(&TokenHash::of("r1"), next, T0, Duration::seconds(10), None).await;
+    let amr = AuthMethods::PasswordAndRecoveryCode;
+    assert_eq!(rotated.expect("write"), Rotation::Rotated { user_id: id, session_id: session_id(1), amr });
+}
+
 pub async fn a_login_upgrades_its_hash_with_its_session<S: Store>(store: &S) {
     let id = signup(store, "ada@example.com", "t").await;
     let imported = account("ada@example.com").password_hash;
@@ -431,6 +459,7 @@ pub async fn a_login_upgrades_its_hash_with_its_session<S: Store>(store: &S) {
         event: None,
         throttle: SettledThrottle::default(),
         rehash: Some(Rehash { from: PasswordHash::new(from), to: PasswordHash::new(to) }),
+        amr: AuthMethods::Password,
     };
     let stored = async || {
         let credentials = store.find_credentials(&email("ada@example.com").key()).await.expect("read");
@@ -694,6 +723,7 @@ pub async fn a_login_settles_its_throttle_keys_with_its_session<S: Store>(store:
             event: None,
             throttle: SettledThrottle { clear: Some(email.clone()), release: vec![ip.clone()] },
             rehash: None,
+            amr: AuthMethods::Password,
         })
         .await
         .expect("session starts");
@@ -1118,6 +1148,7 @@ macro_rules! store_contract_tests {
             sessions_are_revoked_only_by_their_owner,
             a_profile_patch_changes_only_what_it_names,
             a_login_upgrades_its_hash_with_its_session,
+            a_session_keeps_how_its_user_authenticated_across_refreshes,
             the_outbox_leases_retries_and_forgets_sent_mail,
             an_expired_lease_passes_to_another_worker,
             ping_answers,

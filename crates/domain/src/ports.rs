@@ -11,7 +11,7 @@ use crate::error::PortError;
 use crate::mail::OutgoingMail;
 use crate::password::{PasswordHash, PlainPassword};
 use crate::session::{
-    NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionInfo, SessionState, TokenHash,
+    AuthMethods, NewRefreshToken, NewSession, OpaqueToken, Rotation, SessionId, SessionInfo, SessionState, TokenHash,
 };
 use crate::user::{ProfilePatch, User, UserId};
 
@@ -391,6 +391,7 @@ pub trait PasswordHasher: Send + Sync {
 pub struct AccessClaims {
     pub user_id: UserId,
     pub session_id: SessionId,
+    pub amr: AuthMethods,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -170,6 +170,48 @@ pub struct NewSession {
     /// A login's upgraded password hash (from an imported or outdated one),
     /// stored in the same transaction.
     pub rehash: Option<Rehash>,
+    /// How the user proved who they are; every access token of the session says it.
+    pub amr: AuthMethods,
+}
+
+/// How a session's user authenticated: the `amr` claim (RFC 8176) of its
+/// access tokens, kept with the session so that a refresh says the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMethods {
+    #[default]
+    Password,
+    /// The password, then a TOTP code.
+    PasswordAndOtp,
+    /// The password, then a recovery code.
+    PasswordAndRecoveryCode,
+}
+
+impl AuthMethods {
+    /// The claim's values.
+    pub fn claim(self) -> &'static [&'static str] {
+        match self {
+            Self::Password => &["pwd"],
+            Self::PasswordAndOtp => &["pwd", "otp"],
+            Self::PasswordAndRecoveryCode => &["pwd", "mfa"],
+        }
+    }
+
+    /// The claim's values joined by spaces, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "pwd",
+            Self::PasswordAndOtp => "pwd otp",
+            Self::PasswordAndRecoveryCode => "pwd mfa",
+        }
+    }
+
+    /// The methods of a claim or of [`Self::as_str`]; `None` for anything else.
+    pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let values: Vec<&str> = values.into_iter().collect();
+        [Self::Password, Self::PasswordAndOtp, Self::PasswordAndRecoveryCode]
+            .into_iter()
+            .find(|methods| methods.claim() == values.as_slice())
+    }
 }
 
 /// Replaces the stored hash `from` with `to`; a hash that is no longer
@@ -199,7 +241,7 @@ pub struct NewRefreshToken {
 pub enum Rotation {
     /// The token was live and is now spent, its successor stored; or it was
     /// spent within the grace window, and its successor is already stored.
-    Rotated { user_id: UserId, session_id: SessionId },
+    Rotated { user_id: UserId, session_id: SessionId, amr: AuthMethods },
     /// No such token.
     Unknown,
     /// The token is past its expiry.

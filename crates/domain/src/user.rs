@@ -41,6 +41,8 @@ pub struct User {
     pub is_staff: bool,
     pub is_superuser: bool,
     pub is_verified: bool,
+    /// A second factor (TOTP) is asked for at login.
+    pub mfa_enabled: bool,
     pub date_joined: OffsetDateTime,
     pub last_login: Option<OffsetDateTime>,
     pub groups: Vec<String>,

@@ -19,6 +19,7 @@ pub struct UserRow {
     is_staff: bool,
     is_superuser: bool,
     is_verified: bool,
+    mfa_enabled: bool,
     date_joined: OffsetDateTime,
     last_login: Option<OffsetDateTime>,
 }
@@ -59,6 +60,7 @@ pub fn to_user(user: UserRow, profile: Option<ProfileRow>, groups: Vec<String>) 
         is_staff: user.is_staff,
         is_superuser: user.is_superuser,
         is_verified: user.is_verified,
+        mfa_enabled: user.mfa_enabled,
         date_joined: user.date_joined,
         last_login: user.last_login,
         groups,

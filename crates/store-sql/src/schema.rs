@@ -13,6 +13,7 @@ diesel::table! {
         is_staff -> Bool,
         is_superuser -> Bool,
         is_verified -> Bool,
+        mfa_enabled -> Bool,
         date_joined -> crate::sql_types::UtcTimestamp,
         last_login -> Nullable<crate::sql_types::UtcTimestamp>,
     }
@@ -58,6 +59,7 @@ diesel::table! {
         revoked_at -> Nullable<crate::sql_types::UtcTimestamp>,
         user_agent -> Nullable<Text>,
         ip -> Nullable<Text>,
+        amr -> Text,
     }
 }
 

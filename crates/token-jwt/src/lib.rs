@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use gatehouse_domain::ports::{AccessClaims, AccessTokenError, AccessTokens, Random, SignedAccessToken};
+use gatehouse_domain::session::AuthMethods;
 use gatehouse_domain::{OpaqueToken, PortError, SessionId, UserId};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -36,6 +37,9 @@ struct Claims {
     iss: String,
     aud: String,
     token_type: String,
+    /// How the user authenticated (RFC 8176); tokens from before it say the password.
+    #[serde(default)]
+    amr: Vec<String>,
 }
 
 /// How far in the future an `iat` may be: the clock skew tolerated between replicas.
@@ -232,6 +236,7 @@ impl AccessTokens for JwtAccessTokens {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             token_type: ACCESS_TOKEN_TYPE.into(),
+            amr: claims.amr.claim().iter().map(|m| (*m).to_owned()).collect(),
         };
         let active = self.active();
         let token = jsonwebtoken::encode(&active.header, &claims, &active.encoding).map_err(PortError::unexpected)?;
@@ -258,7 +263,11 @@ impl AccessTokens for JwtAccessTokens {
         }
         let user_id = claims.sub.parse::<i64>().map(UserId::new).map_err(|_| AccessTokenError::Invalid)?;
         let session_id = SessionId::parse(&claims.sid).ok_or(AccessTokenError::Invalid)?;
-        Ok(AccessClaims { user_id, session_id })
+        let amr = match claims.amr.as_slice() {
+            [] => AuthMethods::Password,
+            values => AuthMethods::parse(values.iter().map(String::as_str)).ok_or(AccessTokenError::Invalid)?,
+        };
+        Ok(AccessClaims { user_id, session_id, amr })
     }
 }
 
@@ -312,7 +321,11 @@ mod tests {
     }
 
     fn claims() -> AccessClaims {
-        AccessClaims { user_id: UserId::new(42), session_id: SessionId::new(uuid::Uuid::from_u128(7)) }
+        AccessClaims {
+            user_id: UserId::new(42),
+            session_id: SessionId::new(uuid::Uuid::from_u128(7)),
+            amr: AuthMethods::PasswordAndOtp,
+        }
     }
 
     fn now() -> OffsetDateTime {

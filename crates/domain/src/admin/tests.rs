@@ -132,6 +132,7 @@ fn target() -> User {
         is_staff: false,
         is_superuser: false,
         is_verified: true,
+        mfa_enabled: false,
         date_joined: time::macros::datetime!(2026-11-21 10:00 UTC),
         last_login: None,
         groups: vec![REGULAR_USER_GROUP.into()],

@@ -7,7 +7,7 @@ use crate::ports::{
     Credentials, MailKind, MockAccessTokens, MockAccountStore, MockAuditLog, MockClock, MockPasswordHasher, MockRandom,
     MockSessionStore, MockThrottle, SignedAccessToken, ThrottleWindow,
 };
-use crate::session::SessionInfo;
+use crate::session::{AuthMethods, SessionInfo};
 use crate::user::Profile;
 use mockall::predicate::{always, eq};
 use time::macros::datetime;
@@ -24,6 +24,7 @@ fn user(id: i64, verified: bool) -> User {
         is_staff: false,
         is_superuser: false,
         is_verified: verified,
+        mfa_enabled: false,
         date_joined: NOW,
         last_login: None,
         groups: vec!["Regular User".into()],
@@ -373,7 +374,7 @@ async fn login_records_the_client_on_the_session() {
         .returning(|_| Ok(()));
     m.tokens
         .expect_issue()
-        .with(eq(AccessClaims { user_id: UserId::new(1), session_id: sid() }), eq(NOW))
+        .with(eq(AccessClaims { user_id: UserId::new(1), session_id: sid(), amr: AuthMethods::Password }), eq(NOW))
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("a".into()), expires_in: 300 }));
     let client = ClientInfo::new(Some("203.0.113.9".into()), Some("curl/8"));
     assert!(m.service().login(login_request("right"), client).await.is_ok());
@@ -397,15 +398,27 @@ async fn refresh_with(rotation: Rotation) -> Result<TokenPair, RefreshError> {
                 && *grace == Duration::seconds(10)
         })
         .returning(move |_, _, _, _, _| Ok(expected.clone()));
+    // The new access token says how the session's user authenticated.
+    let amr = match rotation {
+        Rotation::Rotated { amr, .. } => amr,
+        _ => AuthMethods::Password,
+    };
     m.tokens
         .expect_issue()
+        .withf(move |claims, _| claims.amr == amr)
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
     m.service().refresh("old-token", None, &ClientInfo::default()).await
 }
 
 #[tokio::test]
 async fn refresh_rotates_the_token() {
-    let pair = refresh_with(Rotation::Rotated { user_id: UserId::new(1), session_id: sid() }).await.unwrap();
+    let pair = refresh_with(Rotation::Rotated {
+        user_id: UserId::new(1),
+        session_id: sid(),
+        amr: AuthMethods::PasswordAndOtp,
+    })
+    .await
+    .unwrap();
     assert_eq!(pair.refresh.expose(), server_key().successor("old-token").expose());
     assert_eq!(pair.access.expose(), "access.jwt");
 }
@@ -464,9 +477,9 @@ async fn a_cookie_refresh_of_an_unknown_token_is_invalid_before_any_csrf_check()
 async fn a_cookie_refresh_with_its_sessions_csrf_token_rotates() {
     let mut m = Mocks::new();
     m.sessions.expect_refresh_session().returning(|_| Ok(Some(sid())));
-    m.sessions
-        .expect_rotate_refresh()
-        .returning(|_, _, _, _, _| Ok(Rotation::Rotated { user_id: UserId::new(1), session_id: sid() }));
+    m.sessions.expect_rotate_refresh().returning(|_, _, _, _, _| {
+        Ok(Rotation::Rotated { user_id: UserId::new(1), session_id: sid(), amr: AuthMethods::PasswordAndOtp })
+    });
     m.tokens
         .expect_issue()
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
@@ -478,7 +491,7 @@ async fn a_cookie_refresh_with_its_sessions_csrf_token_rotates() {
 // --- authenticate --------------------------------------------------------
 
 fn claims() -> AccessClaims {
-    AccessClaims { user_id: UserId::new(1), session_id: sid() }
+    AccessClaims { user_id: UserId::new(1), session_id: sid(), amr: AuthMethods::Password }
 }
 
 #[tokio::test]

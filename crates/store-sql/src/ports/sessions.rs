@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use gatehouse_domain::ports::{SessionStore, Throttle, ThrottleKey, ThrottleWindow};
-use gatehouse_domain::session::{NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
+use gatehouse_domain::session::{AuthMethods, NewRefreshToken, NewSession, Rotation, SessionInfo, SessionState};
 use gatehouse_domain::{PortError, SessionId, TokenHash, User, UserId};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -30,6 +30,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                     sessions::expires_at.eq(Utc(session.refresh.expires_at)),
                     sessions::user_agent.eq(&session.client.user_agent),
                     sessions::ip.eq(&session.client.ip),
+                    sessions::amr.eq(session.amr.as_str()),
                 ))
                 .execute(c))?;
             insert_refresh(tx, id, &session.refresh, session.created_at).await?;
@@ -84,11 +85,12 @@ impl<C: Connections> SessionStore for SqlStore<C> {
             )
             .optional()?;
             let Some((session_id, expires_at, used_at)) = token else { return Ok(Rotation::Unknown) };
-            let (user_id, revoked_at, is_active) = run!(tx, |c| sessions::table
+            let (user_id, revoked_at, is_active, amr) = run!(tx, |c| sessions::table
                 .inner_join(users::table)
                 .filter(sessions::id.eq(Id(session_id)))
-                .select((sessions::user_id, sessions::revoked_at, users::is_active))
-                .first::<(i64, Option<OffsetDateTime>, bool)>(c))?;
+                .select((sessions::user_id, sessions::revoked_at, users::is_active, sessions::amr))
+                .first::<(i64, Option<OffsetDateTime>, bool, String)>(c))?;
+            let amr = AuthMethods::parse(amr.split(' ')).unwrap_or_default();
             if revoked_at.is_some() || !is_active {
                 return Ok(Rotation::SessionDead);
             }
@@ -119,7 +121,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                     run!(tx, |c| diesel::update(sessions::table.find(Id(session_id))).set((used, from)).execute(c))?;
                 }
             }
-            Ok(Rotation::Rotated { user_id: UserId::new(user_id), session_id: SessionId::new(session_id) })
+            Ok(Rotation::Rotated { user_id: UserId::new(user_id), session_id: SessionId::new(session_id), amr })
         })
         .await
     }
