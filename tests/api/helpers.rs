@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 /// The HS256 key of every test service, so tests can forge tokens.
 pub const JWT_SECRET: &str = "black-box-test-secret-of-at-least-32-bytes";
 pub const FRONTEND: &str = "https://app.example.test";
+/// The key that seals every test service's TOTP secrets.
+pub const MFA_KEY: &str = "black-box-test-totp-sealing-key-of-32-bytes";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +147,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         ("GATEHOUSE_MAILER", format!("smtp://127.0.0.1:{smtp_port}")),
         ("GATEHOUSE_FRONTEND_URL", FRONTEND.into()),
         ("GATEHOUSE_JWT_SECRET", JWT_SECRET.into()),
+        ("GATEHOUSE__MFA__ENCRYPTION_KEY", MFA_KEY.into()),
         ("GATEHOUSE__MAIL__POLL_INTERVAL_MS", "50".into()),
         ("GATEHOUSE__SERVER__WORKERS", "2".into()),
         ("GATEHOUSE__DATABASE__POOL_SIZE", "4".into()),
@@ -288,6 +291,7 @@ pub fn run_cli_with(database_url: &str, args: &[&str], stdin: &str, env: &[(&str
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("GATEHOUSE_JWT_SECRET", JWT_SECRET)
+        .env("GATEHOUSE__MFA__ENCRYPTION_KEY", MFA_KEY)
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(name, value)| (name, value)))
         .stdin(std::process::Stdio::piped())

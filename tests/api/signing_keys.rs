@@ -337,6 +337,7 @@ async fn a_keys_file_that_cannot_be_used_stops_start_up_naming_it() {
     let missing = keys_path();
     let mut production = key_settings("EdDSA", &missing);
     production.push(("GATEHOUSE_ENV".into(), "production".into()));
+    production.push(("GATEHOUSE__MFA__ENCRYPTION_KEY".into(), "a production key of at least 32 bytes".into()));
     let error = startup_error(production).await;
     assert!(error.contains(&missing.display().to_string()) && error.contains("does not exist"), "{error}");
     assert!(!missing.exists(), "production makes no key");

@@ -45,6 +45,7 @@ pub struct Settings {
     pub links: LinkSettings,
     pub auth: AuthSettings,
     pub jwt: JwtSettings,
+    pub mfa: MfaSettings,
     pub hashing: HashingSettings,
     pub cors: CorsSettings,
     pub limits: LimitSettings,
@@ -139,6 +140,15 @@ pub struct JwtSettings {
     pub keys_file: String,
     pub issuer: String,
     pub audience: String,
+}
+
+/// Two-factor login.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MfaSettings {
+    /// Seals TOTP secrets at rest (at least 32 bytes); the same on every replica.
+    pub encryption_key: SecretString,
+    /// Where development keeps a generated key when none is set.
+    pub encryption_key_file: String,
 }
 
 /// How access tokens are signed.
@@ -354,6 +364,13 @@ impl Settings {
                 format!("must be at least {} bytes", gatehouse_token_jwt::MIN_SECRET_BYTES),
             ));
         }
+        let mfa_key_len = secrecy::ExposeSecret::expose_secret(&self.mfa.encryption_key).len();
+        if mfa_key_len > 0 && mfa_key_len < gatehouse_totp::MIN_KEY_BYTES {
+            return Err(ConfigError::new(
+                "mfa.encryption_key",
+                format!("must be at least {} bytes", gatehouse_totp::MIN_KEY_BYTES),
+            ));
+        }
         let server_key_len = secrecy::ExposeSecret::expose_secret(&self.auth.server_key).len();
         if server_key_len > 0 && server_key_len < gatehouse_token_jwt::MIN_SECRET_BYTES {
             return Err(ConfigError::new(
@@ -375,6 +392,13 @@ impl Settings {
             return Err(ConfigError::new(
                 "jwt.secret",
                 "is required when GATEHOUSE_ENV=production (at least 32 random bytes)",
+            ));
+        }
+        if secrecy::ExposeSecret::expose_secret(&self.mfa.encryption_key).is_empty() {
+            return Err(ConfigError::new(
+                "mfa.encryption_key",
+                "is required when GATEHOUSE_ENV=production (at least 32 random bytes, the same on every replica): \
+                 it seals the TOTP secrets",
             ));
         }
         if !self.cookies.secure {
@@ -582,17 +606,24 @@ mod tests {
         assert_eq!(error.variable, "GATEHOUSE_JWT_SECRET");
         let secret = "0123456789abcdef0123456789abcdef";
         let error = load(&[("GATEHOUSE_ENV", "production"), ("GATEHOUSE_JWT_SECRET", secret)]).unwrap_err();
+        assert_eq!(error.variable, "GATEHOUSE__MFA__ENCRYPTION_KEY");
+        let mfa = ("GATEHOUSE__MFA__ENCRYPTION_KEY", "another secret of at least 32 bytes");
+        let error = load(&[("GATEHOUSE_ENV", "production"), ("GATEHOUSE_JWT_SECRET", secret), mfa]).unwrap_err();
         assert_eq!(error.variable, "GATEHOUSE_MAILER");
         let ok = load(&[
             ("GATEHOUSE_ENV", "production"),
             ("GATEHOUSE_JWT_SECRET", secret),
+            mfa,
             ("GATEHOUSE_MAILER", "smtps://u:p@mail.example.com:465"),
             ("GATEHOUSE_FRONTEND_URL", "https://app.example.com"),
         ]);
         assert!(ok.is_ok());
+        let short = load(&[("GATEHOUSE__MFA__ENCRYPTION_KEY", "short")]).unwrap_err();
+        assert_eq!(short.variable, "GATEHOUSE__MFA__ENCRYPTION_KEY");
         let insecure_cookies = load(&[
             ("GATEHOUSE_ENV", "production"),
             ("GATEHOUSE_JWT_SECRET", secret),
+            mfa,
             ("GATEHOUSE__COOKIES__SECURE", "false"),
         ])
         .unwrap_err();

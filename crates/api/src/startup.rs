@@ -28,7 +28,8 @@ use gatehouse_store_postgres::PostgresPools;
 use gatehouse_store_sqlite::SqlitePool;
 use gatehouse_token_jwt::keys::{KeysFile, KeysFileError};
 use gatehouse_token_jwt::{JwtAccessTokens, JwtSettings, OsRandom, Signing};
-use secrecy::{ExposeSecret, SecretSlice};
+use gatehouse_totp::Totp;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,7 +50,7 @@ pub enum StartupError {
     Database(String),
     #[error("invalid {variable}: {problem}")]
     Setting { variable: &'static str, problem: String },
-    #[error("cannot use the JWT secret file {path}: {source}")]
+    #[error("cannot use the secret file {path}: {source}")]
     SecretFile { path: String, source: std::io::Error },
     #[error("cannot use the {0}")]
     KeysFile(#[from] KeysFileError),
@@ -194,11 +195,26 @@ fn request_workers(settings: &Settings) -> usize {
 
 /// The HS256 key: configured, or (development only) generated once and kept in a file.
 fn jwt_secret(settings: &Settings) -> Result<SecretSlice<u8>, StartupError> {
-    let configured = settings.jwt.secret.expose_secret();
+    configured_or_kept(&settings.jwt.secret, &settings.jwt.secret_file, "JWT secret")
+}
+
+/// The key that seals TOTP secrets at rest, the same way.
+fn mfa_key(settings: &Settings) -> Result<SecretSlice<u8>, StartupError> {
+    configured_or_kept(&settings.mfa.encryption_key, &settings.mfa.encryption_key_file, "MFA encryption key")
+}
+
+/// A secret as configured or, when empty (production refuses that at
+/// start-up), the one kept in `file`, generated there the first time.
+fn configured_or_kept(
+    configured: &SecretString,
+    file: &str,
+    what: &'static str,
+) -> Result<SecretSlice<u8>, StartupError> {
+    let configured = configured.expose_secret();
     if !configured.is_empty() {
         return Ok(SecretSlice::from(configured.as_bytes().to_vec()));
     }
-    let path = Path::new(&settings.jwt.secret_file);
+    let path = Path::new(file);
     let file_error = |source| StartupError::SecretFile { path: path.display().to_string(), source };
     if let Ok(existing) = std::fs::read_to_string(path) {
         let existing = existing.trim();
@@ -211,7 +227,7 @@ fn jwt_secret(settings: &Settings) -> Result<SecretSlice<u8>, StartupError> {
     }
     let secret = OsRandom::secret();
     write_private(path, &secret).map_err(file_error)?;
-    tracing::info!(path = %path.display(), "generated a development JWT secret");
+    tracing::info!(path = %path.display(), "generated a development {what}");
     Ok(SecretSlice::from(secret.into_bytes()))
 }
 
@@ -273,6 +289,8 @@ pub struct Services {
     pub hasher: Arc<Argon2Hasher>,
     /// The signing keys, for the JWK Set and for following the keys file.
     pub tokens: Arc<JwtAccessTokens>,
+    /// TOTP codes and the sealing of their secrets.
+    pub totp: Arc<Totp>,
 }
 
 /// The use cases over their adapters: accounts, and administration.
@@ -341,7 +359,9 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
         max_mail_requests_per_ip: i64::from(settings.limits.mail_requests_per_ip),
     };
     let admin = AdminService::new(admin_ports, links.clone(), policy.verification_ttl);
-    Ok(Services { auth: AuthService::new(ports, links, policy), admin, hasher: argon2, tokens })
+    let totp = Totp::new(mfa_key(settings)?.expose_secret())
+        .map_err(|problem| StartupError::Setting { variable: "GATEHOUSE__MFA__ENCRYPTION_KEY", problem })?;
+    Ok(Services { auth: AuthService::new(ports, links, policy), admin, hasher: argon2, tokens, totp: Arc::new(totp) })
 }
 
 fn mailer(settings: &Settings) -> Result<LettreMailer, StartupError> {
@@ -498,7 +518,7 @@ impl Application {
             .bind_address()
             .map_err(|e| StartupError::Setting { variable: "GATEHOUSE_BIND", problem: e.problem })?;
         let stores = Stores::open(&settings).await?;
-        let Services { auth, admin, hasher, tokens } = services(&settings, &stores)?;
+        let Services { auth, admin, hasher, tokens, .. } = services(&settings, &stores)?;
         let key_watcher = settings.jwt.algorithm.key_algorithm().map(|_| watch_keys(tokens.clone()));
         let mailer = mailer(&settings)?;
         tracing::info!(mail = mailer.describe(), "mail transport ready");
@@ -617,5 +637,28 @@ impl Application {
             watcher.abort();
         }
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_unset_secret_is_generated_once_into_a_private_file_and_kept() {
+        let file = std::env::temp_dir().join(format!("gatehouse-key-{}", uuid::Uuid::new_v4())).join("mfa-key");
+        let path = file.display().to_string();
+        let made = configured_or_kept(&SecretString::from(""), &path, "test key").unwrap();
+        assert!(made.expose_secret().len() >= gatehouse_totp::MIN_KEY_BYTES);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let kept = configured_or_kept(&SecretString::from(""), &path, "test key").unwrap();
+        assert_eq!(kept.expose_secret(), made.expose_secret(), "the next start reads the same key");
+        let configured = configured_or_kept(&SecretString::from("configured"), &path, "test key").unwrap();
+        assert_eq!(configured.expose_secret(), b"configured");
     }
 }

@@ -11,6 +11,7 @@ pub mod email;
 pub mod error;
 pub mod import;
 pub mod mail;
+pub mod mfa;
 pub mod outbox;
 pub mod password;
 pub mod ports;
