@@ -17,6 +17,7 @@ use gatehouse_domain::admin::{AdminPorts, AdminService};
 use gatehouse_domain::auth::Ports;
 use gatehouse_domain::import::ImportStore;
 use gatehouse_domain::mail::Links;
+use gatehouse_domain::mfa::MfaStore;
 use gatehouse_domain::outbox::{DeliveryPolicy, MailDelivery};
 use gatehouse_domain::ports::{
     AccountStore, AdminStore, AdminWrites, AuditLog, Clock, Outbox, PasswordHasher, SessionStore, StoreHealth, Throttle,
@@ -84,6 +85,7 @@ pub struct Stores {
     pub outbox: Arc<dyn Outbox>,
     pub health: Arc<dyn StoreHealth>,
     pub import: Arc<dyn ImportStore>,
+    pub mfa: Arc<dyn MfaStore>,
     pub pool: PoolGauge,
 }
 
@@ -140,6 +142,7 @@ impl Stores {
             + Outbox
             + StoreHealth
             + ImportStore
+            + MfaStore
             + 'static,
     >(
         store: S,
@@ -155,7 +158,8 @@ impl Stores {
             audit: store.clone(),
             outbox: store.clone(),
             health: store.clone(),
-            import: store,
+            import: store.clone(),
+            mfa: store,
             pool,
         }
     }

@@ -12,6 +12,7 @@ use time::{Duration, OffsetDateTime};
 use crate::admin::{Permission, UserOrdering, UserQuery};
 use crate::audit::{AuditEvent, AuditKind, AuditQuery};
 use crate::mail::OutgoingMail;
+use crate::mfa::{Challenge, MfaChange, MfaStore, SealedSecret, StoredTotp};
 use crate::ports::{
     AccountStore, AdminUserChanges, CreateAccountError, EmailConfirmation, NewAccount, NewOneTimeToken, Outbox,
     SessionStore, StoreHealth, Throttle, ThrottleKey, ThrottleWindow, TokenPurpose,
@@ -26,11 +27,20 @@ use crate::{Email, PasswordHash};
 
 /// Everything a store adapter implements.
 pub trait Store:
-    AccountStore + SessionStore + Throttle + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + 'static
+    AccountStore + SessionStore + Throttle + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + MfaStore + 'static
 {
 }
 impl<T> Store for T where
-    T: AccountStore + SessionStore + Throttle + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + 'static
+    T: AccountStore
+        + SessionStore
+        + Throttle
+        + AdminStore
+        + AdminWrites
+        + AuditLog
+        + Outbox
+        + StoreHealth
+        + MfaStore
+        + 'static
 {
 }
 
@@ -445,6 +455,114 @@ pub async fn a_session_keeps_how_its_user_authenticated_across_refreshes<S: Stor
     let rotated = store.rotate_refresh(&TokenHash::of("r1"), next, T0, Duration::seconds(10), None).await;
     let amr = AuthMethods::PasswordAndRecoveryCode;
     assert_eq!(rotated.expect("write"), Rotation::Rotated { user_id: id, session_id: session_id(1), amr });
+}
+
+fn mfa_change(kind: AuditKind, user: UserId, subject: &str) -> MfaChange {
+    MfaChange {
+        mail: mail_to("ada@example.com", subject),
+        event: AuditEvent::new(kind, Some(user), &ClientInfo::default()),
+    }
+}
+
+/// The subjects of every mail due a day after T0, leased as a worker would.
+async fn subjects_due<S: Store>(store: &S) -> Vec<String> {
+    let now = T0 + Duration::days(1);
+    let mut subjects = Vec::new();
+    while let Some(leased) = store.claim_next(now, now + Duration::minutes(2), "contract").await.expect("write") {
+        subjects.push(leased.mail.subject);
+    }
+    subjects
+}
+
+pub async fn a_totp_factor_is_pending_until_confirmed_then_spends_each_step_once<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    assert_eq!(store.totp(id).await.expect("read"), None);
+    assert!(store.begin_totp(id, SealedSecret::new("first")).await.expect("write"));
+    assert!(
+        store.begin_totp(id, SealedSecret::new("second")).await.expect("write"),
+        "a new setup replaces a pending one"
+    );
+    let pending = StoredTotp { secret: SealedSecret::new("second"), confirmed: false, last_step: None };
+    assert_eq!(store.totp(id).await.expect("read"), Some(pending));
+    assert!(!store.spend_totp_step(id, 5).await.expect("write"), "a pending factor spends nothing");
+
+    let codes = vec![TokenHash::of("code-1"), TokenHash::of("code-2")];
+    let change = || mfa_change(AuditKind::AdminAction, id, "mfa on");
+    let stale = store.confirm_totp(id, &SealedSecret::new("first"), 100, codes.clone(), change(), T0).await;
+    assert!(!stale.expect("write"), "a replaced secret confirms nothing");
+    assert!(!store.get_user(id).await.expect("read").expect("found").mfa_enabled);
+    assert!(store.confirm_totp(id, &SealedSecret::new("second"), 100, codes, change(), T0).await.expect("write"));
+    let confirmed = StoredTotp { secret: SealedSecret::new("second"), confirmed: true, last_step: Some(100) };
+    assert_eq!(store.totp(id).await.expect("read"), Some(confirmed));
+    assert!(store.get_user(id).await.expect("read").expect("found").mfa_enabled);
+    assert!(subjects_due(store).await.contains(&"mfa on".to_owned()), "the notice is queued with it");
+    let page = store.list_events(&AuditQuery { user: Some(id), event: None, page: 1, page_size: 20 }).await;
+    assert_eq!(page.expect("read").count, 1, "the trail entry is recorded with it");
+    assert!(
+        !store.begin_totp(id, SealedSecret::new("third")).await.expect("write"),
+        "no setup over a confirmed factor"
+    );
+
+    assert!(!store.spend_totp_step(id, 100).await.expect("write"), "the confirming step is spent");
+    assert!(!store.spend_totp_step(id, 99).await.expect("write"), "an older step is refused");
+    assert!(store.spend_totp_step(id, 101).await.expect("write"));
+    assert!(!store.spend_totp_step(id, 101).await.expect("write"), "once per step");
+}
+
+pub async fn concurrent_spends_of_one_step_or_one_recovery_code_succeed_once<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    store.begin_totp(id, SealedSecret::new("s")).await.expect("write");
+    let codes = vec![TokenHash::of("code-1"), TokenHash::of("code-2")];
+    let change = mfa_change(AuditKind::AdminAction, id, "mfa on");
+    assert!(store.confirm_totp(id, &SealedSecret::new("s"), 100, codes, change, T0).await.expect("write"));
+    let steps = join_all((0..10).map(|_| store.spend_totp_step(id, 101))).await;
+    assert_eq!(steps.into_iter().filter(|s| *s.as_ref().expect("write")).count(), 1);
+    let code = TokenHash::of("code-1");
+    let spends = join_all((0..10).map(|_| store.spend_recovery_code(id, &code, T0))).await;
+    assert_eq!(spends.into_iter().filter(|s| *s.as_ref().expect("write")).count(), 1);
+    assert!(!store.spend_recovery_code(id, &TokenHash::of("unknown"), T0).await.expect("write"));
+    let other = signup(store, "grace@example.com", "u").await;
+    assert!(
+        !store.spend_recovery_code(other, &TokenHash::of("code-2"), T0).await.expect("write"),
+        "another user's code"
+    );
+    store.replace_recovery_codes(id, vec![TokenHash::of("code-3")]).await.expect("write");
+    assert!(!store.spend_recovery_code(id, &TokenHash::of("code-2"), T0).await.expect("write"), "the old ones die");
+    assert!(store.spend_recovery_code(id, &TokenHash::of("code-3"), T0).await.expect("write"));
+}
+
+pub async fn a_challenge_counts_failures_expires_and_closes_once<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    let token = TokenHash::of("mfa-token");
+    store.open_challenge(&token, id, T0 + Duration::minutes(5)).await.expect("write");
+    assert_eq!(store.challenge(&token, T0).await.expect("read"), Some(Challenge { user_id: id, failures: 0 }));
+    assert_eq!(store.fail_challenge(&token).await.expect("write"), 1);
+    assert_eq!(store.fail_challenge(&token).await.expect("write"), 2);
+    assert_eq!(store.challenge(&token, T0).await.expect("read"), Some(Challenge { user_id: id, failures: 2 }));
+    assert_eq!(store.challenge(&token, T0 + Duration::minutes(5)).await.expect("read"), None, "expired");
+    assert_eq!(store.challenge(&TokenHash::of("other"), T0).await.expect("read"), None);
+    let closes = join_all((0..5).map(|_| store.close_challenge(&token))).await;
+    assert_eq!(closes.into_iter().filter(|c| *c.as_ref().expect("write")).count(), 1);
+    assert_eq!(store.challenge(&token, T0).await.expect("read"), None);
+}
+
+pub async fn removing_the_factor_ends_its_codes_and_challenges<S: Store>(store: &S) {
+    let id = signup(store, "ada@example.com", "t").await;
+    let off = || mfa_change(AuditKind::AdminAction, id, "mfa off");
+    assert!(!store.remove_totp(id, off(), T0).await.expect("write"), "nothing to remove");
+    store.begin_totp(id, SealedSecret::new("s")).await.expect("write");
+    assert!(!store.remove_totp(id, off(), T0).await.expect("write"), "a pending factor is not turned off");
+    let on = mfa_change(AuditKind::AdminAction, id, "mfa on");
+    let codes = vec![TokenHash::of("code-1")];
+    assert!(store.confirm_totp(id, &SealedSecret::new("s"), 100, codes, on, T0).await.expect("write"));
+    let token = TokenHash::of("mfa-token");
+    store.open_challenge(&token, id, T0 + Duration::minutes(5)).await.expect("write");
+    assert!(store.remove_totp(id, off(), T0).await.expect("write"));
+    assert!(!store.get_user(id).await.expect("read").expect("found").mfa_enabled);
+    assert_eq!(store.totp(id).await.expect("read"), None);
+    assert_eq!(store.challenge(&token, T0).await.expect("read"), None);
+    assert!(!store.spend_recovery_code(id, &TokenHash::of("code-1"), T0).await.expect("write"));
+    assert!(subjects_due(store).await.contains(&"mfa off".to_owned()));
 }
 
 pub async fn a_login_upgrades_its_hash_with_its_session<S: Store>(store: &S) {
@@ -1149,6 +1267,10 @@ macro_rules! store_contract_tests {
             a_profile_patch_changes_only_what_it_names,
             a_login_upgrades_its_hash_with_its_session,
             a_session_keeps_how_its_user_authenticated_across_refreshes,
+            a_totp_factor_is_pending_until_confirmed_then_spends_each_step_once,
+            concurrent_spends_of_one_step_or_one_recovery_code_succeed_once,
+            a_challenge_counts_failures_expires_and_closes_once,
+            removing_the_factor_ends_its_codes_and_challenges,
             the_outbox_leases_retries_and_forgets_sent_mail,
             an_expired_lease_passes_to_another_worker,
             ping_answers,

@@ -4,10 +4,14 @@
 
 use std::fmt;
 
+use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::audit::AuditEvent;
 use crate::email::Email;
 use crate::error::PortError;
+use crate::mail::OutgoingMail;
+use crate::session::TokenHash;
 use crate::user::UserId;
 
 /// A TOTP secret as the store keeps it: sealed with the server's key and
@@ -64,4 +68,90 @@ pub trait TotpFactor: Send + Sync {
         code: &str,
         now: OffsetDateTime,
     ) -> Result<Option<i64>, PortError>;
+}
+
+/// An account's TOTP factor as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTotp {
+    pub secret: SealedSecret,
+    /// A pending factor (set up, not yet confirmed) asks nothing at login.
+    pub confirmed: bool,
+    /// The last time step a code was accepted for: no code of it or before is again.
+    pub last_step: Option<i64>,
+}
+
+/// What turning the factor on or off writes besides: the notice to the
+/// account's address and the trail entry.
+#[derive(Debug, Clone)]
+pub struct MfaChange {
+    pub mail: OutgoingMail,
+    pub event: AuditEvent,
+}
+
+/// A login waiting for its second factor, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Challenge {
+    pub user_id: UserId,
+    /// Wrong codes presented with it so far.
+    pub failures: i64,
+}
+
+/// The second factor's storage. Every "once" holds under concurrency: of
+/// callers racing to spend one step, one recovery code or one challenge,
+/// exactly one is told it did.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait MfaStore: Send + Sync {
+    async fn totp(&self, user: UserId) -> Result<Option<StoredTotp>, PortError>;
+
+    /// Stores a pending secret, replacing a pending one; while a confirmed
+    /// factor exists, writes nothing and answers false.
+    async fn begin_totp(&self, user: UserId, secret: SealedSecret) -> Result<bool, PortError>;
+
+    /// In one transaction: confirms the pending factor if its secret is still
+    /// `secret`, with `step` spent; replaces the recovery codes; turns
+    /// `mfa_enabled` on; queues the notice and records the event. False, and
+    /// nothing written, when that secret is not pending any more.
+    async fn confirm_totp(
+        &self,
+        user: UserId,
+        secret: &SealedSecret,
+        step: i64,
+        recovery_codes: Vec<TokenHash>,
+        change: MfaChange,
+        now: OffsetDateTime,
+    ) -> Result<bool, PortError>;
+
+    /// Spends a step of the confirmed factor: true only for a step after the
+    /// last one spent.
+    async fn spend_totp_step(&self, user: UserId, step: i64) -> Result<bool, PortError>;
+
+    /// Spends an unused recovery code of the user: true once ever.
+    async fn spend_recovery_code(&self, user: UserId, code: &TokenHash, now: OffsetDateTime)
+        -> Result<bool, PortError>;
+
+    /// Replaces every recovery code of the user (the old ones die).
+    async fn replace_recovery_codes(&self, user: UserId, codes: Vec<TokenHash>) -> Result<(), PortError>;
+
+    /// In one transaction: removes the factor, its recovery codes and the
+    /// user's challenges, turns `mfa_enabled` off, queues the notice and
+    /// records the event. False, and nothing written, when there was no
+    /// confirmed factor.
+    async fn remove_totp(&self, user: UserId, change: MfaChange, now: OffsetDateTime) -> Result<bool, PortError>;
+
+    async fn open_challenge(
+        &self,
+        token: &TokenHash,
+        user: UserId,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), PortError>;
+
+    /// The challenge, if it exists and has not expired.
+    async fn challenge(&self, token: &TokenHash, now: OffsetDateTime) -> Result<Option<Challenge>, PortError>;
+
+    /// Counts a wrong code against the challenge; answers the count.
+    async fn fail_challenge(&self, token: &TokenHash) -> Result<i64, PortError>;
+
+    /// Ends the challenge: true for the one caller that ended it.
+    async fn close_challenge(&self, token: &TokenHash) -> Result<bool, PortError>;
 }

@@ -130,6 +130,32 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    totp_factors (user_id) {
+        user_id -> BigInt,
+        secret -> Text,
+        confirmed_at -> Nullable<crate::sql_types::UtcTimestamp>,
+        last_step -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    recovery_codes (user_id, code_hash) {
+        user_id -> BigInt,
+        code_hash -> Text,
+        used_at -> Nullable<crate::sql_types::UtcTimestamp>,
+    }
+}
+
+diesel::table! {
+    mfa_challenges (token_hash) {
+        token_hash -> Text,
+        user_id -> BigInt,
+        expires_at -> crate::sql_types::UtcTimestamp,
+        failures -> BigInt,
+    }
+}
+
 diesel::joinable!(profiles -> users (user_id));
 diesel::joinable!(django_imports -> users (user_id));
 diesel::joinable!(user_groups -> users (user_id));
@@ -152,4 +178,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     throttle_windows,
     audit_events,
     django_imports,
+    totp_factors,
+    recovery_codes,
+    mfa_challenges,
 );

@@ -4,5 +4,6 @@ mod accounts;
 mod admin;
 mod audit;
 mod import;
+mod mfa;
 mod outbox;
 mod sessions;
