@@ -25,6 +25,7 @@ mod hardening;
 mod import_django;
 mod logs;
 mod metrics;
+mod mfa;
 mod reset;
 mod sessions;
 mod shutdown;

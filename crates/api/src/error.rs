@@ -9,8 +9,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use gatehouse_domain::admin::AdminError;
 use gatehouse_domain::auth::{
-    AuthenticateError, ChangePasswordError, EmailChangeError, LoginError, MailRequestError, MeError, OwnPasswordError,
-    RefreshError, ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
+    AuthenticateError, ChangePasswordError, EmailChangeError, LoginError, MailRequestError, MeError, MfaError,
+    OwnPasswordError, RefreshError, ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
 };
 use gatehouse_domain::error::NON_FIELD_ERRORS;
 use gatehouse_domain::{FieldErrors, PortError};
@@ -382,6 +382,21 @@ impl From<ChangePasswordError> for ApiError {
             ChangePasswordError::WrongPassword => Self::wrong_password("old_password"),
             ChangePasswordError::Invalid(errors) => Self::validation(errors),
             ChangePasswordError::Port(error) => error.into(),
+        }
+    }
+}
+
+impl From<MfaError> for ApiError {
+    fn from(error: MfaError) -> Self {
+        match error {
+            MfaError::WrongPassword => Self::wrong_password("password"),
+            MfaError::WrongCode { field } => {
+                Self::validation(FieldErrors::single(field, "This code is wrong, or it was used already."))
+            }
+            MfaError::Refused(message) => Self::validation(FieldErrors::single(NON_FIELD_ERRORS, message)),
+            MfaError::TokenInvalid => Self::token_invalid("mfa_token"),
+            MfaError::Throttled { retry_after } => Self::rate_limited(retry_after),
+            MfaError::Port(error) => error.into(),
         }
     }
 }

@@ -19,7 +19,10 @@ use utoipa_swagger_ui::Config;
 use crate::error::ApiError;
 
 pub use crate::routes::admin::{AuditEventView, AuditPageView, GroupView, PageView};
-pub use crate::views::{LoginView, ProfileView, SessionView, SignupView, TokensView, UserView, VerifiedView};
+pub use crate::views::{
+    LoginAnswerView, LoginView, MfaRequiredView, ProfileView, RecoveryCodesView, SessionView, SignupView, TokensView,
+    TotpSetupView, UserView, VerifiedView,
+};
 
 /// Every non-2xx answer.
 #[derive(Serialize, ToSchema)]
@@ -177,11 +180,24 @@ absent `transport` means `body`; a cookie sent twice is `token_invalid`.\n\n\
 Signing keys: under `jwt.algorithm` EdDSA or RS256 every access token's header names its key by `kid` (the RFC \
 7638 thumbprint) and is checked with that key's own algorithm only; the public keys are at \
 `/.well-known/jwks.json` (cacheable 300 s), an HS256 service publishes none and its tokens carry no `kid`. A \
-token of a key removed from the keys file, without `kid` or with an unknown one is `token_invalid`."
+token of a key removed from the keys file, without `kid` or with an unknown one is `token_invalid`.\n\n\
+Two-factor authentication: `mfa/totp/setup` (with the password) answers a secret and its `otpauth://` URI; \
+`mfa/totp/confirm` with a first code turns it on and answers ten recovery codes, shown once. A login of such an \
+account answers `mfa_required`, an `mfa_token` (300 s) and no session; `login/mfa` with the token and `code` (six \
+digits, RFC 6238: SHA-1, 30 s, one step either side) or `recovery_code` finishes it, in either transport. A code is \
+accepted once per account, a recovery code once ever (case, spaces and dashes ignored); a wrong one is a 400 on \
+its field, the fifth kills the token (then 401), ten per account in 15 minutes give 429. `code` on disable and \
+regenerate takes either kind. Access tokens carry `amr`: `[\"pwd\"]`, `[\"pwd\", \"otp\"]` or \
+`[\"pwd\", \"mfa\"]`, kept across refreshes."
     ),
     paths(
         crate::routes::account::signup,
         crate::routes::tokens::login,
+        crate::routes::mfa::login,
+        crate::routes::mfa::setup,
+        crate::routes::mfa::confirm,
+        crate::routes::mfa::disable,
+        crate::routes::mfa::regenerate,
         crate::routes::tokens::refresh,
         crate::routes::tokens::verify,
         crate::routes::account::verify_email,
@@ -203,6 +219,7 @@ token of a key removed from the keys file, without `kid` or with an unknown one 
         crate::routes::admin::update_user,
         crate::routes::admin::delete_user,
         crate::routes::admin::revoke_sessions,
+        crate::routes::admin::reset_mfa,
         crate::routes::admin::list_groups,
         crate::routes::admin::create_group,
         crate::routes::admin::get_group,
@@ -220,6 +237,7 @@ token of a key removed from the keys file, without `kid` or with an unknown one 
     tags(
         (name = "auth", description = "Sign up, verify the address, log in, refresh and reset the password"),
         (name = "me", description = "The caller's own account"),
+        (name = "mfa", description = "Two-factor authentication: TOTP (RFC 6238) with recovery codes"),
         (name = "sessions", description = "The caller's sessions: list, revoke, log out"),
         (name = "admin", description = "Users, groups and the audit trail, under the caller's permissions"),
         (name = "operations", description = "Health, keys, metrics and this document"),

@@ -319,6 +319,10 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
         other => StartupError::Setting { variable: "GATEHOUSE_JWT_SECRET", problem: other.to_string() },
     })?;
     let tokens = Arc::new(tokens);
+    let totp = Arc::new(
+        Totp::new(mfa_key(settings)?.expose_secret())
+            .map_err(|problem| StartupError::Setting { variable: "GATEHOUSE__MFA__ENCRYPTION_KEY", problem })?,
+    );
     let argon2 = Arc::new(hasher);
     let hasher: Arc<dyn PasswordHasher> = Arc::new(RequestAwareHasher(argon2.clone()));
     let ports = Ports {
@@ -331,6 +335,8 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
         random: Arc::new(OsRandom),
         clock: Arc::new(SystemClock),
         server_key,
+        mfa: stores.mfa.clone(),
+        totp: totp.clone(),
     };
     let admin_ports = AdminPorts {
         store: stores.admin.clone(),
@@ -341,6 +347,7 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
         hasher,
         random: Arc::new(OsRandom),
         clock: Arc::new(SystemClock),
+        mfa: stores.mfa.clone(),
     };
     let links = &settings.links;
     let links = Links {
@@ -363,9 +370,7 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
         max_mail_requests_per_ip: i64::from(settings.limits.mail_requests_per_ip),
     };
     let admin = AdminService::new(admin_ports, links.clone(), policy.verification_ttl);
-    let totp = Totp::new(mfa_key(settings)?.expose_secret())
-        .map_err(|problem| StartupError::Setting { variable: "GATEHOUSE__MFA__ENCRYPTION_KEY", problem })?;
-    Ok(Services { auth: AuthService::new(ports, links, policy), admin, hasher: argon2, tokens, totp: Arc::new(totp) })
+    Ok(Services { auth: AuthService::new(ports, links, policy), admin, hasher: argon2, tokens, totp })
 }
 
 fn mailer(settings: &Settings) -> Result<LettreMailer, StartupError> {

@@ -110,6 +110,41 @@ pub struct LoginView {
     pub user: UserView,
 }
 
+/// A login of an account with two-factor authentication, after the password.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaRequiredView {
+    /// Always true.
+    pub mfa_required: bool,
+    /// Finishes the login at `POST /api/v1/auth/login/mfa`, with a code.
+    pub mfa_token: String,
+    /// Seconds the `mfa_token` lives (300).
+    pub expires_in: u64,
+}
+
+/// What a login answers: a session, or a request for the second factor.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginAnswerView {
+    Session(Box<LoginView>),
+    MfaRequired(MfaRequiredView),
+}
+
+/// Recovery codes, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryCodesView {
+    /// Ten single-use codes, each good for one login instead of a TOTP code.
+    pub recovery_codes: Vec<String>,
+}
+
+/// A pending TOTP setup, for the user's authenticator app.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpSetupView {
+    /// The secret in base32, to type in.
+    pub secret: String,
+    /// `otpauth://totp/…`, to show as a QR code.
+    pub otpauth_uri: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SignupView {
     pub email: String,

@@ -20,6 +20,7 @@ use crate::auth::Principal;
 use crate::email::Email;
 use crate::error::{FieldErrors, PortError, NON_FIELD_ERRORS};
 use crate::mail::{self, Links};
+use crate::mfa::{MfaChange, MfaStore};
 use crate::password::Password;
 use crate::ports::{
     AccountStore, AdminNewUser, AdminStore, AdminUserChanges, AdminWrite, AdminWrites, AuditLog, Clock, GroupWrite,
@@ -54,6 +55,7 @@ pub struct AdminService {
     hasher: Arc<dyn PasswordHasher>,
     random: Arc<dyn Random>,
     clock: Arc<dyn Clock>,
+    mfa: Arc<dyn MfaStore>,
     links: Links,
     /// How long an invitation link lives.
     invitation_ttl: Duration,
@@ -71,6 +73,7 @@ pub struct AdminPorts {
     pub hasher: Arc<dyn PasswordHasher>,
     pub random: Arc<dyn Random>,
     pub clock: Arc<dyn Clock>,
+    pub mfa: Arc<dyn MfaStore>,
 }
 
 /// An account as an administrator asks for it, fields parsed.
@@ -104,6 +107,7 @@ impl AdminService {
             hasher: ports.hasher,
             random: ports.random,
             clock: ports.clock,
+            mfa: ports.mfa,
             links,
             invitation_ttl,
         }
@@ -287,6 +291,22 @@ impl AdminService {
         self.accounts.get_user(id).await?.ok_or(AdminError::NotFound)?;
         self.sessions.revoke_all_sessions(id, self.clock.now()).await?;
         self.audit(caller, Some(id), client, json!({ "action": "user.sessions_revoke" })).await;
+        Ok(())
+    }
+
+    /// Turns a user's two-factor authentication off (a lost phone) and
+    /// mails them a notice; a user without it is left as they are.
+    pub async fn reset_mfa(&self, caller: Principal, raw_id: &str, client: &ClientInfo) -> Result<(), AdminError> {
+        self.require(caller, Permission::UsersChange).await?;
+        let id = raw_id.parse().map(UserId::new).map_err(|_| AdminError::NotFound)?;
+        let user = self.accounts.get_user(id).await?.ok_or(AdminError::NotFound)?;
+        let change = MfaChange {
+            mail: mail::mfa_disabled(&user.email, &self.links),
+            event: AuditEvent::new(AuditKind::MfaDisabled, Some(id), client)
+                .by(caller.user_id)
+                .with_detail(json!({ "action": "user.mfa_reset" })),
+        };
+        self.mfa.remove_totp(id, change, self.clock.now()).await?;
         Ok(())
     }
 

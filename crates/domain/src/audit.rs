@@ -24,10 +24,14 @@ pub enum AuditKind {
     EmailChanged,
     AccountDeleted,
     AdminAction,
+    MfaEnabled,
+    MfaDisabled,
+    MfaFailed,
+    RecoveryCodeUsed,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 11] = [
+    pub const ALL: [AuditKind; 15] = [
         Self::Signup,
         Self::EmailVerified,
         Self::LoginSucceeded,
@@ -39,6 +43,10 @@ impl AuditKind {
         Self::EmailChanged,
         Self::AccountDeleted,
         Self::AdminAction,
+        Self::MfaEnabled,
+        Self::MfaDisabled,
+        Self::MfaFailed,
+        Self::RecoveryCodeUsed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +62,10 @@ impl AuditKind {
             Self::EmailChanged => "email_changed",
             Self::AccountDeleted => "account_deleted",
             Self::AdminAction => "admin_action",
+            Self::MfaEnabled => "mfa_enabled",
+            Self::MfaDisabled => "mfa_disabled",
+            Self::MfaFailed => "mfa_failed",
+            Self::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 

@@ -2,6 +2,7 @@
 //! and the caller's own profile.
 
 mod errors;
+mod mfa;
 mod requests;
 #[cfg(test)]
 mod tests;
@@ -9,6 +10,10 @@ mod tests;
 pub use errors::{
     AuthenticateError, ChangePasswordError, EmailChangeError, LoginError, MailRequestError, MeError, OwnPasswordError,
     RefreshError, ResetPasswordError, RevokeSessionError, SignupError, VerifyEmailError,
+};
+pub use mfa::{
+    LoginStep, MfaError, SecondFactor, TotpSetup, MAX_CODE_FAILURES_PER_ACCOUNT, MAX_CODE_FAILURES_PER_TOKEN,
+    MFA_TOKEN_TTL, RECOVERY_CODES,
 };
 pub use requests::{LoginOutcome, LoginRequest, Principal, RawSignup, SignupOutcome, SignupRequest, TokenPair};
 
@@ -21,6 +26,7 @@ use crate::audit::{record_or_warn, AuditEvent, AuditKind};
 use crate::email::Email;
 use crate::error::{FieldErrors, PortError};
 use crate::mail::{self, Links};
+use crate::mfa::{MfaStore, TotpFactor};
 use crate::password::{Password, PasswordHash, PlainPassword};
 use crate::ports::{
     AccessClaims, AccessTokenError, AccessTokens, AccountStore, AuditLog, Clock, CreateAccountError, EmailConfirmation,
@@ -99,6 +105,8 @@ pub struct Ports {
     pub random: Arc<dyn Random>,
     pub clock: Arc<dyn Clock>,
     pub server_key: ServerKey,
+    pub mfa: Arc<dyn MfaStore>,
+    pub totp: Arc<dyn TotpFactor>,
 }
 
 /// The account use cases, over their ports.
@@ -189,7 +197,7 @@ impl AuthService {
     /// no more than the limit are ever checked; past it, `Throttled` before
     /// any hashing. A wrong password leaves its count standing as the failure.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, request: LoginRequest, client: ClientInfo) -> Result<LoginOutcome, LoginError> {
+    pub async fn login(&self, request: LoginRequest, client: ClientInfo) -> Result<LoginStep, LoginError> {
         let now = self.ports.clock.now();
         let keys = self.throttle_keys(&request.email, &client);
         if let Err(error) = self.reserve_attempt(&keys, now).await {
@@ -209,6 +217,7 @@ impl AuthService {
                 self.audit_login_failure(user_id, &error, &client).await;
                 Err(error)
             }
+            Ok((user, _)) if user.mfa_enabled => self.challenge(&user, &keys).await,
             Ok((user, rehash)) => {
                 // Settled with the session, in its transaction.
                 let settled = Settled {
@@ -219,7 +228,7 @@ impl AuthService {
                 };
                 let outcome = self.open_session(user, client, self.ports.clock.now(), settled).await?;
                 tracing::info!(user_id = %outcome.user.id, "login succeeded");
-                Ok(outcome)
+                Ok(LoginStep::Done(Box::new(outcome)))
             }
         }
     }

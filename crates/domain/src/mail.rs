@@ -110,6 +110,30 @@ pub fn already_registered(to: &Email, links: &Links) -> OutgoingMail {
     )
 }
 
+pub fn mfa_enabled(to: &Email, links: &Links) -> OutgoingMail {
+    compose(
+        to,
+        "Two-factor authentication is on",
+        &[
+            "Logging in to your account now asks for a code from your authenticator app after the password.",
+            "Keep your recovery codes somewhere safe. If this was not you, reset your password at once.",
+        ],
+        Some(("Log in", &links.login())),
+    )
+}
+
+pub fn mfa_disabled(to: &Email, links: &Links) -> OutgoingMail {
+    compose(
+        to,
+        "Two-factor authentication is off",
+        &[
+            "Logging in to your account no longer asks for a code after the password.",
+            "If this was not you, reset your password at once and turn two-factor authentication on again.",
+        ],
+        Some(("Log in", &links.login())),
+    )
+}
+
 pub fn password_changed(to: &Email, links: &Links) -> OutgoingMail {
     compose(
         to,

@@ -245,6 +245,8 @@ pub enum ThrottleKey {
     MailTo(MailKind, EmailKey),
     /// Requests to the endpoints that send mail, from the client's IP address.
     MailRequests(String),
+    /// Wrong second-factor codes on one account (its id).
+    MfaCodes(String),
 }
 
 impl ThrottleKey {
@@ -256,6 +258,7 @@ impl ThrottleKey {
             Self::MailTo(MailKind::Reset, _) => "mail_reset",
             Self::MailTo(MailKind::EmailChange, _) => "mail_email_change",
             Self::MailRequests(_) => "mail_requests_ip",
+            Self::MfaCodes(_) => "mfa_codes",
         }
     }
 
@@ -263,6 +266,7 @@ impl ThrottleKey {
         match self {
             Self::Email(key) | Self::MailTo(_, key) => key.as_str(),
             Self::Ip(ip) | Self::MailRequests(ip) => ip,
+            Self::MfaCodes(user) => user,
         }
     }
 }

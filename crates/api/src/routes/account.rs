@@ -210,7 +210,7 @@ pub struct EmailBody {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PasswordBody {
     #[schema(value_type = String)]
-    password: SecretString,
+    pub password: SecretString,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

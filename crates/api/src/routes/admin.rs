@@ -252,6 +252,25 @@ pub async fn revoke_sessions(
 
 #[utoipa::path(
     post,
+    path = "/api/v1/admin/users/{id}/mfa/reset",
+    tag = "admin",
+    summary = "Turn a user's two-factor authentication off, with a notice by mail (users.change)",
+    params(("id" = String, Path, description = "The numeric id")),
+    responses((status = 204, description = "Off"), (status = 403, description = "Lacks the permission", body = ErrorResponse), (status = 404, description = "No such item", body = ErrorResponse)),
+    security(("bearer" = []))
+)]
+pub async fn reset_mfa(
+    state: web::Data<AppState>,
+    client: Client,
+    caller: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.admin.reset_mfa(caller.0, &id, &client.0).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    post,
     path = "/api/v1/admin/groups",
     tag = "admin",
     summary = "Create a group (groups.change)",

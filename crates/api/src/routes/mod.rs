@@ -4,6 +4,7 @@ pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod credentials;
 pub(crate) mod health;
+pub(crate) mod mfa;
 pub(crate) mod sessions;
 pub(crate) mod tokens;
 
@@ -88,6 +89,11 @@ pub async fn contract_shape(
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/signup"),
     ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/login/mfa"),
+    ("POST", "/api/v1/auth/mfa/totp/setup"),
+    ("POST", "/api/v1/auth/mfa/totp/confirm"),
+    ("DELETE", "/api/v1/auth/mfa/totp"),
+    ("POST", "/api/v1/auth/mfa/recovery-codes"),
     ("POST", "/api/v1/auth/token/refresh"),
     ("POST", "/api/v1/auth/token/verify"),
     ("POST", "/api/v1/auth/email/verify"),
@@ -112,6 +118,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/admin/users/{id}"),
     ("DELETE", "/api/v1/admin/users/{id}"),
     ("POST", "/api/v1/admin/users/{id}/sessions/revoke"),
+    ("POST", "/api/v1/admin/users/{id}/mfa/reset"),
     ("GET", "/api/v1/admin/groups"),
     ("POST", "/api/v1/admin/groups"),
     ("GET", "/api/v1/admin/groups/{id}"),
@@ -129,6 +136,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1/auth")
             .service(mail_resource("/signup").route(web::post().to(account::signup)))
             .service(resource("/login").route(web::post().to(tokens::login)))
+            .service(resource("/login/mfa").route(web::post().to(mfa::login)))
+            .service(resource("/mfa/totp/setup").route(web::post().to(mfa::setup)))
+            .service(resource("/mfa/totp/confirm").route(web::post().to(mfa::confirm)))
+            .service(resource("/mfa/totp").route(web::delete().to(mfa::disable)))
+            .service(resource("/mfa/recovery-codes").route(web::post().to(mfa::regenerate)))
             .service(resource("/token/refresh").route(web::post().to(tokens::refresh)))
             .service(resource("/token/verify").route(web::post().to(tokens::verify)))
             .service(resource("/email/verify").route(web::post().to(account::verify_email)))
@@ -160,6 +172,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(admin::delete_user)),
             )
             .service(resource("/users/{id}/sessions/revoke").route(web::post().to(admin::revoke_sessions)))
+            .service(resource("/users/{id}/mfa/reset").route(web::post().to(admin::reset_mfa)))
             .service(
                 resource("/groups").route(web::get().to(admin::list_groups)).route(web::post().to(admin::create_group)),
             )

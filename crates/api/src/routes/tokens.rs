@@ -1,7 +1,7 @@
 //! Login, token refresh and verification, logout.
 
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use gatehouse_domain::auth::{LoginError, LoginRequest, RefreshError, TokenPair};
+use gatehouse_domain::auth::{LoginError, LoginOutcome, LoginRequest, LoginStep, RefreshError, TokenPair};
 use gatehouse_domain::FieldErrors;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use crate::metrics::METRICS;
 #[allow(unused_imports)]
 use crate::openapi::*;
 use crate::state::AppState;
-use crate::views::{LoginView, TokensView};
+use crate::views::{LoginAnswerView, LoginView, MfaRequiredView, TokensView};
 
 #[utoipa::path(
     post,
@@ -27,7 +27,7 @@ use crate::views::{LoginView, TokensView};
     tag = "auth",
     summary = "Log in",
     request_body = LoginBody,
-    responses((status = 200, description = "Tokens and the user", body = LoginView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Unknown email or wrong password", body = ErrorResponse), (status = 403, description = "Not verified, or disabled", body = ErrorResponse), (status = 429, description = "Too many failures; see Retry-After", body = ErrorResponse))
+    responses((status = 200, description = "Tokens and the user; for an account with two-factor authentication, `mfa_required` and the `mfa_token` of `login/mfa` instead", body = LoginAnswerView), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Unknown email or wrong password", body = ErrorResponse), (status = 403, description = "Not verified, or disabled", body = ErrorResponse), (status = 429, description = "Too many failures; see Retry-After", body = ErrorResponse))
 )]
 pub async fn login(
     state: web::Data<AppState>,
@@ -37,10 +37,21 @@ pub async fn login(
     let request = LoginRequest::parse(&body.email, body.password.expose_secret())?;
     let outcome = state.auth.login(request, client.0).await;
     METRICS.login(outcome.as_ref().map_or_else(LoginError::reason, |_| "success"));
-    let outcome = outcome?;
+    let outcome = match outcome? {
+        LoginStep::Done(outcome) => outcome,
+        LoginStep::MfaRequired { mfa_token, expires_in } => {
+            let view = MfaRequiredView { mfa_required: true, mfa_token: mfa_token.expose().to_owned(), expires_in };
+            return Ok(no_store(HttpResponse::Ok().json(LoginAnswerView::MfaRequired(view))));
+        }
+    };
+    Ok(logged_in(&state, body.transport.unwrap_or_default(), *outcome))
+}
+
+/// The answer of a finished login: the pair as `transport` asks, and the user.
+pub(super) fn logged_in(state: &AppState, transport: Transport, outcome: LoginOutcome) -> HttpResponse {
     let mut response = HttpResponse::Ok();
-    let tokens = hand_over(&state, body.transport.unwrap_or_default(), &outcome.tokens, &mut response);
-    Ok(no_store(response.json(LoginView { tokens, user: outcome.user.into() })))
+    let tokens = hand_over(state, transport, &outcome.tokens, &mut response);
+    no_store(response.json(LoginView { tokens, user: outcome.user.into() }))
 }
 
 /// Gives a new pair to the client as its request asked: in the body, or in

@@ -31,6 +31,7 @@ fn service_with(
         hasher: Arc::new(MockPasswordHasher::new()),
         random: Arc::new(random),
         clock: Arc::new(clock),
+        mfa: Arc::new(crate::mfa::MockMfaStore::new()),
     };
     AdminService::new(ports, Links::new("https://app.example.com"), Duration::hours(24))
 }

@@ -1,6 +1,7 @@
 //! Every branch of the account use cases, against mocked ports.
 
 use super::*;
+use crate::mfa::{Challenge, MockMfaStore, MockTotpFactor, SealedSecret, StoredTotp};
 use crate::password::PasswordHash;
 use crate::ports::ThrottleKey;
 use crate::ports::{
@@ -51,6 +52,8 @@ struct Mocks {
     audit: MockAuditLog,
     hasher: MockPasswordHasher,
     tokens: MockAccessTokens,
+    mfa: MockMfaStore,
+    totp: MockTotpFactor,
     policy: AuthPolicy,
 }
 
@@ -63,6 +66,8 @@ impl Mocks {
             audit: MockAuditLog::new(),
             hasher: MockPasswordHasher::new(),
             tokens: MockAccessTokens::new(),
+            mfa: MockMfaStore::new(),
+            totp: MockTotpFactor::new(),
             policy: AuthPolicy::default(),
         }
     }
@@ -106,6 +111,8 @@ impl Mocks {
             random: Arc::new(random),
             clock: Arc::new(clock),
             server_key: server_key(),
+            mfa: Arc::new(self.mfa),
+            totp: Arc::new(self.totp),
         };
         AuthService::new(ports, Links::new("https://app.example.com"), self.policy)
     }
@@ -256,7 +263,10 @@ async fn login_with_the_right_password_opens_a_session() {
     m.accounts.expect_get_user().never();
     m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
     m.expect_session_opened();
-    let outcome = m.service().login(login_request("pw-right"), ClientInfo::default()).await.unwrap();
+    let LoginStep::Done(outcome) = m.service().login(login_request("pw-right"), ClientInfo::default()).await.unwrap()
+    else {
+        panic!("no second factor was asked for")
+    };
     assert_eq!(outcome.user.id, UserId::new(1));
     assert_eq!(outcome.tokens.access.expose(), "access.jwt");
 }
@@ -1116,4 +1126,88 @@ async fn a_login_records_its_audit_event_with_the_session() {
         .returning(|_, _| Ok(SignedAccessToken { token: OpaqueToken::new("access.jwt".into()), expires_in: 300 }));
     m.audit.expect_record().never();
     assert!(m.service().login(login_request("right"), ClientInfo::default()).await.is_ok());
+}
+
+// --- two-factor login ----------------------------------------------------
+
+fn mfa_user() -> User {
+    User { mfa_enabled: true, ..user(1, true) }
+}
+
+#[tokio::test]
+async fn the_password_of_an_account_with_mfa_opens_a_challenge_not_a_session() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| {
+        let mut found = credentials(true, true);
+        found.user = mfa_user();
+        Ok(Some(found))
+    });
+    m.hasher.expect_verify().returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+    m.mfa
+        .expect_open_challenge()
+        .withf(|token, user, expires_at| {
+            *token == TokenHash::of("random-token") && *user == UserId::new(1) && *expires_at == NOW + MFA_TOKEN_TTL
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    m.sessions.expect_start_session().never();
+    let step = m.service().login(login_request("right"), ClientInfo::default()).await.unwrap();
+    let LoginStep::MfaRequired { mfa_token, expires_in } = step else { panic!("a session was opened") };
+    assert_eq!((mfa_token.expose(), expires_in), ("random-token", 300));
+}
+
+/// A challenge of user 1 with `failures` wrong codes so far, whose factor matches no code.
+fn wrong_code_mocks(failures: i64) -> Mocks {
+    let mut m = Mocks::new();
+    m.mfa.expect_challenge().returning(move |_, _| Ok(Some(Challenge { user_id: UserId::new(1), failures })));
+    m.accounts.expect_get_user().returning(|_| Ok(Some(mfa_user())));
+    m.mfa.expect_totp().returning(|_| {
+        Ok(Some(StoredTotp { secret: SealedSecret::new("sealed"), confirmed: true, last_step: Some(10) }))
+    });
+    m
+}
+
+#[tokio::test]
+async fn the_fifth_wrong_code_kills_the_mfa_token() {
+    let mut m = wrong_code_mocks(4);
+    m.totp.expect_matching_step().returning(|_, _, _, _| Ok(None));
+    m.mfa.expect_fail_challenge().times(1).returning(|_| Ok(5));
+    m.mfa.expect_close_challenge().times(1).returning(|_| Ok(true));
+    let code = SecondFactor::parse(Some("123456"), None).unwrap();
+    let error = m.service().login_mfa("mfa-token", code, ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, MfaError::WrongCode { field: "code" }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_killed_mfa_token_checks_no_code() {
+    let mut m = wrong_code_mocks(MAX_CODE_FAILURES_PER_TOKEN);
+    m.totp.expect_matching_step().never();
+    let code = SecondFactor::parse(Some("123456"), None).unwrap();
+    let error = m.service().login_mfa("mfa-token", code, ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, MfaError::TokenInvalid), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_code_of_a_spent_step_is_wrong() {
+    let mut m = wrong_code_mocks(0);
+    m.totp.expect_matching_step().returning(|_, _, _, _| Ok(Some(10)));
+    m.mfa.expect_spend_totp_step().withf(|_, step| *step == 10).returning(|_, _| Ok(false));
+    m.mfa.expect_fail_challenge().returning(|_| Ok(1));
+    m.sessions.expect_start_session().never();
+    let code = SecondFactor::parse(Some("123456"), None).unwrap();
+    let error = m.service().login_mfa("mfa-token", code, ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(error, MfaError::WrongCode { .. }), "{error:?}");
+}
+
+#[test]
+fn second_factors_are_parsed_as_their_fields_say() {
+    assert!(matches!(SecondFactor::parse(Some(" 123456 "), None), Ok(SecondFactor::Code(c)) if c == "123456"));
+    assert!(
+        matches!(SecondFactor::parse(None, Some("ABCDE-12345")), Ok(SecondFactor::RecoveryCode(c)) if c == "abcde12345")
+    );
+    for bad in ["12345", "1234567", "12a456", ""] {
+        assert!(SecondFactor::parse(Some(bad), None).is_err(), "{bad}");
+    }
+    assert!(SecondFactor::parse(None, None).is_err());
+    assert!(SecondFactor::parse(Some("123456"), Some("abcde-12345")).is_err());
 }
