@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use totp_rs::{Algorithm, Secret, TOTP};
 
-use crate::helpers::{assert_error, spawn_app, Backend, TestApp, PASSWORD};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, Backend, Options, TestApp, PASSWORD};
 use crate::import_django::rows;
 use crate::on_both_stores;
 
@@ -14,6 +14,7 @@ on_both_stores!(
     wrong_codes_kill_the_mfa_token_and_then_throttle_the_account,
     turning_it_off_regenerating_and_the_admin_reset,
     bad_second_factor_input_is_refused_and_changes_nothing,
+    a_stolen_mfa_token_dies_with_its_lifetime,
 );
 
 const EMAIL: &str = "mfa.user@example.com";
@@ -294,4 +295,16 @@ async fn bad_second_factor_input_is_refused_and_changes_nothing(backend: Backend
     }
     let done = second_step(&app, json!({ "mfa_token": token, "code": code(&secret, 1) })).await;
     assert_eq!(done.status(), 200, "malformed requests did not count against the token");
+}
+
+async fn a_stolen_mfa_token_dies_with_its_lifetime(backend: Backend) {
+    // The lifetime is mfa.token_ttl_seconds (300 by default); two seconds here.
+    let extra = vec![("GATEHOUSE__MFA__TOKEN_TTL_SECONDS".to_owned(), "2".to_owned())];
+    let app = spawn_app_with(backend, Options { extra, ..Options::default() }).await;
+    let (_, _, codes) = enrolled(&app).await;
+    let first: Value = app.login(EMAIL, PASSWORD).await.json().await.unwrap();
+    assert_eq!(first["expires_in"], 2);
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let late = second_step(&app, json!({ "mfa_token": first["mfa_token"], "recovery_code": codes[0] })).await;
+    assert_error(late, 401, "token_invalid").await;
 }

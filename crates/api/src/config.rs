@@ -149,6 +149,8 @@ pub struct MfaSettings {
     pub encryption_key: SecretString,
     /// Where development keeps a generated key when none is set.
     pub encryption_key_file: String,
+    /// How long a login waits for its second factor.
+    pub token_ttl_seconds: i64,
 }
 
 /// How access tokens are signed.
@@ -347,6 +349,9 @@ impl Settings {
         }
         if self.mail.lease_seconds <= 0 {
             return Err(ConfigError::new("mail.lease_seconds", "must be positive"));
+        }
+        if self.mfa.token_ttl_seconds <= 0 {
+            return Err(ConfigError::new("mfa.token_ttl_seconds", "must be positive"));
         }
         if self.limits.window_seconds <= 0 {
             return Err(ConfigError::new("limits.window_seconds", "must be positive"));

@@ -368,6 +368,7 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
         mail_window: time::Duration::seconds(settings.limits.window_seconds),
         max_mails_per_address: i64::from(settings.limits.mail_per_address),
         max_mail_requests_per_ip: i64::from(settings.limits.mail_requests_per_ip),
+        mfa_token_ttl: time::Duration::seconds(settings.mfa.token_ttl_seconds),
     };
     let admin = AdminService::new(admin_ports, links.clone(), policy.verification_ttl);
     Ok(Services { auth: AuthService::new(ports, links, policy), admin, hasher: argon2, tokens, totp })

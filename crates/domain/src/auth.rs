@@ -13,7 +13,7 @@ pub use errors::{
 };
 pub use mfa::{
     LoginStep, MfaError, SecondFactor, TotpSetup, MAX_CODE_FAILURES_PER_ACCOUNT, MAX_CODE_FAILURES_PER_TOKEN,
-    MFA_TOKEN_TTL, RECOVERY_CODES,
+    RECOVERY_CODES,
 };
 pub use requests::{LoginOutcome, LoginRequest, Principal, RawSignup, SignupOutcome, SignupRequest, TokenPair};
 
@@ -72,6 +72,8 @@ pub struct AuthPolicy {
     pub max_mails_per_address: i64,
     /// Requests to the mail-sending endpoints per client IP per window; 0 turns it off.
     pub max_mail_requests_per_ip: i64,
+    /// How long a login may wait for its second factor (the `mfa_token`).
+    pub mfa_token_ttl: Duration,
 }
 
 impl Default for AuthPolicy {
@@ -88,6 +90,7 @@ impl Default for AuthPolicy {
             throttle_window: Duration::minutes(15),
             max_failures_per_email: 10,
             max_failures_per_ip: 100,
+            mfa_token_ttl: Duration::seconds(300),
         }
     }
 }

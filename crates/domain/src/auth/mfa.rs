@@ -2,7 +2,6 @@
 //! step of a login, turning it off, new recovery codes, an admin's reset.
 
 use serde_json::json;
-use time::Duration;
 
 use super::{AuthService, LoginError, LoginOutcome, Principal, Settled};
 use crate::audit::{AuditEvent, AuditKind};
@@ -14,8 +13,6 @@ use crate::ports::ThrottleKey;
 use crate::session::{AuthMethods, ClientInfo, OpaqueToken, SettledThrottle, TokenHash};
 use crate::user::{User, UserId};
 
-/// How long a login may wait for its second factor.
-pub const MFA_TOKEN_TTL: Duration = Duration::seconds(300);
 /// Wrong codes one `mfa_token` survives; the fifth kills it.
 pub const MAX_CODE_FAILURES_PER_TOKEN: i64 = 5;
 /// Wrong codes per account per throttle window before `login/mfa` answers 429.
@@ -121,10 +118,11 @@ impl AuthService {
         }
         self.ports.throttle.release(&throttle.release).await?;
         let token = self.ports.random.token();
-        let expires_at = self.ports.clock.now() + MFA_TOKEN_TTL;
+        let ttl = self.policy.mfa_token_ttl;
+        let expires_at = self.ports.clock.now() + ttl;
         self.ports.mfa.open_challenge(&token.hash(), user.id, expires_at).await?;
         tracing::info!(user_id = %user.id, "password accepted; waiting for the second factor");
-        Ok(LoginStep::MfaRequired { mfa_token: token, expires_in: MFA_TOKEN_TTL.whole_seconds().unsigned_abs() })
+        Ok(LoginStep::MfaRequired { mfa_token: token, expires_in: ttl.whole_seconds().unsigned_abs() })
     }
 
     /// The second step of a login: a code of the account's factor, or one of

@@ -1146,7 +1146,9 @@ async fn the_password_of_an_account_with_mfa_opens_a_challenge_not_a_session() {
     m.mfa
         .expect_open_challenge()
         .withf(|token, user, expires_at| {
-            *token == TokenHash::of("random-token") && *user == UserId::new(1) && *expires_at == NOW + MFA_TOKEN_TTL
+            *token == TokenHash::of("random-token")
+                && *user == UserId::new(1)
+                && *expires_at == NOW + Duration::seconds(300)
         })
         .times(1)
         .returning(|_, _, _| Ok(()));
