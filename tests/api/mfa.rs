@@ -259,6 +259,10 @@ async fn turning_it_off_regenerating_and_the_admin_reset(backend: Backend) {
     let login: Value = app.login(EMAIL, PASSWORD).await.json().await.unwrap();
     assert!(login["access"].is_string(), "no second factor after the reset: {login}");
     assert_eq!(events(&app, admin, user_id, "mfa_disabled").await, 2);
+    // Verification, on, off, on again, and the reset's notice.
+    let mails = app.wait_for_mails(EMAIL, 5).await;
+    let notices = mails.iter().filter(|m| m.subject() == "Two-factor authentication is off").count();
+    assert_eq!(notices, 2, "the user is told of the reset too");
 }
 
 async fn bad_second_factor_input_is_refused_and_changes_nothing(backend: Backend) {
