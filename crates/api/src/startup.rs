@@ -20,7 +20,8 @@ use gatehouse_domain::mail::Links;
 use gatehouse_domain::mfa::MfaStore;
 use gatehouse_domain::outbox::{DeliveryPolicy, MailDelivery};
 use gatehouse_domain::ports::{
-    AccountStore, AdminStore, AdminWrites, AuditLog, Clock, Outbox, PasswordHasher, SessionStore, StoreHealth, Throttle,
+    AccountStore, AdminStore, AdminWrites, AuditLog, Clock, Outbox, PasswordHasher, SessionStore, Store, StoreHealth,
+    Throttle,
 };
 use gatehouse_domain::{AuthPolicy, AuthService, ServerKey};
 use gatehouse_hash_argon2::{Argon2Hasher, HashParams};
@@ -132,22 +133,7 @@ impl PoolGauge {
 }
 
 impl Stores {
-    fn of<
-        S: AccountStore
-            + SessionStore
-            + Throttle
-            + AdminStore
-            + AdminWrites
-            + AuditLog
-            + Outbox
-            + StoreHealth
-            + ImportStore
-            + MfaStore
-            + 'static,
-    >(
-        store: S,
-        pool: PoolGauge,
-    ) -> Self {
+    fn of<S: Store>(store: S, pool: PoolGauge) -> Self {
         let store = Arc::new(store);
         Self {
             accounts: store.clone(),

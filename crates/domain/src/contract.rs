@@ -12,12 +12,12 @@ use time::{Duration, OffsetDateTime};
 use crate::admin::{Permission, UserOrdering, UserQuery};
 use crate::audit::{AuditEvent, AuditKind, AuditQuery};
 use crate::mail::OutgoingMail;
-use crate::mfa::{Challenge, MfaChange, MfaStore, SealedSecret, StoredTotp};
+use crate::mfa::{Challenge, MfaChange, SealedSecret, StoredTotp};
+use crate::ports::{AdminNewUser, AdminWrite, GroupWrite};
 use crate::ports::{
-    AccountStore, AdminUserChanges, CreateAccountError, EmailConfirmation, NewAccount, NewOneTimeToken, Outbox,
-    SessionStore, StoreHealth, Throttle, ThrottleKey, ThrottleWindow, TokenPurpose,
+    AdminUserChanges, CreateAccountError, EmailConfirmation, NewAccount, NewOneTimeToken, ThrottleKey, ThrottleWindow,
+    TokenPurpose,
 };
-use crate::ports::{AdminNewUser, AdminStore, AdminWrite, AdminWrites, AuditLog, GroupWrite};
 use crate::session::{
     AuthMethods, ClientInfo, NewRefreshToken, NewSession, Rehash, Rotation, SessionId, SessionState, SettledThrottle,
     TokenHash,
@@ -25,24 +25,7 @@ use crate::session::{
 use crate::user::{ProfilePatch, UserId, ADMIN_USER_GROUP, REGULAR_USER_GROUP};
 use crate::{Email, PasswordHash};
 
-/// Everything a store adapter implements.
-pub trait Store:
-    AccountStore + SessionStore + Throttle + AdminStore + AdminWrites + AuditLog + Outbox + StoreHealth + MfaStore + 'static
-{
-}
-impl<T> Store for T where
-    T: AccountStore
-        + SessionStore
-        + Throttle
-        + AdminStore
-        + AdminWrites
-        + AuditLog
-        + Outbox
-        + StoreHealth
-        + MfaStore
-        + 'static
-{
-}
+pub use crate::ports::Store;
 
 const T0: OffsetDateTime = datetime!(2030-01-01 10:00 UTC);
 

@@ -572,3 +572,35 @@ pub trait AuditLog: Send + Sync {
     /// A page of events, newest first, with the total count.
     async fn list_events(&self, query: &AuditQuery) -> Result<AuditPage, PortError>;
 }
+
+/// Every persistence port: what one store adapter serves, and what the
+/// contract suite checks.
+pub trait Store:
+    AccountStore
+    + SessionStore
+    + Throttle
+    + AdminStore
+    + AdminWrites
+    + AuditLog
+    + Outbox
+    + StoreHealth
+    + crate::import::ImportStore
+    + crate::mfa::MfaStore
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: AccountStore
+        + SessionStore
+        + Throttle
+        + AdminStore
+        + AdminWrites
+        + AuditLog
+        + Outbox
+        + StoreHealth
+        + crate::import::ImportStore
+        + crate::mfa::MfaStore
+        + 'static
+{
+}
