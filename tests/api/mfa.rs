@@ -37,15 +37,21 @@ fn claims_of(token: &str) -> Value {
 async fn enrolled(app: &TestApp) -> (String, String, Vec<String>) {
     let login = app.verified_login(EMAIL).await;
     let access = login["access"].as_str().unwrap().to_owned();
-    let setup = app.post_auth("/api/v1/auth/mfa/totp/setup", &access, &json!({ "password": PASSWORD })).await;
+    let (secret, codes) = enable(app, &access).await;
+    (access, secret, codes)
+}
+
+/// Sets up and confirms TOTP for the caller: the secret and the recovery codes.
+async fn enable(app: &TestApp, access: &str) -> (String, Vec<String>) {
+    let setup = app.post_auth("/api/v1/auth/mfa/totp/setup", access, &json!({ "password": PASSWORD })).await;
     assert_eq!(setup.status(), 200);
     let setup: Value = setup.json().await.unwrap();
     let secret = setup["secret"].as_str().unwrap().to_owned();
-    let confirmed = app.post_auth("/api/v1/auth/mfa/totp/confirm", &access, &json!({ "code": code(&secret, 0) })).await;
+    let confirmed = app.post_auth("/api/v1/auth/mfa/totp/confirm", access, &json!({ "code": code(&secret, 0) })).await;
     assert_eq!(confirmed.status(), 200);
     let codes: Value = confirmed.json().await.unwrap();
     let codes = codes["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
-    (access, secret, codes)
+    (secret, codes)
 }
 
 /// The first step of a login: its mfa_token.
@@ -238,15 +244,7 @@ async fn turning_it_off_regenerating_and_the_admin_reset(backend: Backend) {
     assert!(app.mails_to(EMAIL).iter().any(|m| m.subject() == "Two-factor authentication is off"));
 
     // An administrator turns it off for a user who lost their phone.
-    let setup: Value = app
-        .post_auth("/api/v1/auth/mfa/totp/setup", &access, &json!({ "password": PASSWORD }))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let secret = setup["secret"].as_str().unwrap();
-    let confirm = app.post_auth("/api/v1/auth/mfa/totp/confirm", &access, &json!({ "code": code(secret, 0) })).await;
-    assert_eq!(confirm.status(), 200);
+    enable(&app, &access).await;
     let user_id = login["user"]["id"].as_i64().unwrap();
     let admin = app.superuser_login("admin@example.com").await;
     let admin = admin["access"].as_str().unwrap();

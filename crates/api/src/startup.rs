@@ -279,8 +279,6 @@ pub struct Services {
     pub hasher: Arc<Argon2Hasher>,
     /// The signing keys, for the JWK Set and for following the keys file.
     pub tokens: Arc<JwtAccessTokens>,
-    /// TOTP codes and the sealing of their secrets.
-    pub totp: Arc<Totp>,
 }
 
 /// The use cases over their adapters: accounts, and administration.
@@ -305,10 +303,8 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
         other => StartupError::Setting { variable: "GATEHOUSE_JWT_SECRET", problem: other.to_string() },
     })?;
     let tokens = Arc::new(tokens);
-    let totp = Arc::new(
-        Totp::new(mfa_key(settings)?.expose_secret())
-            .map_err(|problem| StartupError::Setting { variable: "GATEHOUSE__MFA__ENCRYPTION_KEY", problem })?,
-    );
+    let totp = Totp::new(mfa_key(settings)?.expose_secret())
+        .map_err(|problem| StartupError::Setting { variable: "GATEHOUSE__MFA__ENCRYPTION_KEY", problem })?;
     let argon2 = Arc::new(hasher);
     let hasher: Arc<dyn PasswordHasher> = Arc::new(RequestAwareHasher(argon2.clone()));
     let ports = Ports {
@@ -322,7 +318,7 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
         clock: Arc::new(SystemClock),
         server_key,
         mfa: stores.mfa.clone(),
-        totp: totp.clone(),
+        totp: Arc::new(totp),
     };
     let admin_ports = AdminPorts {
         store: stores.admin.clone(),
@@ -357,7 +353,7 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
         mfa_token_ttl: time::Duration::seconds(settings.mfa.token_ttl_seconds),
     };
     let admin = AdminService::new(admin_ports, links.clone(), policy.verification_ttl);
-    Ok(Services { auth: AuthService::new(ports, links, policy), admin, hasher: argon2, tokens, totp })
+    Ok(Services { auth: AuthService::new(ports, links, policy), admin, hasher: argon2, tokens })
 }
 
 fn mailer(settings: &Settings) -> Result<LettreMailer, StartupError> {

@@ -225,7 +225,7 @@ impl AuthService {
                 // Settled with the session, in its transaction.
                 let settled = Settled {
                     event: Some(AuditEvent::new(AuditKind::LoginSucceeded, Some(user.id), &client)),
-                    throttle: SettledThrottle { clear: Some(keys[0].clone()), release: keys[1..].to_vec() },
+                    throttle: Self::settled_after_password(&keys),
                     rehash,
                     amr: AuthMethods::Password,
                 };
@@ -234,6 +234,12 @@ impl AuthService {
                 Ok(LoginStep::Done(Box::new(outcome)))
             }
         }
+    }
+
+    /// What a right password does to the login's keys: the address's count
+    /// is cleared, the attempt counted under the client's IP given back.
+    fn settled_after_password(keys: &[ThrottleKey]) -> SettledThrottle {
+        SettledThrottle { clear: keys.first().cloned(), release: keys.get(1..).unwrap_or_default().to_vec() }
     }
 
     /// The address first, then the client IP when that limit is on.

@@ -112,7 +112,8 @@ impl AuthService {
     /// The login of an account with MFA stops after the password: its
     /// throttle keys are settled as a success, and a challenge waits.
     pub(super) async fn challenge(&self, user: &User, keys: &[ThrottleKey]) -> Result<LoginStep, LoginError> {
-        let throttle = SettledThrottle { clear: Some(keys[0].clone()), release: keys[1..].to_vec() };
+        // Settled now: no session (whose transaction would settle them) starts yet.
+        let throttle = Self::settled_after_password(keys);
         if let Some(key) = &throttle.clear {
             self.ports.throttle.clear(key).await?;
         }
