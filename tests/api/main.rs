@@ -14,6 +14,7 @@ mod audit;
 mod bad_input;
 mod browser;
 mod browser_session;
+mod console;
 mod cookies;
 mod credentials;
 mod database_outage;

@@ -20,7 +20,7 @@ on_both_stores!(
 const EMAIL: &str = "mfa.user@example.com";
 
 /// The code of the step `offset` steps from now.
-fn code(secret: &str, offset: i64) -> String {
+pub(crate) fn code(secret: &str, offset: i64) -> String {
     let totp = TOTP::new(Algorithm::SHA1, 6, 0, 30, Secret::Encoded(secret.to_owned()).to_bytes().unwrap()).unwrap();
     let now =
         i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
@@ -42,7 +42,7 @@ async fn enrolled(app: &TestApp) -> (String, String, Vec<String>) {
 }
 
 /// Sets up and confirms TOTP for the caller: the secret and the recovery codes.
-async fn enable(app: &TestApp, access: &str) -> (String, Vec<String>) {
+pub(crate) async fn enable(app: &TestApp, access: &str) -> (String, Vec<String>) {
     let setup = app.post_auth("/api/v1/auth/mfa/totp/setup", access, &json!({ "password": PASSWORD })).await;
     assert_eq!(setup.status(), 200);
     let setup: Value = setup.json().await.unwrap();

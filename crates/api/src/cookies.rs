@@ -103,11 +103,22 @@ impl BrowserCookies {
     /// cookie-authenticated unsafe request: the service's own origin or a
     /// configured one. `null` (sandboxed frames, some redirects) never may.
     pub fn origin_allowed(&self, req: &HttpRequest) -> bool {
+        Self::origin_is(req, |origin| self.origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin)))
+    }
+
+    /// The Origin rule with no other origin allowed: the console's forms
+    /// are posted from its own pages only.
+    pub fn same_origin(req: &HttpRequest) -> bool {
+        Self::origin_is(req, |_| false)
+    }
+
+    /// No `Origin`, the request's own, or one that `other` admits.
+    fn origin_is(req: &HttpRequest, other: impl Fn(&str) -> bool) -> bool {
         let Some(origin) = req.headers().get(header::ORIGIN) else { return true };
         let Ok(origin) = origin.to_str() else { return false };
         let info = req.connection_info();
         let own = format!("{}://{}", info.scheme(), info.host());
-        origin.eq_ignore_ascii_case(&own) || self.origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin))
+        origin.eq_ignore_ascii_case(&own) || other(origin)
     }
 
     /// `__Host-` needs a secure, host-only cookie on `/`; `__Secure-` only a
@@ -130,6 +141,25 @@ impl BrowserCookies {
 
     pub fn csrf_name(&self) -> String {
         self.name("gh_csrf", true)
+    }
+
+    /// The console's sign-in form has no session to bind a CSRF token to:
+    /// the form's token is also in this cookie, which only this origin sets.
+    pub fn sign_in_name(&self) -> String {
+        self.name("gh_signin", true)
+    }
+
+    /// The sign-in form's token the browser holds, if any.
+    pub fn sign_in_token(&self, req: &HttpRequest) -> Option<String> {
+        single_cookie(req, &self.sign_in_name()).ok().flatten()
+    }
+
+    /// The cookie that holds a new sign-in form token, for an hour.
+    pub fn sign_in_cookie(&self, token: &str) -> Cookie<'static> {
+        let mut cookie = self.cookie(self.sign_in_name(), token.to_owned(), "/", 3600);
+        cookie.set_http_only(true);
+        cookie.set_same_site(SameSite::Strict);
+        cookie
     }
 
     fn cookie(&self, name: String, value: String, path: &'static str, seconds: i64) -> Cookie<'static> {

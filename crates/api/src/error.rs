@@ -72,6 +72,23 @@ impl ApiError {
         self.code
     }
 
+    /// The messages by field, for a page that shows each next to its field.
+    pub fn field_errors(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.errors
+    }
+
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    /// A server-side failure goes to the log with its source (never to the client).
+    pub(crate) fn log(&self, request_id: Option<&str>) {
+        if self.status.is_server_error() {
+            let source = self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static));
+            tracing::error!(request_id, code = self.code, error = source, "request failed");
+        }
+    }
+
     pub fn validation(errors: FieldErrors) -> Self {
         Self { errors: errors.into_map(), ..Self::general(StatusCode::BAD_REQUEST, "validation_error", "") }
     }
@@ -256,10 +273,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let request_id = request_id::current();
-        if self.status.is_server_error() {
-            let source = self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static));
-            tracing::error!(request_id = request_id.as_deref(), code = self.code, error = source, "request failed");
-        }
+        self.log(request_id.as_deref());
         let body = ErrorBody {
             code: self.code,
             errors: &self.errors,

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod cookies;
 pub mod error;
 pub mod extract;

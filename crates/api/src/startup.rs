@@ -43,7 +43,7 @@ use crate::extract::TrustedProxies;
 use crate::request_id::RequestAwareHasher;
 use crate::state::AppState;
 use crate::wire::ContractIo;
-use crate::{request_id, routes};
+use crate::{console, request_id, routes};
 
 /// Why the service could not start, in one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -574,6 +574,7 @@ impl Application {
                     .wrap(middleware::from_fn(routes::contract_shape))
                     .wrap(middleware::from_fn(request_id::middleware))
                     .configure(routes::configure)
+                    .configure(console::configure)
                     .configure(|cfg| {
                         if public_metrics {
                             routes::metrics(cfg)

@@ -310,9 +310,14 @@ impl AdminService {
         Ok(())
     }
 
+    /// What the caller may do now: the console shows only what they may use.
+    pub async fn grants(&self, caller: Principal) -> Result<Grants, AdminError> {
+        Ok(self.store.grants_of(caller.user_id).await?.unwrap_or_default())
+    }
+
     /// Fails unless the caller holds the permission now.
     pub async fn require(&self, caller: Principal, permission: Permission) -> Result<Grants, AdminError> {
-        let grants = self.store.grants_of(caller.user_id).await?.unwrap_or_default();
+        let grants = self.grants(caller).await?;
         if grants.allows(permission) {
             Ok(grants)
         } else {

@@ -252,13 +252,13 @@ pub(crate) fn parse_profile(
 pub struct ProfileFields {
     /// E.164 (`+` and 8 to 15 digits), or null to clear it.
     #[schema(nullable, pattern = r"^\+[1-9][0-9]{7,14}$")]
-    phone: Option<Option<String>>,
+    pub(crate) phone: Option<Option<String>>,
     /// At most 32 characters, or null to clear it.
     #[schema(nullable, max_length = 32)]
-    gender: Option<Option<String>>,
+    pub(crate) gender: Option<Option<String>>,
     /// At most 500 characters.
     #[schema(max_length = 500)]
-    bio: Option<String>,
+    pub(crate) bio: Option<String>,
 }
 
 impl BodyRules for SignupBody {}

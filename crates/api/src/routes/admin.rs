@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpResponse};
 use gatehouse_domain::admin::{AdminCreateRequest, Group, RawUserQuery};
-use gatehouse_domain::error::collect;
+use gatehouse_domain::error::{collect, NON_FIELD_ERRORS};
 use gatehouse_domain::ports::AdminUserChanges;
 use gatehouse_domain::user::{parse_name, ProfilePatch};
 use gatehouse_domain::{Email, FieldErrors};
@@ -148,24 +148,7 @@ pub async fn create_user(
     client: Client,
     AuthBody(caller, body): AuthBody<AdminCreateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let AdminCreateBody { email, password, first_name, last_name, is_active, is_staff, is_verified, groups } = body;
-    let mut errors = FieldErrors::new();
-    let email = parse_email(&mut errors, Some(email));
-    let first_name = collect(&mut errors, "first_name", parse_name(first_name.as_deref().unwrap_or_default()));
-    let last_name = collect(&mut errors, "last_name", parse_name(last_name.as_deref().unwrap_or_default()));
-    let (Some(email), Some(first_name), Some(last_name)) = errors.finish((email, first_name, last_name))? else {
-        return Err(ApiError::internal("parsed fields missing"));
-    };
-    let request = AdminCreateRequest {
-        email,
-        password: password.as_ref().map(|p| p.expose_secret().to_owned()),
-        first_name,
-        last_name,
-        is_active: is_active.unwrap_or(true),
-        is_staff: is_staff.unwrap_or(false),
-        is_verified: is_verified.unwrap_or(false),
-        groups: groups.unwrap_or_default(),
-    };
+    let request = body.into_request()?;
     let user = state.admin.create_user(caller, request, &client.0).await?;
     Ok(HttpResponse::Created().json(UserView::from(user)))
 }
@@ -186,28 +169,7 @@ pub async fn update_user(
     id: web::Path<String>,
     AuthBody(caller, body): AuthBody<AdminUpdateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let AdminUpdateBody {
-        email,
-        first_name,
-        last_name,
-        profile,
-        is_active,
-        is_staff,
-        is_superuser,
-        is_verified,
-        groups,
-    } = body;
-    let mut errors = FieldErrors::new();
-    let email = match email {
-        Some(raw) => parse_email(&mut errors, Some(raw)),
-        None => None,
-    };
-    let profile = parse_profile(first_name.as_deref(), last_name.as_deref(), profile).unwrap_or_else(|broken| {
-        errors.merge(broken);
-        ProfilePatch::default()
-    });
-    errors.finish(())?;
-    let changes = AdminUserChanges { email, profile, is_active, is_staff, is_superuser, is_verified, groups };
+    let changes = body.into_changes()?;
     let user = state.admin.update_user(caller, &id, changes, &client.0).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
@@ -398,52 +360,52 @@ pub async fn list_audit(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AdminCreateBody {
     #[schema(format = IdnEmail, max_length = 254)]
-    email: String,
+    pub(crate) email: String,
     /// Without one, the user is mailed an invitation to choose it (24 h).
     #[schema(value_type = Option<String>, min_length = 8, max_length = 1024)]
-    password: Option<SecretString>,
+    pub(crate) password: Option<SecretString>,
     #[schema(max_length = 150)]
-    first_name: Option<String>,
+    pub(crate) first_name: Option<String>,
     #[schema(max_length = 150)]
-    last_name: Option<String>,
-    is_active: Option<bool>,
-    is_staff: Option<bool>,
-    is_verified: Option<bool>,
+    pub(crate) last_name: Option<String>,
+    pub(crate) is_active: Option<bool>,
+    pub(crate) is_staff: Option<bool>,
+    pub(crate) is_verified: Option<bool>,
     /// Group names; `Regular User` is always added.
-    groups: Option<Vec<String>>,
+    pub(crate) groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AdminUpdateBody {
     #[schema(format = IdnEmail, max_length = 254)]
-    email: Option<String>,
+    pub(crate) email: Option<String>,
     #[schema(max_length = 150)]
-    first_name: Option<String>,
+    pub(crate) first_name: Option<String>,
     #[schema(max_length = 150)]
-    last_name: Option<String>,
+    pub(crate) last_name: Option<String>,
     /// The same fields and rules as the user's own `PATCH /me`.
-    profile: Option<ProfileFields>,
-    is_active: Option<bool>,
-    is_staff: Option<bool>,
+    pub(crate) profile: Option<ProfileFields>,
+    pub(crate) is_active: Option<bool>,
+    pub(crate) is_staff: Option<bool>,
     /// Only a superuser changes this; the last active superuser cannot lose it.
-    is_superuser: Option<bool>,
-    is_verified: Option<bool>,
+    pub(crate) is_superuser: Option<bool>,
+    pub(crate) is_verified: Option<bool>,
     /// The complete set of group names.
-    groups: Option<Vec<String>>,
+    pub(crate) groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct GroupBody {
     #[schema(min_length = 1, max_length = 150)]
-    name: String,
-    permissions: Option<Vec<String>>,
+    pub(crate) name: String,
+    pub(crate) permissions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct GroupPatchBody {
     #[schema(min_length = 1, max_length = 150)]
-    name: Option<String>,
-    permissions: Option<Vec<String>>,
+    pub(crate) name: Option<String>,
+    pub(crate) permissions: Option<Vec<String>>,
 }
 
 /// The user list's query string. Each value is read as text and parsed by
@@ -452,22 +414,22 @@ pub struct GroupPatchBody {
 #[into_params(parameter_in = Query)]
 pub struct UserListParams {
     /// Case-insensitive substring of email, first or last name; `%` and `_` are literal.
-    search: Option<String>,
+    pub(crate) search: Option<String>,
     #[param(value_type = Option<bool>)]
-    is_active: Option<String>,
+    pub(crate) is_active: Option<String>,
     #[param(value_type = Option<bool>)]
-    is_verified: Option<String>,
+    pub(crate) is_verified: Option<String>,
     #[param(value_type = Option<bool>)]
-    is_staff: Option<String>,
+    pub(crate) is_staff: Option<String>,
     /// `email`, `date_joined` or `last_login`, `-` for descending; default `-date_joined`.
-    ordering: Option<String>,
+    pub(crate) ordering: Option<String>,
     /// From 1; a page past the end is empty.
     #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295.0)]
-    page: Option<String>,
+    pub(crate) page: Option<String>,
     /// Default 20. A page holds at most 100: a larger value is read as 100,
     /// and the answer's `page_size` says what was used.
     #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295.0)]
-    page_size: Option<String>,
+    pub(crate) page_size: Option<String>,
 }
 
 /// The audit trail's query string.
@@ -476,16 +438,67 @@ pub struct UserListParams {
 pub struct AuditParams {
     /// A user id.
     #[param(value_type = Option<i64>)]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// An event name, e.g. `login_failed`.
-    event: Option<String>,
+    pub(crate) event: Option<String>,
     /// From 1; a page past the end is empty.
     #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295.0)]
-    page: Option<String>,
+    pub(crate) page: Option<String>,
     /// Default 20. A page holds at most 100: a larger value is read as 100,
     /// and the answer's `page_size` says what was used.
     #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295.0)]
-    page_size: Option<String>,
+    pub(crate) page_size: Option<String>,
+}
+
+impl AdminCreateBody {
+    /// The fields under the account rules; the console's form reads them alike.
+    pub(crate) fn into_request(self) -> Result<AdminCreateRequest, FieldErrors> {
+        let AdminCreateBody { email, password, first_name, last_name, is_active, is_staff, is_verified, groups } = self;
+        let mut errors = FieldErrors::new();
+        let email = parse_email(&mut errors, Some(email));
+        let first_name = collect(&mut errors, "first_name", parse_name(first_name.as_deref().unwrap_or_default()));
+        let last_name = collect(&mut errors, "last_name", parse_name(last_name.as_deref().unwrap_or_default()));
+        let (Some(email), Some(first_name), Some(last_name)) = errors.finish((email, first_name, last_name))? else {
+            return Err(FieldErrors::single(NON_FIELD_ERRORS, "The form is incomplete."));
+        };
+        Ok(AdminCreateRequest {
+            email,
+            password: password.as_ref().map(|p| p.expose_secret().to_owned()),
+            first_name,
+            last_name,
+            is_active: is_active.unwrap_or(true),
+            is_staff: is_staff.unwrap_or(false),
+            is_verified: is_verified.unwrap_or(false),
+            groups: groups.unwrap_or_default(),
+        })
+    }
+}
+
+impl AdminUpdateBody {
+    /// The fields present, under the rules of each; the console's form reads them alike.
+    pub(crate) fn into_changes(self) -> Result<AdminUserChanges, FieldErrors> {
+        let AdminUpdateBody {
+            email,
+            first_name,
+            last_name,
+            profile,
+            is_active,
+            is_staff,
+            is_superuser,
+            is_verified,
+            groups,
+        } = self;
+        let mut errors = FieldErrors::new();
+        let email = match email {
+            Some(raw) => parse_email(&mut errors, Some(raw)),
+            None => None,
+        };
+        let profile = parse_profile(first_name.as_deref(), last_name.as_deref(), profile).unwrap_or_else(|broken| {
+            errors.merge(broken);
+            ProfilePatch::default()
+        });
+        errors.finish(AdminUserChanges { email, profile, is_active, is_staff, is_superuser, is_verified, groups })
+    }
 }
 
 impl BodyRules for UserListParams {}

@@ -27,7 +27,7 @@ fn password(raw: &SecretString) -> Result<PlainPassword, FieldErrors> {
 
 /// `code` on disable and regenerate: six digits are a TOTP code, anything
 /// else a recovery code.
-fn either_code(code: &str) -> Result<SecondFactor, FieldErrors> {
+pub(crate) fn either_code(code: &str) -> Result<SecondFactor, FieldErrors> {
     let digits = code.trim();
     let factor = if digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()) {
         SecondFactor::parse(Some(digits), None)

@@ -66,8 +66,12 @@ pub async fn contract_shape(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let response = next.call(req).await?;
-    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"application/json");
-    if response.status().as_u16() < 400 || is_json {
+    // JSON is the contract's shape already; HTML is the console's own error page.
+    let shaped = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json" || v.as_bytes().starts_with(b"text/html"));
+    if response.status().as_u16() < 400 || shaped {
         return Ok(response.map_into_left_body());
     }
     let (req, plain) = response.into_parts();

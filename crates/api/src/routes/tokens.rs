@@ -56,7 +56,7 @@ pub(super) fn logged_in(state: &AppState, transport: Transport, outcome: LoginOu
 
 /// Gives a new pair to the client as its request asked: in the body, or in
 /// the browser session's cookies with only the CSRF token in the body.
-pub(super) fn hand_over(
+pub(crate) fn hand_over(
     state: &AppState,
     transport: Transport,
     pair: &TokenPair,

@@ -57,6 +57,11 @@ impl Grants {
     pub fn allows(&self, permission: Permission) -> bool {
         self.is_active && (self.is_superuser || self.permissions.contains(&permission))
     }
+
+    /// Whether the user may do anything at all as an administrator.
+    pub fn any(&self) -> bool {
+        Permission::ALL.into_iter().any(|permission| self.allows(permission))
+    }
 }
 
 /// A group and its permissions.
