@@ -23,6 +23,7 @@ OUT = ROOT / "bench" / "out"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CORES = os.cpu_count() or 2
 PASSWORD = "a benchmark passphrase that is long"
+ADMIN = "bench-admin@example.com"
 SECRET = "benchmark-signing-secret-of-at-least-32-bytes"
 TICKS = os.sysconf("SC_CLK_TCK")
 LOGIN_USERS = 64
@@ -87,6 +88,14 @@ def access_cookie(base, email):
             if name == "__Host-gh_access":
                 return rest.split(";", 1)[0]
     raise RuntimeError("the cookie login set no access cookie")
+
+
+def console_page(base, path, cookie):
+    """A console page as the signed-in browser gets it."""
+    req = urllib.request.Request(base + path)
+    req.add_header("Cookie", f"__Host-gh_access={cookie}")
+    with urllib.request.urlopen(req, timeout=30) as response:
+        return response.read().decode()
 
 
 def cpu_ticks(pid):
@@ -282,6 +291,16 @@ def main():
         select_tps = select_ceiling(pgbench_db)
         results = [scenario("me", server.pid, base, "me.lua", 2, 32, load_env),
                    scenario("me_by_cookie", server.pid, base, "me_cookie.lua", 2, 32, load_env)]
+        # One connection: the latency is the server's time for the page.
+        log("console: the users page (20 rows) for a signed-in superuser, one connection")
+        subprocess.run([str(ROOT / "target" / "release" / "gatehouse"), "create-superuser", "--email", ADMIN,
+                        "--password-stdin"], input=PASSWORD, text=True, check=True, capture_output=True, env=env)
+        admin_env = dict(load_env, GATEHOUSE_BENCH_ADMIN_COOKIE=access_cookie(base, ADMIN))
+        page = console_page(base, "/admin/users", admin_env["GATEHOUSE_BENCH_ADMIN_COOKIE"])
+        rows = page.count("<td><a href=\"/admin/users/")
+        if rows != 20:
+            sys.exit(f"bench: the console's users page shows {rows} rows, not 20")
+        results.append(scenario("console_users_page", server.pid, base, "console_users.lua", 1, 1, admin_env))
         # The hash ceiling brackets the login scenario: measured just before
         # and just after it, the mean of the two.
         log("ceiling: argon2 hash time, before the login scenario")
@@ -364,6 +383,9 @@ def main():
         "/me by cookie: server CPU per request within 10% of /me by bearer":
             by_name["me_by_cookie"]["cpu_ms_per_request"] <= 1.10 * by_name["me"]["cpu_ms_per_request"],
         "verifier crate, EdDSA: >= 90% of the signature check alone": verifier.get("EdDSA", {}).get("ratio", 0) >= 0.90,
+        "console users page (20 rows): p99 <= 10 ms and server CPU <= 10 ms per page, one connection":
+            (by_name["console_users_page"]["p99_ms"] or 1e9) <= 10
+            and by_name["console_users_page"]["cpu_ms_per_request"] <= 10,
     }
     report = {"seconds_per_scenario": SECONDS, "cores": CORES, "ceilings": ceilings, "scenarios": results,
               "peak_rss_mib": peak_rss_mib, "verifier": verifier, "targets": targets}

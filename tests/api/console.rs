@@ -171,6 +171,7 @@ async fn without_a_session_every_page_is_the_sign_in_form() {
         let policy = page.headers["content-security-policy"].to_str().unwrap();
         assert!(policy.contains("default-src 'none'") && policy.contains("form-action 'self'"), "{policy}");
         assert_eq!(page.headers["cache-control"], "no-store");
+        assert_eq!(page.headers["referrer-policy"], "same-origin", "so that forms are posted with their Origin");
         assert!(page.body.contains("<label for=\"email\">"), "labelled fields");
     }
     assert!(console.has_cookie("__Host-gh_signin"), "the sign-in form's token is in a cookie too");

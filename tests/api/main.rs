@@ -15,6 +15,7 @@ mod bad_input;
 mod browser;
 mod browser_session;
 mod console;
+mod console_browser;
 mod cookies;
 mod credentials;
 mod database_outage;

@@ -84,11 +84,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// A console page: HTML under the console's policy, never cached.
+/// A console page: HTML under the console's policy, never cached. Its
+/// referrer policy is `same-origin`, not the service's `no-referrer`: under
+/// `no-referrer` a browser posts forms with `Origin: null`, which the origin
+/// check must refuse; no address of the console leaves for another site either way.
 fn html(status: StatusCode, markup: Markup) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, POLICY))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(markup.into_string())
 }
