@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{json, Value};
@@ -45,10 +46,11 @@ impl Page {
     }
 }
 
-/// A browser without scripts: a cookie jar, and the forms it posts.
+/// A browser without scripts: a cookie jar that forgets cookies past their
+/// `Max-Age` (paths aside), and the forms it posts.
 pub(crate) struct Console<'a> {
     pub app: &'a TestApp,
-    jar: Mutex<BTreeMap<String, String>>,
+    jar: Mutex<BTreeMap<String, (String, Option<Instant>)>>,
 }
 
 impl<'a> Console<'a> {
@@ -56,12 +58,19 @@ impl<'a> Console<'a> {
         Self { app, jar: Mutex::new(BTreeMap::new()) }
     }
 
+    fn live(&self) -> BTreeMap<String, String> {
+        let now = Instant::now();
+        let jar = self.jar.lock().unwrap();
+        let live = jar.iter().filter(|(_, (_, until))| until.is_none_or(|until| until > now));
+        live.map(|(name, (value, _))| (name.clone(), value.clone())).collect()
+    }
+
     fn cookie_header(&self) -> String {
-        self.jar.lock().unwrap().iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("; ")
+        self.live().iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("; ")
     }
 
     pub fn has_cookie(&self, name: &str) -> bool {
-        self.jar.lock().unwrap().contains_key(name)
+        self.live().contains_key(name)
     }
 
     async fn read(&self, response: reqwest::Response) -> Page {
@@ -76,18 +85,26 @@ impl<'a> Console<'a> {
             let set = set.to_str().unwrap();
             let (name, rest) = set.split_once('=').unwrap();
             let value = rest.split(';').next().unwrap();
-            if set.contains("Max-Age=0") {
-                jar.remove(name);
-            } else {
-                jar.insert(name.to_owned(), value.to_owned());
-            }
+            let max_age = rest.split("; ").find_map(|attribute| attribute.strip_prefix("Max-Age="));
+            let until = max_age.map(|seconds| Instant::now() + Duration::from_secs(seconds.parse().unwrap()));
+            jar.insert(name.to_owned(), (value.to_owned(), until));
         }
     }
 
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.live().remove(name)
+    }
+
     pub async fn get(&self, path: &str) -> Page {
-        let response =
-            self.app.client.get(self.app.url(path)).header(COOKIE, self.cookie_header()).send().await.unwrap();
-        self.read(response).await
+        self.get_with(path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Page {
+        let mut request = self.app.client.get(self.app.url(path)).header(COOKIE, self.cookie_header());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.read(request.send().await.unwrap()).await
     }
 
     /// Posts the fields as a form does, from the console's own origin.
@@ -235,7 +252,7 @@ async fn signing_in_refuses_wrong_passwords_forged_forms_and_outside_redirects()
     }
 
     // Signing out ends the session: its token no longer works anywhere.
-    let access = console.jar.lock().unwrap()["__Host-gh_access"].clone();
+    let access = console.cookie("__Host-gh_access").unwrap();
     let out = console.submit("/admin/logout", &[]).await;
     assert_eq!((out.status, out.location()), (303, "/admin/?done=signed_out"));
     assert!(!console.has_cookie("__Host-gh_access"));
@@ -278,6 +295,24 @@ async fn two_factor_accounts_sign_in_with_a_code() {
     let trail = console.get("/admin/audit").await;
     assert!(trail.body.contains("mfa_enabled"), "{}", trail.body);
 
+    // Another account's lost phone: the reset button, its notice and its mail.
+    let ada = app.verified_login("ada@example.com").await;
+    let ada_id = ada["user"]["id"].as_i64().unwrap();
+    enable(&app, ada["access"].as_str().unwrap()).await;
+    let page = console.get(&format!("/admin/users/{ada_id}")).await;
+    assert!(page.body.contains(&format!("action=\"/admin/users/{ada_id}/mfa/reset\"")));
+    let reset = console.submit(&format!("/admin/users/{ada_id}/mfa/reset"), &[]).await;
+    assert_eq!(reset.location(), format!("/admin/users/{ada_id}?done=mfa_reset"));
+    let page = console.get(reset.location()).await;
+    assert!(page.body.contains("Two-factor authentication is off for this user"));
+    assert!(!page.body.contains("/mfa/reset"), "nothing left to turn off");
+    let mails = app.wait_for_mails("ada@example.com", 3).await;
+    assert!(mails.iter().any(|mail| mail.subject().to_lowercase().contains("two-factor")), "ada is told");
+    assert_eq!(
+        app.login("ada@example.com", PASSWORD).await.json::<Value>().await.unwrap()["user"]["mfa_enabled"],
+        false
+    );
+
     // A recovery code works as well; a spent mfa_token starts over.
     let other = Console::new(&app);
     let form = other.get("/admin/").await;
@@ -288,6 +323,58 @@ async fn two_factor_accounts_sign_in_with_a_code() {
     let replay = other.post("/admin/login/mfa", &fields).await;
     assert_eq!(replay.status, 401);
     assert!(replay.is_sign_in(), "a used mfa_token leads back to the password");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_resumes_through_the_refresh_cookie_and_comes_back() {
+    let short = vec![("GATEHOUSE__AUTH__ACCESS_TTL_SECONDS".to_owned(), "1".to_owned())];
+    let app = spawn_app_with(Backend::Sqlite, Options { extra: short, ..Options::default() }).await;
+    root_and_user(&app).await;
+    let console = Console::new(&app);
+    console.sign_in(ROOT).await;
+    let expire = || tokio::time::sleep(Duration::from_millis(2_100));
+    expire().await;
+
+    let page = console.get("/admin/users?search=ada").await;
+    assert_eq!(page.status, 303, "an expired access cookie is no reason to sign in again");
+    assert_eq!(page.location(), "/api/v1/auth/token/resume?next=%2Fadmin%2Fusers%3Fsearch%3Dada");
+    let spent = console.cookie("__Secure-gh_refresh");
+    let resumed = console.get_with(page.location(), &[("sec-fetch-site", "same-origin")]).await;
+    assert_eq!((resumed.status, resumed.location()), (303, "/admin/users?search=ada"));
+    assert_eq!(resumed.headers["cache-control"], "no-store");
+    assert_ne!(console.cookie("__Secure-gh_refresh"), spent, "the refresh cookie was spent for a new one");
+    let back = console.get(resumed.location()).await;
+    assert_eq!(back.status, 200);
+    assert!(back.body.contains("ada@example.com"));
+
+    // Another site cannot make the browser spend its session: nothing is
+    // spent, nothing cleared.
+    expire().await;
+    assert!(!console.has_cookie("__Host-gh_access"), "the access cookie is gone with its token");
+    let held = console.cookie("__Secure-gh_refresh");
+    let page = console.get("/admin/").await;
+    assert_eq!(page.status, 303, "the CSRF cookie says there is a session to resume");
+    let refused = console.get_with(page.location(), &[("sec-fetch-site", "cross-site")]).await;
+    assert_eq!((refused.status, refused.location()), (303, "/admin/"));
+    assert_eq!(console.cookie("__Secure-gh_refresh"), held, "not spent");
+    assert!(refused.headers.get(SET_COOKIE).is_none(), "nothing cleared");
+
+    // A session that cannot go on (here: signed out elsewhere) clears the
+    // cookies, and the console asks to sign in rather than come back.
+    let root = app.login(ROOT, PASSWORD).await.json::<Value>().await.unwrap();
+    let everywhere = app.post_auth("/api/v1/auth/logout/all", root["access"].as_str().unwrap(), &json!({})).await;
+    assert_eq!(everywhere.status(), 204);
+    let ended = console.get_with(page.location(), &[("sec-fetch-site", "same-origin")]).await;
+    assert_eq!((ended.status, ended.location()), (303, "/admin/"));
+    assert!(!console.has_cookie("__Host-gh_csrf") && !console.has_cookie("__Secure-gh_refresh"));
+    assert!(console.get("/admin/").await.is_sign_in());
+    for next in ["https://evil.example/", "//evil.example", "/api/v1/auth/me"] {
+        let path = format!(
+            "/api/v1/auth/token/resume?next={}",
+            url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+        );
+        assert_eq!(console.get(&path).await.location(), "/admin/", "{next} is not followed");
+    }
 }
 
 /// A user in a group of `permissions`, signed in to the console.
@@ -497,6 +584,8 @@ async fn creating_users_and_groups_and_deleting_them_after_a_confirmation(backen
     let built_in_path = built_in.split('"').next().unwrap();
     let fixed = console.get(built_in_path).await;
     assert!(fixed.body.contains("cannot be changed") && !fixed.body.contains("name=\"permissions\""));
+    let confirm = console.get(&format!("{group_path}/delete")).await;
+    assert!(confirm.body.contains("This deletes the group <strong>Helpdesk</strong>"), "{}", confirm.body);
     assert_eq!(console.submit(&format!("{group_path}/delete"), &[]).await.location(), "/admin/groups?done=deleted");
     assert_eq!(console.get(&group_path).await.status, 404);
 }
@@ -554,9 +643,16 @@ async fn hostile_and_stale_input_gets_a_page_never_a_500(backend: Backend) {
     let stale =
         console.post(&format!("/admin/users/{id}"), &[("csrf_token", csrf.as_str()), ("first_name", "Late")]).await;
     assert_eq!(stale.status, 404);
-    assert!(stale.body.contains("They may have been deleted since the page was loaded."));
+    assert!(stale.body.contains("It may have been deleted since the page was loaded."));
     let twice = console.submit(&format!("/admin/users/{id}/delete"), &[]).await;
     assert_eq!(twice.status, 404, "a double-submitted delete");
+    // The same form sent eight times at once (a double click, a retrying proxy): one user.
+    let csrf = console.csrf().await;
+    let form = [("csrf_token", csrf.as_str()), ("email", "twin@example.com"), ("is_active", "on")];
+    let answers = futures_util::future::join_all((0..8).map(|_| console.post("/admin/users/new", &form))).await;
+    let statuses: Vec<u16> = answers.iter().map(|answer| answer.status).collect();
+    assert_eq!(statuses.iter().filter(|status| **status == 303).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|status| *status == 303 || *status == 400), "{statuses:?}");
     let huge = console.submit("/admin/users/new", &[("email", &"a".repeat(70_000))]).await;
     assert_eq!(huge.status, 413);
 }

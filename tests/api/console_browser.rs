@@ -11,7 +11,7 @@ use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 
 use crate::console::{root_and_user, ROOT};
-use crate::helpers::{spawn_app, Backend, Browser, TestApp, PASSWORD};
+use crate::helpers::{spawn_app, spawn_app_with, Backend, Browser, Options, TestApp, PASSWORD};
 use crate::on_both_stores;
 
 on_both_stores!(an_operator_deactivates_a_user_in_a_real_browser);
@@ -78,12 +78,19 @@ async fn an_operator_deactivates_a_user_in_a_real_browser(backend: Backend) {
     assert_eq!(user(&app, id).await["is_active"], false, "the change reached the store");
 }
 
-async fn drive(client: &Client, origin: &str, id: i64) -> Result<(), String> {
-    client.set_window_size(1280, 900).await.map_err(|e| e.to_string())?;
+/// Signs in as the superuser through the console's form.
+async fn sign_in(client: &Client, origin: &str) -> Result<(), String> {
     client.goto(&format!("{origin}/admin/")).await.map_err(|e| e.to_string())?;
     find(client, "input[name=email]").await.send_keys(ROOT).await.map_err(|e| e.to_string())?;
     find(client, "input[name=password]").await.send_keys(PASSWORD).await.map_err(|e| e.to_string())?;
     find(client, "form[action='/admin/login'] button").await.click().await.map_err(|e| e.to_string())?;
+    find(client, "header nav").await;
+    Ok(())
+}
+
+async fn drive(client: &Client, origin: &str, id: i64) -> Result<(), String> {
+    client.set_window_size(1280, 900).await.map_err(|e| e.to_string())?;
+    sign_in(client, origin).await?;
 
     find(client, "nav a[href='/admin/users']").await.click().await.map_err(|e| e.to_string())?;
     find(client, "input[name=search]").await.send_keys("ada").await.map_err(|e| e.to_string())?;
@@ -124,6 +131,36 @@ async fn drive(client: &Client, origin: &str, id: i64) -> Result<(), String> {
     }
     screenshot(client, "console-users-phone").await;
     Ok(())
+}
+
+/// With access tokens of two seconds, a page opened after its access cookie
+/// expired still opens: the browser takes the refresh cookie to its path and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_comes_back_in_a_real_browser() {
+    let short = vec![("GATEHOUSE__AUTH__ACCESS_TTL_SECONDS".to_owned(), "2".to_owned())];
+    let app = spawn_app_with(Backend::Sqlite, Options { extra: short, ..Options::default() }).await;
+    let id = root_and_user(&app).await;
+    let origin = app.address.replace("127.0.0.1", "localhost");
+    let browser = Browser::start().await;
+    let outcome = async {
+        sign_in(&browser.client, &origin).await?;
+        let before = access_cookie(&browser.client).await;
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        browser.client.goto(&format!("{origin}/admin/users/{id}")).await.map_err(|e| e.to_string())?;
+        find(&browser.client, "input[name=is_active]").await;
+        let url = browser.client.current_url().await.map_err(|e| e.to_string())?;
+        assert_eq!(url.path(), format!("/admin/users/{id}"), "back on the page asked for");
+        assert_ne!(access_cookie(&browser.client).await, before, "a new access cookie");
+        Ok::<(), String>(())
+    }
+    .await;
+    browser.close().await;
+    outcome.unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+async fn access_cookie(client: &Client) -> Option<String> {
+    let cookies = client.get_all_cookies().await.ok()?;
+    cookies.iter().find(|cookie| cookie.name() == "__Host-gh_access").map(|cookie| cookie.value().to_owned())
 }
 
 async fn user(app: &TestApp, id: i64) -> Value {

@@ -94,6 +94,11 @@ impl BrowserCookies {
         single_cookie(req, &self.refresh_name())
     }
 
+    /// The CSRF cookie the browser holds, when it sent exactly one.
+    pub fn csrf_cookie(&self, req: &HttpRequest) -> Option<String> {
+        single_cookie(req, &self.csrf_name()).ok().flatten()
+    }
+
     /// The CSRF token the page sent in its header (empty when none).
     pub fn csrf_header(req: &HttpRequest) -> &str {
         req.headers().get(CSRF_HEADER).and_then(|value| value.to_str().ok()).unwrap_or_default()

@@ -188,7 +188,10 @@ digits, RFC 6238: SHA-1, 30 s, one step either side) or `recovery_code` finishes
 accepted once per account, a recovery code once ever (case, spaces and dashes ignored); a wrong one is a 400 on \
 its field, the fifth kills the token (then 401), ten per account in 15 minutes give 429. `code` on disable and \
 regenerate takes either kind. Access tokens carry `amr`: `[\"pwd\"]`, `[\"pwd\", \"otp\"]` or \
-`[\"pwd\", \"mfa\"]`, kept across refreshes."
+`[\"pwd\", \"mfa\"]`, kept across refreshes.\n\n\
+The admin console at `/admin/` is HTML for browsers, outside this document: server-rendered pages over the same \
+admin use cases, signed in with the cookie transport, every changing form carrying the session's CSRF token in a \
+hidden `csrf_token` field."
     ),
     paths(
         crate::routes::account::signup,
@@ -200,6 +203,7 @@ regenerate takes either kind. Access tokens carry `amr`: `[\"pwd\"]`, `[\"pwd\",
         crate::routes::mfa::regenerate,
         crate::routes::tokens::refresh,
         crate::routes::tokens::verify,
+        crate::routes::tokens::resume,
         crate::routes::account::verify_email,
         crate::routes::account::resend_verification,
         crate::routes::credentials::request_reset,

@@ -9,21 +9,11 @@ use maud::{html, Markup};
 
 use super::form::Form;
 use super::pages::{
-    checkbox, csrf, done_notice, frame, input, messages, summary, Input, Problems, Section, NO_PROBLEMS,
+    checkbox, confirm_delete, csrf, done_notice, frame, input, messages, summary, Input, Problems, Section, NO_PROBLEMS,
 };
-use super::{html, see_other, ConsoleError, ConsoleForm, Operator};
+use super::{html, or_missing, see_other, ConsoleError, ConsoleForm, Operator};
 use crate::extract::Client;
 use crate::state::AppState;
-
-fn or_missing(error: AdminError) -> ConsoleError {
-    match error {
-        AdminError::NotFound => ConsoleError::page(
-            StatusCode::NOT_FOUND,
-            "There is no such group. It may have been deleted since the page was loaded.",
-        ),
-        other => other.into(),
-    }
-}
 
 fn group_path(id: i64) -> String {
     format!("/admin/groups/{id}")
@@ -117,7 +107,7 @@ pub(super) async fn show(
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ConsoleError> {
-    let group = state.admin.get_group(operator.principal, &id).await.map_err(or_missing)?;
+    let group = state.admin.get_group(operator.principal, &id).await.map_err(or_missing("group"))?;
     let notice = done_notice(&Form::parse(req.query_string().as_bytes()));
     let chosen: Vec<String> = group.permissions.iter().map(|p| p.as_str().to_owned()).collect();
     Ok(html(StatusCode::OK, group_page(&operator, &group, notice, (&group.name, &chosen), &NO_PROBLEMS)))
@@ -134,11 +124,11 @@ pub(super) async fn update(
     match state.admin.update_group(operator.principal, &id, Some(name), Some(&permissions), &client.0).await {
         Ok(group) => Ok(see_other(&format!("{}?done=saved", group_path(group.id)))),
         Err(AdminError::Invalid(errors)) => {
-            let group = state.admin.get_group(operator.principal, &id).await.map_err(or_missing)?;
+            let group = state.admin.get_group(operator.principal, &id).await.map_err(or_missing("group"))?;
             let page = group_page(&operator, &group, None, (name, &permissions), &errors.into_map());
             Ok(html(StatusCode::BAD_REQUEST, page))
         }
-        Err(other) => Err(or_missing(other)),
+        Err(other) => Err(or_missing("group")(other)),
     }
 }
 
@@ -175,27 +165,17 @@ fn group_page(
     frame(&group.name, Some(operator), Section::Groups, content)
 }
 
-pub(super) async fn confirm_delete(
+pub(super) async fn confirm_deletion(
     state: web::Data<AppState>,
     operator: Operator,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ConsoleError> {
     operator.require(Permission::GroupsChange)?;
-    let group = state.admin.get_group(operator.principal, &id).await.map_err(or_missing)?;
-    let path = group_path(group.id);
-    let content = html! {
-        div.card {
-            p { "This deletes the group " strong { (group.name) } ". Its members keep their accounts but lose what it granted." }
-            div.actions {
-                form method="post" action=(format!("{path}/delete")) {
-                    (csrf(&operator))
-                    button.danger type="submit" { "Delete" }
-                }
-                a href=(path) { "Cancel" }
-            }
-        }
+    let group = state.admin.get_group(operator.principal, &id).await.map_err(or_missing("group"))?;
+    let consequence = html! {
+        "This deletes the group " strong { (group.name) } ". Its members keep their accounts but lose what it granted."
     };
-    Ok(html(StatusCode::OK, frame("Delete this group?", Some(&operator), Section::Groups, content)))
+    Ok(html(StatusCode::OK, confirm_delete(&operator, Section::Groups, &group_path(group.id), consequence)))
 }
 
 pub(super) async fn delete(
@@ -204,6 +184,6 @@ pub(super) async fn delete(
     id: web::Path<String>,
     ConsoleForm(operator, _): ConsoleForm,
 ) -> Result<HttpResponse, ConsoleError> {
-    state.admin.delete_group(operator.principal, &id, &client.0).await.map_err(or_missing)?;
+    state.admin.delete_group(operator.principal, &id, &client.0).await.map_err(or_missing("group"))?;
     Ok(see_other("/admin/groups?done=deleted"))
 }

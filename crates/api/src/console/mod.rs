@@ -69,14 +69,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(page("/users/{id}/mfa/reset").route(web::post().to(users::reset_mfa)))
             .service(
                 page("/users/{id}/delete")
-                    .route(web::get().to(users::confirm_delete))
+                    .route(web::get().to(users::confirm_deletion))
                     .route(web::post().to(users::delete)),
             )
             .service(page("/groups").route(web::get().to(groups::list)).route(web::post().to(groups::create)))
             .service(page("/groups/{id}").route(web::get().to(groups::show)).route(web::post().to(groups::update)))
             .service(
                 page("/groups/{id}/delete")
-                    .route(web::get().to(groups::confirm_delete))
+                    .route(web::get().to(groups::confirm_deletion))
                     .route(web::post().to(groups::delete)),
             )
             .service(page("/audit").route(web::get().to(audit::list)))
@@ -95,6 +95,18 @@ fn html(status: StatusCode, markup: Markup) -> HttpResponse {
         .insert_header((header::REFERRER_POLICY, "same-origin"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(markup.into_string())
+}
+
+/// The answer about a `thing` (user, group) that is not there: deleted since
+/// the page was loaded, or never there; other failures as they are.
+fn or_missing(thing: &'static str) -> impl Fn(AdminError) -> ConsoleError {
+    move |error| match error {
+        AdminError::NotFound => ConsoleError::page(
+            StatusCode::NOT_FOUND,
+            &format!("There is no such {thing}. It may have been deleted since the page was loaded."),
+        ),
+        other => other.into(),
+    }
 }
 
 /// After a change, the page to show it on: 303, so a reload does not post again.
@@ -163,6 +175,10 @@ impl FromRequest for Operator {
             return Box::pin(ready(Err(ApiError::internal("application state is missing").into())));
         };
         let (held, next) = (state.browser.sign_in_token(req), return_address(req));
+        let resume_to = format!(
+            "{RESUME_PATH}?{}",
+            url::form_urlencoded::Serializer::new(String::new()).append_pair("next", &next).finish()
+        );
         // A dead session's cookies are cleared; an expired one's are not (its refresh cookie may live).
         let sign_in = move |state: &AppState, notice, dead: bool| {
             let answer = sign_in::SignInAnswer::new(held, &state.browser, next, notice);
@@ -170,6 +186,10 @@ impl FromRequest for Operator {
         };
         let token = match state.browser.access_token(req) {
             Ok(Some(token)) => token,
+            // The access cookie lives as long as its token; the CSRF cookie as long as the session.
+            Ok(None) if state.browser.csrf_cookie(req).is_some() => {
+                return Box::pin(ready(Err(ConsoleError::Resume(resume_to))));
+            }
             Ok(None) => {
                 let signed_out = Form::parse(req.query_string().as_bytes()).text("done") == Some("signed_out");
                 return Box::pin(ready(Err(sign_in(&state, signed_out.then_some(Notice::SignedOut), false))));
@@ -179,7 +199,7 @@ impl FromRequest for Operator {
         Box::pin(async move {
             let principal = match state.auth.authenticate(&token).await {
                 Ok(principal) => principal,
-                Err(AuthenticateError::Expired) => return Err(sign_in(&state, Some(Notice::SessionExpired), false)),
+                Err(AuthenticateError::Expired) => return Err(ConsoleError::Resume(resume_to)),
                 Err(AuthenticateError::Invalid) => return Err(sign_in(&state, Some(Notice::SessionEnded), true)),
                 Err(AuthenticateError::Port(error)) => return Err(error.into()),
             };
@@ -194,6 +214,16 @@ impl FromRequest for Operator {
             Ok(Operator { principal, grants, email: me.email.as_ref().to_owned(), csrf })
         })
     }
+}
+
+/// Where the console sends a browser whose access cookie has expired or gone
+/// while its session's CSRF cookie lives: it comes back to the same page with
+/// a new pair, or, its cookies cleared, to the sign-in form.
+const RESUME_PATH: &str = "/api/v1/auth/token/resume";
+
+/// The console page `next` of a resume's query string names; the start page otherwise.
+pub(crate) fn page_to_resume(query_string: &str) -> String {
+    sign_in::safe_next(Form::parse(query_string.as_bytes()).text("next"))
 }
 
 /// The page to come back to after signing in: the one asked for, or for a
@@ -268,6 +298,8 @@ fn form_checks(req: &HttpRequest) -> Result<(), ConsoleError> {
 pub(crate) enum ConsoleError {
     /// No live session: the sign-in form, leading back to the page asked for.
     SignIn(Box<sign_in::SignInAnswer>),
+    /// An expired access cookie: on to [`RESUME_PATH`], which leads back here.
+    Resume(String),
     /// A page that says what went wrong, with the status that says it too.
     Page { status: StatusCode, messages: Vec<String>, retry_after: Option<u64>, request_id: Option<String> },
 }
@@ -317,6 +349,7 @@ impl std::fmt::Display for ConsoleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::SignIn(_) => f.write_str("sign-in required"),
+            Self::Resume(_) => f.write_str("session to resume"),
             Self::Page { status, .. } => write!(f, "console page {status}"),
         }
     }
@@ -326,6 +359,7 @@ impl ResponseError for ConsoleError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::SignIn(answer) => answer.status(),
+            Self::Resume(_) => StatusCode::SEE_OTHER,
             Self::Page { status, .. } => *status,
         }
     }
@@ -333,6 +367,7 @@ impl ResponseError for ConsoleError {
     fn error_response(&self) -> HttpResponse {
         match self {
             Self::SignIn(answer) => answer.respond(),
+            Self::Resume(location) => see_other(location),
             Self::Page { status, messages, retry_after, request_id } => {
                 let mut response = html(*status, pages::problem(*status, messages, request_id.as_deref()));
                 if let Some(seconds) = retry_after {

@@ -22,7 +22,6 @@ pub(crate) static NO_PROBLEMS: Problems = BTreeMap::new();
 /// Why the sign-in form is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Notice {
-    SessionExpired,
     SessionEnded,
     SignedOut,
     FormExpired,
@@ -31,7 +30,6 @@ pub(crate) enum Notice {
 impl Notice {
     fn text(self) -> &'static str {
         match self {
-            Self::SessionExpired => "Your session has expired. Sign in again to go on.",
             Self::SessionEnded => "Your session has ended. Sign in again.",
             Self::SignedOut => "You are signed out.",
             Self::FormExpired => "The sign-in form had expired. Please try again.",
@@ -211,6 +209,24 @@ pub(crate) fn problem(status: StatusCode, messages: &[String], request_id: Optio
         }
     };
     frame(title, None, Section::Home, content)
+}
+
+/// The page that asks before a deletion: what goes, and the form that deletes it.
+pub(crate) fn confirm_delete(operator: &Operator, what: Section, path: &str, consequence: Markup) -> Markup {
+    let title = if what == Section::Groups { "Delete this group?" } else { "Delete this user?" };
+    let content = html! {
+        div.card {
+            p { (consequence) " It cannot be undone." }
+            div.actions {
+                form method="post" action=(format!("{path}/delete")) {
+                    (csrf(operator))
+                    button.danger type="submit" { "Delete" }
+                }
+                a href=(path) { "Cancel" }
+            }
+        }
+    };
+    frame(title, Some(operator), what, content)
 }
 
 /// The messages that belong to no field of the form, and a word that others

@@ -116,7 +116,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A page of the console to go to after signing in; anything else is the start page.
-fn safe_next(raw: Option<&str>) -> String {
+pub(super) fn safe_next(raw: Option<&str>) -> String {
     match raw {
         Some(path)
             if path.starts_with(HOME)

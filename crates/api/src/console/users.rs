@@ -11,10 +11,10 @@ use secrecy::SecretString;
 
 use super::form::Form;
 use super::pages::{
-    checkbox, csrf, done_notice, frame, input, messages, moment, pager, select, summary, yes_no, Input, Problems,
-    Section, NO_PROBLEMS,
+    checkbox, confirm_delete, csrf, done_notice, frame, input, messages, moment, pager, select, summary, yes_no, Input,
+    Problems, Section, NO_PROBLEMS,
 };
-use super::{html, see_other, ConsoleError, ConsoleForm, Operator};
+use super::{html, or_missing, see_other, ConsoleError, ConsoleForm, Operator};
 use crate::extract::Client;
 use crate::routes::account::ProfileFields;
 use crate::routes::admin::{AdminCreateBody, AdminUpdateBody};
@@ -33,17 +33,6 @@ const ORDERINGS: [(&str, &str); 6] = [
 
 /// The list's query parameters, the API's own.
 const LIST_PARAMETERS: [&str; 7] = ["search", "is_active", "is_verified", "is_staff", "ordering", "page", "page_size"];
-
-/// A missing user's page says so: deleted since the page was loaded, or never there.
-fn or_missing(error: AdminError) -> ConsoleError {
-    match error {
-        AdminError::NotFound => ConsoleError::page(
-            StatusCode::NOT_FOUND,
-            "There is no such user. They may have been deleted since the page was loaded.",
-        ),
-        other => other.into(),
-    }
-}
 
 fn user_path(id: impl std::fmt::Display) -> String {
     format!("/admin/users/{id}")
@@ -226,7 +215,7 @@ pub(super) async fn show(
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ConsoleError> {
-    let user = state.admin.get_user(operator.principal, &id).await.map_err(or_missing)?;
+    let user = state.admin.get_user(operator.principal, &id).await.map_err(or_missing("user"))?;
     let groups = group_choices(&state, &operator).await?;
     let notice = done_notice(&Form::parse(req.query_string().as_bytes()));
     let page = UserPageParts { user: &user, fields: &UserFields::of(&user), groups: groups.as_deref(), notice };
@@ -240,7 +229,7 @@ pub(super) async fn update(
     ConsoleForm(operator, form): ConsoleForm,
 ) -> Result<HttpResponse, ConsoleError> {
     operator.require(Permission::UsersChange)?;
-    let user = state.admin.get_user(operator.principal, &id).await.map_err(or_missing)?;
+    let user = state.admin.get_user(operator.principal, &id).await.map_err(or_missing("user"))?;
     let groups = group_choices(&state, &operator).await?;
     let current = UserFields::of(&user);
     let posted = UserFields::posted(&form, &current, &operator, groups.is_some());
@@ -257,7 +246,7 @@ pub(super) async fn update(
             let page = UserPageParts { user: &user, fields: &posted, groups: groups.as_deref(), notice: None };
             Ok(html(StatusCode::BAD_REQUEST, user_page(&operator, &page, &errors.into_map())))
         }
-        Err(other) => Err(or_missing(other)),
+        Err(other) => Err(or_missing("user")(other)),
     }
 }
 
@@ -371,7 +360,7 @@ pub(super) async fn revoke_sessions(
     id: web::Path<String>,
     ConsoleForm(operator, _): ConsoleForm,
 ) -> Result<HttpResponse, ConsoleError> {
-    state.admin.revoke_sessions(operator.principal, &id, &client.0).await.map_err(or_missing)?;
+    state.admin.revoke_sessions(operator.principal, &id, &client.0).await.map_err(or_missing("user"))?;
     Ok(see_other(&format!("{}?done=sessions_revoked", user_path(&id))))
 }
 
@@ -381,31 +370,21 @@ pub(super) async fn reset_mfa(
     id: web::Path<String>,
     ConsoleForm(operator, _): ConsoleForm,
 ) -> Result<HttpResponse, ConsoleError> {
-    state.admin.reset_mfa(operator.principal, &id, &client.0).await.map_err(or_missing)?;
+    state.admin.reset_mfa(operator.principal, &id, &client.0).await.map_err(or_missing("user"))?;
     Ok(see_other(&format!("{}?done=mfa_reset", user_path(&id))))
 }
 
-pub(super) async fn confirm_delete(
+pub(super) async fn confirm_deletion(
     state: web::Data<AppState>,
     operator: Operator,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ConsoleError> {
     operator.require(Permission::UsersDelete)?;
-    let user = state.admin.get_user(operator.principal, &id).await.map_err(or_missing)?;
-    let path = user_path(user.id);
-    let content = html! {
-        div.card {
-            p { "This deletes " strong { (user.email.as_ref()) } ", their sessions and their profile. It cannot be undone." }
-            div.actions {
-                form method="post" action=(format!("{path}/delete")) {
-                    (csrf(&operator))
-                    button.danger type="submit" { "Delete" }
-                }
-                a href=(path) { "Cancel" }
-            }
-        }
+    let user = state.admin.get_user(operator.principal, &id).await.map_err(or_missing("user"))?;
+    let consequence = html! {
+        "This deletes " strong { (user.email.as_ref()) } ", their sessions and their profile."
     };
-    Ok(html(StatusCode::OK, frame("Delete this user?", Some(&operator), Section::Users, content)))
+    Ok(html(StatusCode::OK, confirm_delete(&operator, Section::Users, &user_path(user.id), consequence)))
 }
 
 pub(super) async fn delete(
@@ -414,7 +393,7 @@ pub(super) async fn delete(
     id: web::Path<String>,
     ConsoleForm(operator, _): ConsoleForm,
 ) -> Result<HttpResponse, ConsoleError> {
-    state.admin.delete_user(operator.principal, &id, &client.0).await.map_err(or_missing)?;
+    state.admin.delete_user(operator.principal, &id, &client.0).await.map_err(or_missing("user"))?;
     Ok(see_other("/admin/users?done=deleted"))
 }
 

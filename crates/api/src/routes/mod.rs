@@ -100,6 +100,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/mfa/recovery-codes"),
     ("POST", "/api/v1/auth/token/refresh"),
     ("POST", "/api/v1/auth/token/verify"),
+    ("GET", "/api/v1/auth/token/resume"),
     ("POST", "/api/v1/auth/email/verify"),
     ("POST", "/api/v1/auth/email/verify/resend"),
     ("POST", "/api/v1/auth/email/change"),
@@ -147,6 +148,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/mfa/recovery-codes").route(web::post().to(mfa::regenerate)))
             .service(resource("/token/refresh").route(web::post().to(tokens::refresh)))
             .service(resource("/token/verify").route(web::post().to(tokens::verify)))
+            .service(resource("/token/resume").route(web::get().to(tokens::resume)))
             .service(resource("/email/verify").route(web::post().to(account::verify_email)))
             .service(mail_resource("/email/verify/resend").route(web::post().to(account::resend_verification)))
             .service(mail_resource("/email/change").route(web::post().to(account::change_email)))

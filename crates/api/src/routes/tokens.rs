@@ -1,5 +1,6 @@
 //! Login, token refresh and verification, logout.
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use gatehouse_domain::auth::{LoginError, LoginOutcome, LoginRequest, LoginStep, RefreshError, TokenPair};
 use gatehouse_domain::FieldErrors;
@@ -127,6 +128,56 @@ pub async fn refresh(
     let mut response = HttpResponse::Ok();
     let tokens = hand_over(&state, transport, &pair, &mut response);
     Ok(no_store(response.json(tokens)))
+}
+
+/// Where a console page sends a browser whose access cookie has expired (or
+/// gone: its lifetime is the token's) while its CSRF cookie lives: under the
+/// refresh cookie's path, it spends that cookie and goes back, so the console
+/// keeps its session without a script. A navigation cannot send
+/// `X-CSRF-Token`; what stands for it is the browser's own: both cookies it
+/// needs are SameSite=Strict, the CSRF cookie must be the refresh session's,
+/// and `Sec-Fetch-Site` must say this origin started it (or the address was typed).
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/token/resume",
+    tag = "auth",
+    summary = "The admin console's way back into its browser session (a navigation, not an API call)",
+    params(("next" = Option<String>, Query, description = "The console page to return to (`/admin/…`); anything else is `/admin/`")),
+    responses((status = 303, description = "Back to `next`: with a new pair in the cookies; or, when the session cannot go on, with the three cookies cleared, where the console asks to sign in; or, for a navigation another site started, with nothing changed"))
+)]
+pub async fn resume(state: web::Data<AppState>, client: Client, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let mut response = HttpResponse::SeeOther();
+    response.insert_header((header::LOCATION, crate::console::page_to_resume(req.query_string())));
+    if !started_here(&req) {
+        return Ok(no_store(response.finish()));
+    }
+    let refresh = match (state.browser.refresh_token(&req), state.browser.csrf_cookie(&req)) {
+        (Ok(Some(refresh)), Some(csrf)) => Some(state.auth.refresh(&refresh, Some(&csrf), &client.0).await),
+        _ => None,
+    };
+    METRICS.refresh(
+        refresh.as_ref().map_or("not_attempted", |r| r.as_ref().map_or_else(RefreshError::reason, |_| "rotated")),
+    );
+    match refresh {
+        Some(Ok(pair)) => {
+            hand_over(&state, Transport::Cookie, &pair, &mut response);
+        }
+        // Not the session's fault: it may go on once the database is back.
+        Some(Err(RefreshError::Port(error))) => return Err(error.into()),
+        // No session to go on with: the console asks to sign in, and does not come back here.
+        _ => {
+            for cookie in state.browser.clear() {
+                response.cookie(cookie);
+            }
+        }
+    }
+    Ok(no_store(response.finish()))
+}
+
+/// Whether this origin started the navigation, or it was typed in; a client
+/// that sends no `Sec-Fetch-Site` is no browser whose cookies another site could use.
+fn started_here(req: &HttpRequest) -> bool {
+    matches!(req.headers().get("sec-fetch-site").map(|v| v.as_bytes()), None | Some(b"same-origin" | b"none"))
 }
 
 /// 200 `{}` for a live access token; the reason otherwise.
