@@ -28,6 +28,7 @@ mod import_django;
 mod logs;
 mod metrics;
 mod mfa;
+mod overload;
 mod reset;
 mod sessions;
 mod shutdown;

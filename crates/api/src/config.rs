@@ -180,6 +180,8 @@ pub struct HashingSettings {
     pub parallelism: u32,
     pub concurrency: usize,
     pub queue_limit: usize,
+    /// A hash that waited this long for a thread is refused (503); 0 waits for ever.
+    pub queue_deadline_ms: u64,
     pub oversized_memory_kib: usize,
 }
 

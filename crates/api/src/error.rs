@@ -306,6 +306,10 @@ impl From<FieldErrors> for ApiError {
 impl From<PortError> for ApiError {
     fn from(error: PortError) -> Self {
         match error {
+            PortError::Unavailable(_) if error.retry_after().is_some() => {
+                // Saturated, not broken: counted in the metrics, not logged per request.
+                Self { retry_after: error.retry_after(), ..Self::service_unavailable() }
+            }
             PortError::Unavailable(source) => {
                 tracing::warn!(error = &*source as &dyn std::error::Error, "a backing service is unavailable");
                 Self::service_unavailable()

@@ -20,6 +20,7 @@ pub struct Metrics {
     logins: IntCounterVec,
     refreshes: IntCounterVec,
     statements: IntCounter,
+    hash_refusals: IntCounterVec,
     gauges: Gauges,
 }
 
@@ -61,6 +62,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Statements sent to the database, BEGIN and COMMIT included (round trips)",
     )
     .expect("valid metric");
+    let hash_refusals = IntCounterVec::new(
+        Opts::new(
+            "hash_refusals_total",
+            "Password hashes not done: queue_full, deadline (waited past hashing.queue_deadline_ms), client_gone",
+        ),
+        &["reason"],
+    )
+    .expect("valid metric");
     let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
     let gauges = Gauges {
         outbox_pending: gauge("outbox_pending", "Mails waiting in the outbox"),
@@ -76,6 +85,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(logins.clone()),
         Box::new(refreshes.clone()),
         Box::new(statements.clone()),
+        Box::new(hash_refusals.clone()),
         Box::new(gauges.outbox_pending.clone()),
         Box::new(gauges.outbox_oldest_pending_seconds.clone()),
         Box::new(gauges.hash_queue_length.clone()),
@@ -85,7 +95,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     ] {
         registry.register(collector).expect("unique metric names");
     }
-    Metrics { registry, requests, latency, logins, refreshes, statements, gauges }
+    Metrics { registry, requests, latency, logins, refreshes, statements, hash_refusals, gauges }
 });
 
 impl Metrics {
@@ -100,6 +110,14 @@ impl Metrics {
 
     pub fn refresh(&self, outcome: &str) {
         self.refreshes.with_label_values(&[outcome]).inc();
+    }
+
+    /// Brings each reason's counter up to the hash pool's own count (read at scrape time).
+    fn hash_refusals_seen(&self, totals: [(&str, u64); 3]) {
+        for (reason, total) in totals {
+            let counter = self.hash_refusals.with_label_values(&[reason]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// Brings the counter up to the store's own count (read at scrape time).
@@ -129,6 +147,7 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     gauges.db_pool_idle_connections.set(pool.idle);
     gauges.db_pool_max_connections.set(pool.max);
     metrics.statements_sent(state.pool.statements_sent());
+    metrics.hash_refusals_seen(state.hash_queue.refusals());
     let mut body = Vec::new();
     if let Err(error) = TextEncoder::new().encode(&metrics.registry.gather(), &mut body) {
         tracing::error!(%error, "metrics could not be encoded");

@@ -151,7 +151,7 @@ impl Modify for CommonAnswers {
                 }
                 if path.starts_with("/api/v1/") {
                     answers
-                        .push(("503", "The database is unavailable (or, where a password is hashed, too many wait)"));
+                        .push(("503", "The database is unavailable; or, where a password is hashed, the hash waited past hashing.queue_deadline_ms or the queue is full, with Retry-After"));
                 }
                 for (status, description) in answers {
                     operation.responses.responses.entry(status.to_owned()).or_insert_with(|| error(description));

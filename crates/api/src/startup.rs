@@ -290,6 +290,7 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
     let hasher = Argon2Hasher::new(params, concurrency, hashing.queue_limit)
         .map_err(|e| StartupError::Setting { variable: "GATEHOUSE__HASHING__*", problem: e.to_string() })?;
     hasher.limit_oversized_memory(hashing.oversized_memory_kib);
+    hasher.set_queue_deadline(std::time::Duration::from_millis(hashing.queue_deadline_ms));
     let signing = signing(settings)?;
     let server_key = server_key(settings, &signing)?;
     let tokens = JwtAccessTokens::new(JwtSettings {

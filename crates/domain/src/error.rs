@@ -25,6 +25,23 @@ impl PortError {
     pub fn unavailable(source: impl Into<BoxError>) -> Self {
         Self::Unavailable(source.into())
     }
+
+    /// When a saturated port says a retry may succeed, after how many seconds.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Unavailable(source) => source.downcast_ref::<Overloaded>().map(|overloaded| overloaded.retry_after),
+            Self::Unexpected(_) => None,
+        }
+    }
+}
+
+/// The source of a [`PortError::Unavailable`] from a port that is saturated
+/// rather than down: a retry after `retry_after` seconds may succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}; retry in {retry_after} s")]
+pub struct Overloaded {
+    pub what: &'static str,
+    pub retry_after: u64,
 }
 
 /// Human messages per request field (`non_field_errors` for the whole body),

@@ -18,7 +18,7 @@
 
 pub mod django;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash as PhcHash, 
 use argon2::password_hash::try_generate_salt;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use async_trait::async_trait;
+use gatehouse_domain::error::Overloaded;
 use gatehouse_domain::ports::{PasswordCheck, PasswordHasher};
 use gatehouse_domain::{PasswordHash, PlainPassword, PortError};
 use tokio::sync::oneshot;
@@ -56,14 +57,13 @@ impl Default for HashParams {
 pub struct InvalidParams(String);
 
 #[derive(Debug, thiserror::Error)]
-#[error("too many password hashes queued")]
-struct QueueFull;
-
-#[derive(Debug, thiserror::Error)]
 #[error("the hashing threads are gone")]
 struct PoolGone;
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// How long a hash may wait for a thread by default (`hashing.queue_deadline_ms`).
+pub const DEFAULT_QUEUE_DEADLINE: Duration = Duration::from_millis(2000);
 
 /// Memory that checks costlier than our own hash may borrow at once, by
 /// default: two of Django's argon2 checks (100 MiB each) and some room.
@@ -245,12 +245,33 @@ impl OtherWork {
     }
 }
 
+/// Hashes not done, by reason, since the start (for metrics).
+#[derive(Debug, Default)]
+struct Refusals {
+    /// The queue was full.
+    queue_full: AtomicU64,
+    /// The hash waited past the queue deadline.
+    late: AtomicU64,
+    /// The caller went away (its client hung up) before a thread was free.
+    abandoned: AtomicU64,
+}
+
+/// Where a queued job stands: whoever moves it out of `QUEUED` first decides
+/// between hashing it and refusing it, so a hash never starts for a caller
+/// that has been told no.
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const GIVEN_UP: u8 = 2;
+
 /// The argon2id hasher with its dedicated threads.
 #[derive(Debug, Clone)]
 pub struct Argon2Hasher {
     jobs: SyncSender<Job>,
     /// Jobs accepted and not yet finished (queued or running).
     in_flight: Arc<AtomicUsize>,
+    /// How long a job may wait for a thread, in milliseconds; 0 for ever.
+    queue_deadline_ms: Arc<AtomicU64>,
+    refusals: Arc<Refusals>,
     concurrency: usize,
     other_work: Arc<OtherWork>,
     budget: Arc<MemoryBudget>,
@@ -309,6 +330,8 @@ impl Argon2Hasher {
         Ok(Self {
             jobs,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            queue_deadline_ms: Arc::new(AtomicU64::new(DEFAULT_QUEUE_DEADLINE.as_millis().try_into().unwrap_or(0))),
+            refusals: Arc::default(),
             concurrency,
             other_work,
             budget,
@@ -336,24 +359,77 @@ impl Argon2Hasher {
         self.in_flight.load(Ordering::Relaxed).saturating_sub(self.concurrency)
     }
 
-    /// Runs `work` on a hashing thread and waits for its result.
+    /// A hash that has waited this long for a thread is not started: its
+    /// caller is answered "unavailable" at once, and the thread goes to a
+    /// request that may still be answered in time. Zero waits for ever.
+    pub fn set_queue_deadline(&self, deadline: Duration) {
+        self.queue_deadline_ms.store(deadline.as_millis().try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Hashes not done since the start, by reason: `queue_full`, `deadline`
+    /// (waited past the queue deadline) and `client_gone`.
+    pub fn refusals(&self) -> [(&'static str, u64); 3] {
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        [
+            ("queue_full", count(&self.refusals.queue_full)),
+            ("deadline", count(&self.refusals.late)),
+            ("client_gone", count(&self.refusals.abandoned)),
+        ]
+    }
+
+    /// "Unavailable", with the retry hint of a queue that drains within its deadline.
+    fn overloaded(&self, what: &'static str) -> PortError {
+        let deadline_ms = self.queue_deadline_ms.load(Ordering::Relaxed);
+        PortError::unavailable(Overloaded { what, retry_after: deadline_ms.div_ceil(1000).max(1) })
+    }
+
+    /// Runs `work` on a hashing thread and waits for its result, at most
+    /// the queue deadline for a thread to take it. A caller dropped while it
+    /// waits (its client hung up) leaves a job that no thread hashes.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<T, PortError> {
-        let (done, result) = oneshot::channel();
-        let in_flight = self.in_flight.clone();
+        let (done, mut result) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let (in_flight, refusals, claim) = (self.in_flight.clone(), self.refusals.clone(), state.clone());
         let job: Job = Box::new(move |worker| {
-            let _ = done.send(work(worker));
+            let gone = done.is_closed();
+            let claimed = claim.compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire).is_ok();
+            match (claimed, gone) {
+                (true, false) => {
+                    let _ = done.send(work(worker));
+                }
+                (true, true) => {
+                    refusals.abandoned.fetch_add(1, Ordering::Relaxed);
+                }
+                // Given up at the deadline, and counted there.
+                (false, _) => {}
+            }
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Err(error) = self.jobs.try_send(job) {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(match error {
-                TrySendError::Full(_) => PortError::unavailable(QueueFull),
+                TrySendError::Full(_) => {
+                    self.refusals.queue_full.fetch_add(1, Ordering::Relaxed);
+                    self.overloaded("too many password hashes queued")
+                }
                 TrySendError::Disconnected(_) => PortError::unexpected(PoolGone),
             });
+        }
+        let deadline = Duration::from_millis(self.queue_deadline_ms.load(Ordering::Relaxed));
+        if !deadline.is_zero() {
+            match tokio::time::timeout(deadline, &mut result).await {
+                Ok(outcome) => return outcome.map_err(|_| PortError::unexpected(PoolGone)),
+                Err(_) if state.compare_exchange(QUEUED, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
+                    self.refusals.late.fetch_add(1, Ordering::Relaxed);
+                    return Err(self.overloaded("a password hash waited past the queue deadline"));
+                }
+                // A thread took it just in time: its answer is on the way.
+                Err(_) => {}
+            }
         }
         result.await.map_err(|_| PortError::unexpected(PoolGone))
     }
@@ -626,6 +702,59 @@ mod tests {
         }
         assert!(outcomes.iter().any(|o| matches!(o, Err(PortError::Unavailable(_)))));
         assert!(outcomes.iter().any(Result::is_ok));
+    }
+
+    /// A hasher of one thread, held by a job until the sender is dropped or sent to.
+    async fn held_hasher(deadline: Duration) -> (Argon2Hasher, std::sync::mpsc::Sender<()>) {
+        let hasher = Argon2Hasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 1, 16).unwrap();
+        hasher.set_queue_deadline(deadline);
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let blocker = hasher.clone();
+        tokio::spawn(async move { blocker.run(move |_| hold.recv()).await });
+        while hasher.in_flight.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (hasher, release)
+    }
+
+    /// A job that records whether it ran.
+    fn recorded() -> (Arc<std::sync::atomic::AtomicBool>, impl FnOnce(&mut Worker) + Send + 'static) {
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        (ran, move |_: &mut Worker| flag.store(true, Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_hash_that_waits_past_the_deadline_is_refused_and_never_started() {
+        let (hasher, release) = held_hasher(Duration::from_millis(50)).await;
+        let (ran, job) = recorded();
+        let asked = Instant::now();
+        let refused = hasher.run(job).await.unwrap_err();
+        let waited = asked.elapsed();
+        assert!(waited >= Duration::from_millis(50) && waited < Duration::from_millis(1000), "{waited:?}");
+        assert!(matches!(refused, PortError::Unavailable(_)));
+        assert_eq!(refused.retry_after(), Some(1), "a deadline of 50 ms: retry in a second");
+        release.send(()).unwrap();
+        hasher.run(|_| ()).await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "the thread passed over the refused job");
+        assert_eq!(hasher.refusals(), [("queue_full", 0), ("deadline", 1), ("client_gone", 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_went_away_is_not_hashed_for() {
+        let (hasher, release) = held_hasher(Duration::ZERO).await;
+        let (ran, job) = recorded();
+        let waiting = hasher.clone();
+        let waiting = tokio::spawn(async move { waiting.run(job).await });
+        while hasher.in_flight.load(Ordering::Relaxed) < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        hasher.run(|_| ()).await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "nobody waits for it: not hashed");
+        assert_eq!(hasher.refusals(), [("queue_full", 0), ("deadline", 0), ("client_gone", 1)]);
     }
 
     #[tokio::test]

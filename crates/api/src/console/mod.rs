@@ -124,10 +124,7 @@ async fn stylesheet() -> HttpResponse {
 /// The start page: the sections the operator may open.
 async fn home(operator: Operator) -> Result<HttpResponse, ConsoleError> {
     if !operator.grants.any() {
-        return Err(ConsoleError::page(
-            StatusCode::FORBIDDEN,
-            "This account has no administrator permission. Sign out, and sign in with one that has.",
-        ));
+        return Ok(html(StatusCode::FORBIDDEN, pages::no_permission(&operator)));
     }
     Ok(html(StatusCode::OK, pages::home(&operator)))
 }

@@ -182,6 +182,16 @@ pub(crate) fn home(operator: &Operator) -> Markup {
     frame("Console", Some(operator), Section::Home, content)
 }
 
+/// The start page of an account that may do nothing here, with its sign-out form.
+pub(crate) fn no_permission(operator: &Operator) -> Markup {
+    let content = html! {
+        div.card {
+            p { "This account has no administrator permission. Sign out, and sign in with one that has." }
+        }
+    };
+    frame("Not allowed", Some(operator), Section::Home, content)
+}
+
 fn describe(permission: Permission) -> &'static str {
     match permission {
         Permission::UsersView => "Find accounts, change their names, flags and groups, end their sessions.",

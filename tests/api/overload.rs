@@ -1,0 +1,52 @@
+//! Overload: a password hash that waits for a core longer than
+//! `hashing.queue_deadline_ms` is not started, and its request is answered
+//! 503 with `Retry-After` at the deadline rather than after the queue.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::helpers::{spawn_app_with, Backend, Options, PASSWORD};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_that_wait_past_the_queue_deadline_get_503_with_retry_after() {
+    let extra = [
+        ("GATEHOUSE__HASHING__CONCURRENCY", "1"),
+        ("GATEHOUSE__HASHING__QUEUE_DEADLINE_MS", "10"),
+        ("GATEHOUSE_LOGIN_IP_LIMIT", "0"),
+    ];
+    let extra = extra.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+    let app =
+        spawn_app_with(Backend::Sqlite, Options { require_verified_email: Some(false), extra, ..Options::default() })
+            .await;
+    let emails: Vec<String> = (0..12).map(|n| format!("storm-{n}@example.com")).collect();
+    for email in &emails {
+        assert_eq!(app.signup(email).await.status(), 201, "one at a time, nothing waits");
+    }
+
+    // Twelve at once on one hashing thread: each hash takes longer than the
+    // deadline, so most of them cannot start in time.
+    let started = Instant::now();
+    let answers = join_all(emails.iter().map(|email| app.login(email, PASSWORD))).await;
+    let elapsed = started.elapsed();
+    let mut refused = 0;
+    for answer in answers {
+        match answer.status().as_u16() {
+            200 => {}
+            503 => {
+                refused += 1;
+                assert_eq!(answer.headers()["retry-after"], "1", "a deadline of 10 ms: retry in a second");
+                let body: serde_json::Value = answer.json().await.unwrap();
+                assert_eq!(body["code"], "service_unavailable");
+            }
+            other => panic!("a login answered {other}"),
+        }
+    }
+    assert!(refused >= 1, "some logins waited past the deadline");
+    assert!(elapsed < Duration::from_secs(5), "refused at the deadline, not after the queue: {elapsed:?}");
+
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = metrics.lines().find(|line| line.starts_with("gatehouse_hash_refusals_total{reason=\"deadline\"}"));
+    let counted: u64 = line.and_then(|line| line.split(' ').nth(1)).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(counted >= refused, "the metric counts them: {line:?}");
+}
