@@ -50,3 +50,48 @@ async fn logins_that_wait_past_the_queue_deadline_get_503_with_retry_after() {
     let counted: u64 = line.and_then(|line| line.split(' ').nth(1)).and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(counted >= refused, "the metric counts them: {line:?}");
 }
+
+/// The count of one reason in `gatehouse_hash_refusals_total`.
+async fn refusals(app: &crate::helpers::TestApp, reason: &str) -> u64 {
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("gatehouse_hash_refusals_total{{reason=\"{reason}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_whose_client_hung_up_is_not_hashed_for() {
+    let extra = [
+        ("GATEHOUSE__HASHING__CONCURRENCY", "1"),
+        ("GATEHOUSE__HASHING__QUEUE_DEADLINE_MS", "0"),
+        ("GATEHOUSE_LOGIN_IP_LIMIT", "0"),
+    ];
+    let extra = extra.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+    let app =
+        spawn_app_with(Backend::Sqlite, Options { require_verified_email: Some(false), extra, ..Options::default() })
+            .await;
+    let emails: Vec<String> = (0..7).map(|n| format!("queue-{n}@example.com")).collect();
+    for email in &emails {
+        assert_eq!(app.signup(email).await.status(), 201);
+    }
+    assert_eq!(refusals(&app, "client_gone").await, 0);
+
+    // Six logins keep the one hashing thread busy; the seventh gives up
+    // (its client closes the connection) while its hash is still queued.
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(40)).build().unwrap();
+    let body = serde_json::json!({ "email": emails[6], "password": PASSWORD });
+    let (busy, gave_up) = tokio::join!(join_all(emails[..6].iter().map(|email| app.login(email, PASSWORD))), async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        impatient.post(app.url("/api/v1/auth/login")).json(&body).send().await
+    });
+    assert!(gave_up.is_err_and(|error| error.is_timeout()), "the client hung up first");
+    assert!(busy.iter().all(|answer| answer.status() == 200), "the others are answered");
+
+    // The thread has passed the abandoned job by now: skipped, not hashed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while refusals(&app, "client_gone").await == 0 {
+        assert!(Instant::now() < deadline, "the abandoned hash was not skipped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refusals(&app, "client_gone").await, 1);
+    assert_eq!(app.login(&emails[6], PASSWORD).await.status(), 200, "the account itself is fine");
+}

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use gatehouse_domain::error::Overloaded;
 use gatehouse_domain::ports::{PasswordCheck, PasswordHasher};
 use gatehouse_domain::{PasswordHash, PlainPassword, PortError};
 use gatehouse_hash_argon2::Argon2Hasher;
@@ -22,12 +23,14 @@ use tracing::Instrument;
 
 use crate::metrics::METRICS;
 use crate::state::AppState;
+use crate::wire::HangUp;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
     static REQUEST_ID: String;
     static HASHED: Rc<Cell<bool>>;
+    static CLIENT: Option<Arc<HangUp>>;
 }
 
 /// Request ids are a random per-process base plus a counter: unique, and
@@ -54,7 +57,8 @@ pub async fn middleware(
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
     let hashed = Rc::new(Cell::new(false));
-    let handled = HASHED.scope(hashed.clone(), REQUEST_ID.scope(id.clone(), next.call(req)));
+    let client = req.request().conn_data::<Arc<HangUp>>().cloned();
+    let handled = CLIENT.scope(client, HASHED.scope(hashed.clone(), REQUEST_ID.scope(id.clone(), next.call(req))));
     let mut response = handled.instrument(span.clone()).await?;
     if !hashed.get() {
         if let Some(state) = response.request().app_data::<actix_web::web::Data<AppState>>() {
@@ -83,21 +87,32 @@ fn mark_hashed() {
     let _ = HASHED.try_with(|hashed| hashed.set(true));
 }
 
+/// Marks the request as one that hashed, and waits for `work` unless the
+/// client hangs up first: then `work` is dropped, and a hash still queued
+/// is never started (see `Argon2Hasher`'s `client_gone` refusals).
+async fn hashing<T>(work: impl std::future::Future<Output = Result<T, PortError>>) -> Result<T, PortError> {
+    mark_hashed();
+    let Some(client) = CLIENT.try_with(Clone::clone).ok().flatten() else { return work.await };
+    tokio::select! {
+        biased;
+        done = work => done,
+        // Nobody reads this answer; as "overloaded" it is counted, not logged as an outage.
+        () = client.wait() => Err(PortError::unavailable(Overloaded { what: "the client hung up", retry_after: 1 })),
+    }
+}
+
 #[async_trait]
 impl PasswordHasher for RequestAwareHasher {
     async fn hash(&self, password: &PlainPassword) -> Result<PasswordHash, PortError> {
-        mark_hashed();
-        self.0.hash(password).await
+        hashing(self.0.hash(password)).await
     }
 
     async fn verify(&self, password: &PlainPassword, hash: &PasswordHash) -> Result<PasswordCheck, PortError> {
-        mark_hashed();
-        self.0.verify(password, hash).await
+        hashing(self.0.verify(password, hash)).await
     }
 
     async fn verify_dummy(&self, password: &PlainPassword) -> Result<(), PortError> {
-        mark_hashed();
-        self.0.verify_dummy(password).await
+        hashing(self.0.verify_dummy(password)).await
     }
 
     fn check_format(&self, hash: &PasswordHash) -> Result<(), String> {

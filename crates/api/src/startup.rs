@@ -584,6 +584,9 @@ impl Application {
                     .default_service(web::to(routes::not_found));
                 let shutdown = shutdown.clone();
                 let http = HttpService::build()
+                    .on_connect_ext(|io: &ContractIo, connection: &mut actix_web::dev::Extensions| {
+                        connection.insert(io.hang_up());
+                    })
                     .keep_alive(Duration::from_secs(5))
                     .client_request_timeout(Duration::from_secs(5))
                     .client_disconnect_timeout(Duration::from_secs(1))

@@ -4,9 +4,13 @@
 //! rewrites exactly those answers into the contract's JSON shape as they
 //! leave, and after one reads out what the client still sends, so that
 //! closing does not reset the connection before the client reads the answer.
+//! It also notices when the client hangs up ([`HangUp`]), so that a request
+//! whose client has gone is not hashed for.
 
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -33,6 +37,36 @@ const OWN_ANSWERS: [(&[u8], StatusCode, &str); 3] = [
     ),
 ];
 
+/// Whether the client has closed its side of the connection: read end of
+/// stream, or a failed read. HTTP/1.1 clients do not half-close, so a
+/// request still being handled then has nobody waiting for its answer.
+#[derive(Debug, Default)]
+pub struct HangUp {
+    closed: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl HangUp {
+    fn mark(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the client has hung up.
+    pub async fn wait(&self) {
+        let mut notified = pin!(self.notify.notified());
+        notified.as_mut().enable();
+        if !self.is_closed() {
+            notified.await;
+        }
+    }
+}
+
 /// A connection whose server-written error answers are in the contract's shape.
 #[derive(Debug)]
 pub struct ContractIo {
@@ -42,11 +76,17 @@ pub struct ContractIo {
     pending: Vec<u8>,
     /// An answer was rewritten: the connection ends after it.
     rewrote: bool,
+    hang_up: Arc<HangUp>,
 }
 
 impl ContractIo {
     pub fn new(inner: TcpStream) -> Self {
-        Self { inner: Some(inner), pending: Vec::new(), rewrote: false }
+        Self { inner: Some(inner), pending: Vec::new(), rewrote: false, hang_up: Arc::default() }
+    }
+
+    /// What the connection's requests read to learn that their client has gone.
+    pub fn hang_up(&self) -> Arc<HangUp> {
+        self.hang_up.clone()
     }
 
     fn stream(&mut self) -> io::Result<Pin<&mut TcpStream>> {
@@ -115,8 +155,18 @@ fn rewrite(bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl AsyncRead for ContractIo {
+    /// The dispatcher keeps reading while a request is handled, so an end
+    /// of stream is seen as soon as the client hangs up.
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().stream()?.poll_read(cx, buf)
+        let this = self.get_mut();
+        let (before, room) = (buf.filled().len(), buf.remaining() > 0);
+        let read = this.stream()?.poll_read(cx, buf);
+        match &read {
+            Poll::Ready(Ok(())) if room && buf.filled().len() == before => this.hang_up.mark(),
+            Poll::Ready(Err(_)) => this.hang_up.mark(),
+            _ => {}
+        }
+        read
     }
 }
 
