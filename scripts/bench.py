@@ -130,20 +130,48 @@ def to_ms(value):
 
 
 def parse_wrk(output):
-    result = {"requests": 0, "rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0}
+    result = {"requests": 0, "rps": 0.0, "p50_ms": None, "p99_ms": None, "max_ms": None, "errors": 0,
+              "non_2xx": 0, "timeouts": 0}
     for line in output.splitlines():
         line = line.strip()
         if m := re.match(r"(50|99)(?:\.0+)?%\s+(\S+)", line):
             result[f"p{m.group(1)}_ms"] = round(to_ms(m.group(2)), 3)
+        elif m := re.match(r"Latency\s+([\d.]+\w+)\s+([\d.]+\w+)\s+([\d.]+\w+)", line):
+            result["max_ms"] = round(to_ms(m.group(3)), 3)
         elif m := re.match(r"(\d+) requests in", line):
             result["requests"] = int(m.group(1))
         elif m := re.match(r"Requests/sec:\s+([\d.]+)", line):
             result["rps"] = float(m.group(1))
         elif m := re.match(r"Non-2xx or 3xx responses:\s+(\d+)", line):
             result["errors"] += int(m.group(1))
+            result["non_2xx"] = int(m.group(1))
         elif m := re.match(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", line):
             result["errors"] += sum(int(g) for g in m.groups())
+            result["timeouts"] = int(m.group(4))
     return result
+
+
+def served_per_s(result):
+    """The 2xx answers per second of a wrk run (a 503 is an answer, not a login)."""
+    requests = max(result["requests"], 1)
+    return result["rps"] * (requests - result["non_2xx"]) / requests
+
+
+def counter(base, prefix):
+    """A counter of /metrics, by its line's prefix (name and labels)."""
+    with urllib.request.urlopen(base + "/metrics", timeout=30) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(prefix + " "):
+                return int(float(line.split()[-1]))
+    return 0
+
+
+def deadline_refusals(base):
+    return counter(base, 'gatehouse_hash_refusals_total{reason="deadline"}')
+
+
+def login_answers(base, status):
+    return counter(base, 'gatehouse_http_requests_total{method="POST",route="/api/v1/auth/login",status="%s"}' % status)
 
 
 def wrk(base, script, threads, connections, seconds, env):
@@ -335,6 +363,32 @@ def main():
                         "p50_ms": storm_result["p50_ms"], "p99_ms": storm_result["p99_ms"],
                         "errors": storm_result["errors"], "cpu_ms_per_request": "", "db_statements_per_request": "",
                         "db_cpu_ms_per_request": "", "rss_mib": ""})
+        # Issue 16's mixes: closed-loop /me saturating the cores beside a login
+        # storm, and a storm of 200 connections against the queue deadline.
+        log("saturating mix: 4 connections call /me closed-loop while 32 log in")
+        refused_before = deadline_refusals(base)
+        storm = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{SECONDS + 2}s", "--timeout", "10s", "--latency", "-s",
+                                  str(ROOT / "bench" / "login.lua"), base], env=load_env, stdout=subprocess.PIPE,
+                                 text=True)
+        time.sleep(1)
+        results.append(scenario("me_saturating_beside_logins", server.pid, base, "me.lua", 1, 4, load_env))
+        storm_result = parse_wrk(storm.communicate()[0])
+        results.append({"name": "login_beside_saturating_me", "connections": 32, "rps": served_per_s(storm_result),
+                        "p50_ms": storm_result["p50_ms"], "p99_ms": storm_result["p99_ms"],
+                        "errors": storm_result["errors"], "cpu_ms_per_request": "", "db_statements_per_request": "",
+                        "db_cpu_ms_per_request": "", "rss_mib": "",
+                        "deadline_refusals": deadline_refusals(base) - refused_before})
+        log("login storm: 200 connections against the queue deadline")
+        refused_before, errors_before, unavailable_before = (deadline_refusals(base), login_answers(base, 500),
+                                                             login_answers(base, 503))
+        storm_result = parse_wrk(wrk(base, "login.lua", 2, 200, SECONDS, load_env))
+        results.append({"name": "login_storm_200", "connections": 200, "rps": served_per_s(storm_result),
+                        "p50_ms": storm_result["p50_ms"], "p99_ms": storm_result["p99_ms"],
+                        "errors": storm_result["errors"], "cpu_ms_per_request": "", "db_statements_per_request": "",
+                        "db_cpu_ms_per_request": "", "rss_mib": "", "max_ms": storm_result["max_ms"],
+                        "timeouts": storm_result["timeouts"], "answered_500": login_answers(base, 500) - errors_before,
+                        "answered_503": login_answers(base, 503) - unavailable_before,
+                        "deadline_refusals": deadline_refusals(base) - refused_before})
         log("peak memory under a 64-connection login storm")
         results.append(scenario("login_storm_64", server.pid, base, "login.lua", 2, 64, load_env))
         peak_rss_mib = round(memory_kib(server.pid, "VmHWM") / 1024, 1)
@@ -367,6 +421,7 @@ def main():
                 "argon2_ms_per_hash_all_cores_before_and_after_login": hash_ms_bracket,
                 "argon2_ms_per_hash_one_thread": hash_single_ms, "pgbench_select_tps_32": select_tps}
     for name, ceiling in [("login", login_ceiling), ("login_storm_64", login_ceiling),
+                          ("login_beside_saturating_me", login_ceiling), ("login_storm_200", login_ceiling),
                           ("login_beside_fixed_rate_me", login_ceiling), ("login_eddsa", login_ceiling),
                           ("me", select_tps), ("me_eddsa", select_tps)]:
         by_name[name]["ratio_to_ceiling"] = round(by_name[name]["rps"] / ceiling, 3)
@@ -383,6 +438,12 @@ def main():
         "/me by cookie: server CPU per request within 10% of /me by bearer":
             by_name["me_by_cookie"]["cpu_ms_per_request"] <= 1.10 * by_name["me"]["cpu_ms_per_request"],
         "verifier crate, EdDSA: >= 90% of the signature check alone": verifier.get("EdDSA", {}).get("ratio", 0) >= 0.90,
+        "saturating mix (4 closed-loop /me beside 32 logging in): logins >= 0.4 of the ceiling":
+            by_name["login_beside_saturating_me"]["ratio_to_ceiling"] >= 0.4,
+        "saturating mix: /me p99 <= 20 ms": (by_name["me_saturating_beside_logins"]["p99_ms"] or 1e9) <= 20,
+        "login storm of 200: the longest wait <= the queue deadline (2 s) plus one hash, no timeout, no 500":
+            (by_name["login_storm_200"]["max_ms"] or 1e9) <= 2000 + hash_single_ms
+            and by_name["login_storm_200"]["timeouts"] == 0 and by_name["login_storm_200"]["answered_500"] == 0,
         "console users page (20 rows): p99 <= 10 ms and server CPU <= 10 ms per page, one connection":
             (by_name["console_users_page"]["p99_ms"] or 1e9) <= 10
             and by_name["console_users_page"]["cpu_ms_per_request"] <= 10,
@@ -402,6 +463,15 @@ def main():
                      f"{r['cpu_ms_per_request']} | {r['db_statements_per_request']} | {r['db_cpu_ms_per_request']} | "
                      f"{r['rss_mib']} | "
                      f"{r.get('ratio_to_ceiling', '')} |")
+    storm200 = by_name["login_storm_200"]
+    lines += ["", "Overload: beside 4 closed-loop /me, logins served "
+              f"{by_name['login_beside_saturating_me']['rps']:.0f}/s "
+              f"({by_name['login_beside_saturating_me']['ratio_to_ceiling']} of the ceiling; "
+              f"{by_name['login_beside_saturating_me']['deadline_refusals']} refused at the queue deadline). "
+              f"A storm of 200 connections: {storm200['rps']:.0f} logins/s served, the longest wait "
+              f"{storm200['max_ms']} ms (deadline 2000 ms + one hash {hash_single_ms} ms), "
+              f"{storm200['answered_503']} answered 503 with Retry-After ({storm200['deadline_refusals']} at the "
+              f"deadline), {storm200['answered_500']} answered 500, {storm200['timeouts']} timeouts."]
     lines += ["", f"Peak RSS over the run: {peak_rss_mib} MiB.", "",
               "The verifier crate on one core (`Verifier::verify`: header, key lookup, signature, claims) against "
               "the signature library's own check of the same key, prepared once:", "",

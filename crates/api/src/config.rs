@@ -179,6 +179,9 @@ pub struct HashingSettings {
     pub iterations: u32,
     pub parallelism: u32,
     pub concurrency: usize,
+    /// Hashing threads that keep a core's worth each under any load; absent:
+    /// one on a machine of two cores or more, none on one core.
+    pub min_share: Option<usize>,
     pub queue_limit: usize,
     /// A hash that waited this long for a thread is refused (503); 0 waits for ever.
     pub queue_deadline_ms: u64,

@@ -287,7 +287,8 @@ pub fn services(settings: &Settings, stores: &Stores) -> Result<Services, Startu
     let concurrency = if hashing.concurrency == 0 { cores() } else { hashing.concurrency };
     let params =
         HashParams { memory_kib: hashing.memory_kib, iterations: hashing.iterations, parallelism: hashing.parallelism };
-    let hasher = Argon2Hasher::new(params, concurrency, hashing.queue_limit)
+    let min_share = hashing.min_share.unwrap_or(usize::from(cores() >= 2)).min(concurrency);
+    let hasher = Argon2Hasher::reserving(params, concurrency, hashing.queue_limit, min_share)
         .map_err(|e| StartupError::Setting { variable: "GATEHOUSE__HASHING__*", problem: e.to_string() })?;
     hasher.limit_oversized_memory(hashing.oversized_memory_kib);
     hasher.set_queue_deadline(std::time::Duration::from_millis(hashing.queue_deadline_ms));

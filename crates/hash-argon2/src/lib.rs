@@ -284,6 +284,27 @@ impl Argon2Hasher {
     /// `concurrency` threads hash at once (use the core count); up to
     /// `queue_limit` more jobs wait, and beyond that callers get `Unavailable`.
     pub fn new(params: HashParams, concurrency: usize, queue_limit: usize) -> Result<Self, InvalidParams> {
+        Self::reserving(params, concurrency, queue_limit, 0)
+    }
+
+    /// The same pool, with `reserved` of its threads holding a core's worth
+    /// each however busy the request workers are (`hashing.min_share`).
+    ///
+    /// The other threads hash at the lowest priority (nice 19): a request
+    /// worker that wakes takes their core at once, and one of them steps back
+    /// while other requests are served. Alone, that starves logins whenever
+    /// request workers saturate the cores. A reserved thread instead runs
+    /// above normal priority (nice -10, which takes CAP_SYS_NICE; without it,
+    /// normal priority) and never steps back. The scheduler then keeps it on
+    /// a core of its own while it has a hash to do, and the request workers
+    /// and the database share the rest. An idle reserved thread sleeps, so
+    /// requests still get every core when nobody logs in.
+    pub fn reserving(
+        params: HashParams,
+        concurrency: usize,
+        queue_limit: usize,
+        reserved: usize,
+    ) -> Result<Self, InvalidParams> {
         let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
             .map_err(|e| InvalidParams(e.to_string()))?;
         let budget = Arc::new(MemoryBudget::new(DEFAULT_OVERSIZED_MEMORY_KIB));
@@ -298,11 +319,16 @@ impl Argon2Hasher {
         for n in 0..concurrency {
             let (queue, params, other_work, budget) =
                 (queue.clone(), params.clone(), other_work.clone(), budget.clone());
-            let yields_to_others = n > 0 && n == concurrency - 1;
+            let holds_a_core = n < reserved;
+            let yields_to_others = n > 0 && n == concurrency - 1 && !holds_a_core;
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
-                    yield_to_requests();
+                    if holds_a_core {
+                        hold_a_core();
+                    } else {
+                        yield_to_requests();
+                    }
                     let mut worker = Worker::new(params, budget);
                     loop {
                         if yields_to_others && other_work.recent() {
@@ -446,6 +472,13 @@ fn yield_to_requests() {
     let _ = rustix::process::nice(19);
 }
 
+/// Raises the calling reserved hashing thread above normal priority (see
+/// [`Argon2Hasher::reserving`]); refused without the privilege, it stays normal.
+fn hold_a_core() {
+    #[cfg(unix)]
+    let _ = rustix::process::nice(-10);
+}
+
 /// Whether a stored hash was made with other parameters (or another algorithm).
 fn is_outdated(hash: &PhcHash, params: &Params) -> bool {
     let algorithm_differs = hash.algorithm.as_str() != Algorithm::Argon2id.ident().as_str();
@@ -527,6 +560,15 @@ mod tests {
     async fn hashing_runs_at_the_lowest_cpu_priority() {
         let nice = hasher().run(|_| rustix::process::getpriority_process(None)).await.unwrap().unwrap();
         assert_eq!(nice, 19);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_reserved_thread_runs_at_normal_priority_or_above() {
+        let params = HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        let reserved = Argon2Hasher::reserving(params, 1, 4, 1).unwrap();
+        let nice = reserved.run(|_| rustix::process::getpriority_process(None)).await.unwrap().unwrap();
+        assert!(nice <= 0, "nice {nice}");
     }
 
     #[tokio::test]
