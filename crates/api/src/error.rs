@@ -81,9 +81,11 @@ impl ApiError {
         self.retry_after
     }
 
-    /// A server-side failure goes to the log with its source (never to the client).
+    /// A server-side failure goes to the log with its source (never to the
+    /// client). A 503 is not one: an outage was logged where it was met, and
+    /// an overloaded hash pool is counted in the metrics instead.
     pub(crate) fn log(&self, request_id: Option<&str>) {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
             let source = self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static));
             tracing::error!(request_id, code = self.code, error = source, "request failed");
         }

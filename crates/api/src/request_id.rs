@@ -59,6 +59,8 @@ pub async fn middleware(
     let hashed = Rc::new(Cell::new(false));
     let client = req.request().conn_data::<Arc<HangUp>>().cloned();
     let handled = CLIENT.scope(client, HASHED.scope(hashed.clone(), REQUEST_ID.scope(id.clone(), next.call(req))));
+    // A hash's queue deadline counts from here, what the request waited before asking included.
+    let handled = gatehouse_hash_argon2::arrived_at(started, handled);
     let mut response = handled.instrument(span.clone()).await?;
     if !hashed.get() {
         if let Some(state) = response.request().app_data::<actix_web::web::Data<AppState>>() {

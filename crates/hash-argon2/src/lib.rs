@@ -62,6 +62,18 @@ struct PoolGone;
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
+tokio::task_local! {
+    /// When the request being served arrived, if the server says so.
+    static ARRIVED: Instant;
+}
+
+/// Runs `request` as one that arrived at `arrived`: the queue deadline of its
+/// hashes counts from then, so that what it waited before asking (a
+/// database connection, say) counts too.
+pub async fn arrived_at<F: std::future::Future>(arrived: Instant, request: F) -> F::Output {
+    ARRIVED.scope(arrived, request).await
+}
+
 /// How long a hash may wait for a thread by default (`hashing.queue_deadline_ms`).
 pub const DEFAULT_QUEUE_DEADLINE: Duration = Duration::from_millis(2000);
 
@@ -447,7 +459,8 @@ impl Argon2Hasher {
         }
         let deadline = Duration::from_millis(self.queue_deadline_ms.load(Ordering::Relaxed));
         if !deadline.is_zero() {
-            match tokio::time::timeout(deadline, &mut result).await {
+            let since = ARRIVED.try_with(|arrived| *arrived).unwrap_or_else(|_| Instant::now());
+            match tokio::time::timeout_at((since + deadline).into(), &mut result).await {
                 Ok(outcome) => return outcome.map_err(|_| PortError::unexpected(PoolGone)),
                 Err(_) if state.compare_exchange(QUEUED, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
                     self.refusals.late.fetch_add(1, Ordering::Relaxed);
@@ -782,6 +795,17 @@ mod tests {
         hasher.run(|_| ()).await.unwrap();
         assert!(!ran.load(Ordering::SeqCst), "the thread passed over the refused job");
         assert_eq!(hasher.refusals(), [("queue_full", 0), ("deadline", 1), ("client_gone", 0)]);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_counts_from_the_requests_arrival() {
+        let (hasher, release) = held_hasher(Duration::from_millis(200)).await;
+        let arrived = Instant::now() - Duration::from_millis(150);
+        let asked = Instant::now();
+        let refused = arrived_at(arrived, hasher.run(|_| ())).await.unwrap_err();
+        assert!(asked.elapsed() < Duration::from_millis(150), "50 ms were left: {:?}", asked.elapsed());
+        assert!(refused.retry_after().is_some());
+        release.send(()).unwrap();
     }
 
     #[tokio::test]
