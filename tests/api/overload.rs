@@ -8,6 +8,11 @@ use futures_util::future::join_all;
 
 use crate::helpers::{spawn_app_with, Backend, Options, PASSWORD};
 
+/// Settings for `Options::extra`.
+fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_that_wait_past_the_queue_deadline_get_503_with_retry_after() {
     let extra = [
@@ -15,10 +20,10 @@ async fn logins_that_wait_past_the_queue_deadline_get_503_with_retry_after() {
         ("GATEHOUSE__HASHING__QUEUE_DEADLINE_MS", "250"),
         ("GATEHOUSE_LOGIN_IP_LIMIT", "0"),
     ];
-    let extra = extra.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+    let extra = settings(&extra);
     // The accounts are made by a replica without the tight deadline: a first
     // signup's password-strength check alone may take longer than 250 ms.
-    let unlimited = vec![("GATEHOUSE__LIMITS__MAIL_REQUESTS_PER_IP".to_owned(), "0".to_owned())];
+    let unlimited = settings(&[("GATEHOUSE__LIMITS__MAIL_REQUESTS_PER_IP", "0")]);
     let setup = Options { require_verified_email: Some(false), extra: unlimited, ..Options::default() };
     let setup = spawn_app_with(Backend::Sqlite, setup);
     let setup = setup.await;
@@ -71,7 +76,7 @@ async fn a_login_whose_client_hung_up_is_not_hashed_for() {
         ("GATEHOUSE__HASHING__QUEUE_DEADLINE_MS", "0"),
         ("GATEHOUSE_LOGIN_IP_LIMIT", "0"),
     ];
-    let extra = extra.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+    let extra = settings(&extra);
     let app =
         spawn_app_with(Backend::Sqlite, Options { require_verified_email: Some(false), extra, ..Options::default() })
             .await;

@@ -175,7 +175,10 @@ pub(super) async fn confirm_deletion(
     let consequence = html! {
         "This deletes the group " strong { (group.name) } ". Its members keep their accounts but lose what it granted."
     };
-    Ok(html(StatusCode::OK, confirm_delete(&operator, Section::Groups, &group_path(group.id), consequence)))
+    Ok(html(
+        StatusCode::OK,
+        confirm_delete(&operator, ("Delete this group?", Section::Groups), &group_path(group.id), consequence),
+    ))
 }
 
 pub(super) async fn delete(

@@ -222,8 +222,12 @@ pub(crate) fn problem(status: StatusCode, messages: &[String], request_id: Optio
 }
 
 /// The page that asks before a deletion: what goes, and the form that deletes it.
-pub(crate) fn confirm_delete(operator: &Operator, what: Section, path: &str, consequence: Markup) -> Markup {
-    let title = if what == Section::Groups { "Delete this group?" } else { "Delete this user?" };
+pub(crate) fn confirm_delete(
+    operator: &Operator,
+    (title, section): (&str, Section),
+    path: &str,
+    consequence: Markup,
+) -> Markup {
     let content = html! {
         div.card {
             p { (consequence) " It cannot be undone." }
@@ -236,7 +240,7 @@ pub(crate) fn confirm_delete(operator: &Operator, what: Section, path: &str, con
             }
         }
     };
-    frame(title, Some(operator), what, content)
+    frame(title, Some(operator), section, content)
 }
 
 /// The messages that belong to no field of the form, and a word that others

@@ -38,6 +38,8 @@ pub(crate) struct SignInAnswer {
     /// Set after too many failures.
     retry_after: Option<u64>,
     csrf: String,
+    /// The browser sent `csrf` in its sign-in cookie (it was not made now).
+    held: bool,
     /// The new token's cookie, and a dead session's cookies, expired.
     cookies: Vec<Cookie<'static>>,
 }
@@ -45,6 +47,7 @@ pub(crate) struct SignInAnswer {
 impl SignInAnswer {
     /// `held`: the token of the browser's sign-in cookie, if it has one.
     pub fn new(held: Option<String>, browser: &BrowserCookies, next: String, notice: Option<Notice>) -> Self {
+        let was_held = held.is_some();
         let (csrf, cookies) = match held {
             Some(token) => (token, Vec::new()),
             None => {
@@ -62,6 +65,7 @@ impl SignInAnswer {
             problems: Problems::new(),
             retry_after: None,
             csrf,
+            held: was_held,
             cookies,
         }
     }
@@ -74,8 +78,7 @@ impl SignInAnswer {
 
     /// Whether a posted form carries the token of this browser's cookie.
     fn token_matches(&self, presented: Option<&str>) -> bool {
-        self.cookies.is_empty()
-            && presented.is_some_and(|token| constant_time_eq(token.as_bytes(), self.csrf.as_bytes()))
+        self.held && presented.is_some_and(|token| constant_time_eq(token.as_bytes(), self.csrf.as_bytes()))
     }
 
     /// The form again, with what went wrong.

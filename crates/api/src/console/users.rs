@@ -384,7 +384,10 @@ pub(super) async fn confirm_deletion(
     let consequence = html! {
         "This deletes " strong { (user.email.as_ref()) } ", their sessions and their profile."
     };
-    Ok(html(StatusCode::OK, confirm_delete(&operator, Section::Users, &user_path(user.id), consequence)))
+    Ok(html(
+        StatusCode::OK,
+        confirm_delete(&operator, ("Delete this user?", Section::Users), &user_path(user.id), consequence),
+    ))
 }
 
 pub(super) async fn delete(
