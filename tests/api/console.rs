@@ -13,6 +13,12 @@ use crate::mfa::{code, enable};
 use crate::on_both_stores;
 
 on_both_stores!(
+    without_a_session_every_page_is_the_sign_in_form,
+    signing_in_refuses_wrong_passwords_forged_forms_and_outside_redirects,
+    two_factor_accounts_sign_in_with_a_code,
+    an_expired_session_resumes_through_the_refresh_cookie_and_comes_back,
+    each_page_and_action_checks_the_apis_permissions,
+    forms_without_their_csrf_field_or_from_elsewhere_are_refused,
     a_superuser_signs_in_finds_changes_and_audits_a_user,
     creating_users_and_groups_and_deleting_them_after_a_confirmation,
     hostile_and_stale_input_gets_a_page_never_a_500,
@@ -172,9 +178,8 @@ async fn user_by_api(app: &TestApp, id: i64) -> Value {
     app.get_auth(&format!("/api/v1/admin/users/{id}"), access).await.json().await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_session_every_page_is_the_sign_in_form() {
-    let app = spawn_app(Backend::Sqlite).await;
+async fn without_a_session_every_page_is_the_sign_in_form(backend: Backend) {
+    let app = spawn_app(backend).await;
     let id = root_and_user(&app).await;
     let console = Console::new(&app);
     for path in ["/admin/", "/admin/users", &format!("/admin/users/{id}"), "/admin/groups", "/admin/audit", "/admin/x"]
@@ -204,9 +209,8 @@ async fn without_a_session_every_page_is_the_sign_in_form() {
     assert_eq!(user_by_api(&app, id).await["email"], "ada@example.com");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signing_in_refuses_wrong_passwords_forged_forms_and_outside_redirects() {
-    let app = spawn_app(Backend::Sqlite).await;
+async fn signing_in_refuses_wrong_passwords_forged_forms_and_outside_redirects(backend: Backend) {
+    let app = spawn_app(backend).await;
     root_and_user(&app).await;
     let console = Console::new(&app);
     let form = console.get("/admin/users?search=ada").await;
@@ -261,9 +265,8 @@ async fn signing_in_refuses_wrong_passwords_forged_forms_and_outside_redirects()
     assert_eq!(app.get_auth("/api/v1/auth/me", &access).await.status(), 401);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_factor_accounts_sign_in_with_a_code() {
-    let app = spawn_app(Backend::Sqlite).await;
+async fn two_factor_accounts_sign_in_with_a_code(backend: Backend) {
+    let app = spawn_app(backend).await;
     let root = app.superuser_login(ROOT).await;
     let (secret, recovery) = enable(&app, root["access"].as_str().unwrap()).await;
     let console = Console::new(&app);
@@ -325,10 +328,9 @@ async fn two_factor_accounts_sign_in_with_a_code() {
     assert!(replay.is_sign_in(), "a used mfa_token leads back to the password");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_session_resumes_through_the_refresh_cookie_and_comes_back() {
+async fn an_expired_session_resumes_through_the_refresh_cookie_and_comes_back(backend: Backend) {
     let short = vec![("GATEHOUSE__AUTH__ACCESS_TTL_SECONDS".to_owned(), "1".to_owned())];
-    let app = spawn_app_with(Backend::Sqlite, Options { extra: short, ..Options::default() }).await;
+    let app = spawn_app_with(backend, Options { extra: short, ..Options::default() }).await;
     root_and_user(&app).await;
     let console = Console::new(&app);
     console.sign_in(ROOT).await;
@@ -390,9 +392,8 @@ async fn operator_with<'a>(app: &'a TestApp, root_access: &str, email: &str, per
     console
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_page_and_action_checks_the_apis_permissions() {
-    let app = spawn_app(Backend::Sqlite).await;
+async fn each_page_and_action_checks_the_apis_permissions(backend: Backend) {
+    let app = spawn_app(backend).await;
     let id = root_and_user(&app).await;
     let root = app.login(ROOT, PASSWORD).await.json::<Value>().await.unwrap();
     let access = root["access"].as_str().unwrap();
@@ -438,9 +439,8 @@ async fn each_page_and_action_checks_the_apis_permissions() {
     assert!(home.body.contains("no administrator permission") && home.body.contains("action=\"/admin/logout\""));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forms_without_their_csrf_field_or_from_elsewhere_are_refused() {
-    let app = spawn_app(Backend::Sqlite).await;
+async fn forms_without_their_csrf_field_or_from_elsewhere_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
     let id = root_and_user(&app).await;
     let console = Console::new(&app);
     console.sign_in(ROOT).await;

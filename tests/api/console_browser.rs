@@ -14,7 +14,7 @@ use crate::console::{root_and_user, ROOT};
 use crate::helpers::{spawn_app, spawn_app_with, Backend, Browser, Options, TestApp, PASSWORD};
 use crate::on_both_stores;
 
-on_both_stores!(an_operator_deactivates_a_user_in_a_real_browser);
+on_both_stores!(an_operator_deactivates_a_user_in_a_real_browser, an_expired_session_comes_back_in_a_real_browser);
 
 /// Where the screenshots go: `GATEHOUSE_TEST_ARTIFACTS`, or the workspace's `target/test-artifacts`.
 fn artifacts() -> PathBuf {
@@ -135,10 +135,9 @@ async fn drive(client: &Client, origin: &str, id: i64) -> Result<(), String> {
 
 /// With access tokens of two seconds, a page opened after its access cookie
 /// expired still opens: the browser takes the refresh cookie to its path and back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_session_comes_back_in_a_real_browser() {
+async fn an_expired_session_comes_back_in_a_real_browser(backend: Backend) {
     let short = vec![("GATEHOUSE__AUTH__ACCESS_TTL_SECONDS".to_owned(), "2".to_owned())];
-    let app = spawn_app_with(Backend::Sqlite, Options { extra: short, ..Options::default() }).await;
+    let app = spawn_app_with(backend, Options { extra: short, ..Options::default() }).await;
     let id = root_and_user(&app).await;
     let origin = app.address.replace("127.0.0.1", "localhost");
     let browser = Browser::start().await;
