@@ -1,11 +1,9 @@
 //! A request id per request: generated at the edge, returned as
 //! `X-Request-Id`, attached to the request's log span, and reachable from the
 //! error mapping so a 500's body can carry it. The same middleware records
-//! the request's metrics, and tells the hashing threads about every request
-//! that hashed no password, so a login storm leaves a core to the others.
+//! the request's metrics, and lets the hashes it asks for know when its
+//! client has gone.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
@@ -22,14 +20,12 @@ use actix_web::middleware::Next;
 use tracing::Instrument;
 
 use crate::metrics::METRICS;
-use crate::state::AppState;
 use crate::wire::HangUp;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
     static REQUEST_ID: String;
-    static HASHED: Rc<Cell<bool>>;
     static CLIENT: Option<Arc<HangUp>>;
 }
 
@@ -56,17 +52,11 @@ pub async fn middleware(
     let id = next_id();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
-    let hashed = Rc::new(Cell::new(false));
     let client = req.request().conn_data::<Arc<HangUp>>().cloned();
-    let handled = CLIENT.scope(client, HASHED.scope(hashed.clone(), REQUEST_ID.scope(id.clone(), next.call(req))));
+    let handled = CLIENT.scope(client, REQUEST_ID.scope(id.clone(), next.call(req)));
     // A hash's queue deadline counts from here, what the request waited before asking included.
     let handled = gatehouse_hash_argon2::arrived_at(started, handled);
     let mut response = handled.instrument(span.clone()).await?;
-    if !hashed.get() {
-        if let Some(state) = response.request().app_data::<actix_web::web::Data<AppState>>() {
-            state.hash_queue.note_other_work();
-        }
-    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     // The route template, never the raw path: ids stay out of the label set.
@@ -79,21 +69,14 @@ pub async fn middleware(
     Ok(response)
 }
 
-/// The password hasher as the use cases see it: it marks the request it
-/// serves as one that hashed, so that only the others make the hashing
-/// threads step back (see [`Argon2Hasher::note_other_work`]).
+/// The password hasher as the use cases see it: a hash whose client hangs
+/// up is not waited for.
 #[derive(Debug, Clone)]
 pub struct RequestAwareHasher(pub Arc<Argon2Hasher>);
 
-fn mark_hashed() {
-    let _ = HASHED.try_with(|hashed| hashed.set(true));
-}
-
-/// Marks the request as one that hashed, and waits for `work` unless the
-/// client hangs up first: then `work` is dropped, and a hash still queued
+/// Waits for `work` unless the client hangs up first: then `work` is dropped, and a hash still queued
 /// is never started (see `Argon2Hasher`'s `client_gone` refusals).
 async fn hashing<T>(work: impl std::future::Future<Output = Result<T, PortError>>) -> Result<T, PortError> {
-    mark_hashed();
     let Some(client) = CLIENT.try_with(Clone::clone).ok().flatten() else { return work.await };
     tokio::select! {
         biased;
@@ -125,21 +108,6 @@ impl PasswordHasher for RequestAwareHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_request_that_hashes_is_marked_as_such() {
-        use gatehouse_hash_argon2::HashParams;
-        let argon2 = Argon2Hasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 1, 4).unwrap();
-        let hasher = RequestAwareHasher(Arc::new(argon2));
-        let password = PlainPassword::parse("correct horse").unwrap();
-        let hashed = Rc::new(Cell::new(false));
-        HASHED.scope(hashed.clone(), async { hasher.hash(&password).await.unwrap() }).await;
-        assert!(hashed.get());
-        let untouched = Rc::new(Cell::new(false));
-        HASHED.scope(untouched.clone(), async {}).await;
-        assert!(!untouched.get());
-        hasher.verify_dummy(&password).await.unwrap(); // outside any request: no mark, no panic
-    }
 
     #[test]
     fn ids_are_distinct_32_hex_digits() {

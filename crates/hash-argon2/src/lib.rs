@@ -5,11 +5,11 @@
 //! async workers. Long-lived threads keep the allocator reusing the same
 //! blocks instead of growing a new arena per short-lived thread. A bounded
 //! queue in front of them turns overload into a quick "unavailable" instead
-//! of unbounded memory. While other requests are being served, one of the
-//! threads pauses, so hashing never takes the last core from them. Each
-//! thread keeps its argon2 working memory and
-//! reuses it: a fresh 19 MiB per hash is what the allocator would otherwise
-//! hand out, and keep.
+//! of unbounded memory. Beyond the threads that hold a core for hashing
+//! (`hashing.min_share`), the threads run only on cores that nothing else
+//! wants (see [`Argon2Hasher::reserving`]). Each thread keeps its argon2
+//! working memory and reuses it: a fresh 19 MiB per hash is what the
+//! allocator would otherwise hand out, and keep.
 //!
 //! Hashes imported from Django ([`django`]) are checked on the same threads,
 //! behind the same queue limit. A check that needs more memory than ours
@@ -18,8 +18,8 @@
 
 pub mod django;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -226,34 +226,87 @@ impl Worker {
     }
 }
 
-/// After the last report of other work, the last hashing thread stays
-/// paused this long (when there is more than one).
-const YIELD_WINDOW: Duration = Duration::from_millis(100);
-/// How often a paused or idle hashing thread looks at the window again.
-const RECHECK: Duration = Duration::from_millis(20);
-
-/// When other (non-hashing) work was last reported.
+/// Jobs waiting for a hashing thread. A locked queue and not a channel: a
+/// channel hands each job to one sleeping receiver, which may be a thread
+/// the scheduler keeps off the CPU (an idle-class thread under load) while a
+/// reserved thread is free. Here a job stays in the queue until the first
+/// thread that runs takes it, and each new job wakes a reserved thread and
+/// one other, whichever gets a core first.
 #[derive(Debug)]
-struct OtherWork {
-    epoch: Instant,
-    /// Milliseconds since `epoch`, plus one; 0 means never.
-    last_seen: AtomicU64,
-    /// Threads stepping back right now.
-    paused: AtomicUsize,
+struct Queue {
+    waiting: Mutex<Waiting>,
+    reserved_wake: Condvar,
+    others_wake: Condvar,
+    /// Jobs that may wait at once; beyond that, callers are refused.
+    limit: usize,
 }
 
-impl OtherWork {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+#[derive(Default)]
+struct Waiting {
+    jobs: VecDeque<Job>,
+    /// Every handle is gone: the threads finish what is queued and stop.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting").field("jobs", &self.jobs.len()).field("closed", &self.closed).finish()
+    }
+}
+
+/// Why a job was not queued.
+enum Refused {
+    Full,
+    Closed,
+}
+
+impl Queue {
+    fn push(&self, job: Job) -> Result<(), Refused> {
+        let mut waiting = self.waiting.lock().map_err(|_| Refused::Closed)?;
+        if waiting.closed {
+            return Err(Refused::Closed);
+        }
+        if waiting.jobs.len() >= self.limit {
+            return Err(Refused::Full);
+        }
+        waiting.jobs.push_back(job);
+        drop(waiting);
+        self.reserved_wake.notify_one();
+        self.others_wake.notify_one();
+        Ok(())
     }
 
-    fn note(&self) {
-        self.last_seen.store(self.now_ms().saturating_add(1), Ordering::Relaxed);
+    /// The next job, waiting for one; `None` once the queue is closed and empty.
+    fn next(&self, reserved: bool) -> Option<Job> {
+        let wake = if reserved { &self.reserved_wake } else { &self.others_wake };
+        let mut waiting = self.waiting.lock().ok()?;
+        loop {
+            if let Some(job) = waiting.jobs.pop_front() {
+                return Some(job);
+            }
+            if waiting.closed {
+                return None;
+            }
+            waiting = wake.wait(waiting).ok()?;
+        }
     }
 
-    fn recent(&self) -> bool {
-        let last = self.last_seen.load(Ordering::Relaxed);
-        last != 0 && self.now_ms() < last.saturating_add(YIELD_WINDOW.as_millis().try_into().unwrap_or(u64::MAX))
+    fn close(&self) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.closed = true;
+        }
+        self.reserved_wake.notify_all();
+        self.others_wake.notify_all();
+    }
+}
+
+/// The handles' side of the queue: when the last handle goes, the threads stop.
+#[derive(Debug)]
+struct Submitter(Arc<Queue>);
+
+impl Drop for Submitter {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -278,14 +331,13 @@ const GIVEN_UP: u8 = 2;
 /// The argon2id hasher with its dedicated threads.
 #[derive(Debug, Clone)]
 pub struct Argon2Hasher {
-    jobs: SyncSender<Job>,
+    jobs: Arc<Submitter>,
     /// Jobs accepted and not yet finished (queued or running).
     in_flight: Arc<AtomicUsize>,
     /// How long a job may wait for a thread, in milliseconds; 0 for ever.
     queue_deadline_ms: Arc<AtomicU64>,
     refusals: Arc<Refusals>,
     concurrency: usize,
-    other_work: Arc<OtherWork>,
     budget: Arc<MemoryBudget>,
     /// The argon2 blocks of our own hash: what a thread holds anyway.
     own_blocks: usize,
@@ -302,15 +354,17 @@ impl Argon2Hasher {
     /// The same pool, with `reserved` of its threads holding a core's worth
     /// each however busy the request workers are (`hashing.min_share`).
     ///
-    /// The other threads hash at the lowest priority (nice 19): a request
-    /// worker that wakes takes their core at once, and one of them steps back
-    /// while other requests are served. Alone, that starves logins whenever
-    /// request workers saturate the cores. A reserved thread instead runs
-    /// above normal priority (nice -10, which takes CAP_SYS_NICE; without it,
-    /// normal priority) and never steps back. The scheduler then keeps it on
-    /// a core of its own while it has a hash to do, and the request workers
-    /// and the database share the rest. An idle reserved thread sleeps, so
-    /// requests still get every core when nobody logs in.
+    /// A reserved thread runs above normal priority (nice -10, which takes
+    /// CAP_SYS_NICE; without it, normal priority), so the scheduler keeps it
+    /// on a core of its own while it has a hash to do, and the request
+    /// workers and the database share the rest. The other threads run in
+    /// Linux's idle class (SCHED_IDLE; elsewhere, or where refused, at nice
+    /// 19): they get a core only while no other thread wants it, a request
+    /// worker that wakes takes their core at once, and the scheduler places
+    /// waking threads on such a core as on an idle one. A login storm alone
+    /// still hashes on every core, and token checks beside it wait for no
+    /// hash. An idle thread of either kind sleeps, so requests get every
+    /// core when nobody logs in.
     pub fn reserving(
         params: HashParams,
         concurrency: usize,
@@ -324,15 +378,15 @@ impl Argon2Hasher {
             .hash(b"gatehouse dummy password")
             .map_err(|e| InvalidParams(e.to_string()))?;
         let concurrency = concurrency.max(1);
-        let (jobs, queue) = sync_channel::<Job>(queue_limit.max(1));
-        let queue = Arc::new(Mutex::new(queue));
-        let other_work =
-            Arc::new(OtherWork { epoch: Instant::now(), last_seen: AtomicU64::new(0), paused: AtomicUsize::new(0) });
+        let queue = Arc::new(Queue {
+            waiting: Mutex::default(),
+            reserved_wake: Condvar::new(),
+            others_wake: Condvar::new(),
+            limit: queue_limit.max(1),
+        });
         for n in 0..concurrency {
-            let (queue, params, other_work, budget) =
-                (queue.clone(), params.clone(), other_work.clone(), budget.clone());
+            let (queue, params, budget) = (queue.clone(), params.clone(), budget.clone());
             let holds_a_core = n < reserved;
-            let yields_to_others = n > 0 && n == concurrency - 1 && !holds_a_core;
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
@@ -342,36 +396,18 @@ impl Argon2Hasher {
                         yield_to_requests();
                     }
                     let mut worker = Worker::new(params, budget);
-                    loop {
-                        if yields_to_others && other_work.recent() {
-                            other_work.paused.fetch_add(1, Ordering::Relaxed);
-                            std::thread::sleep(RECHECK);
-                            other_work.paused.fetch_sub(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        // The lock is held only while taking a job, not while hashing.
-                        let job = match queue.lock() {
-                            // Other work may have begun while this thread waited for the lock.
-                            Ok(_) if yields_to_others && other_work.recent() => continue,
-                            Ok(receiver) => receiver.recv_timeout(RECHECK),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(&mut worker),
-                            Err(RecvTimeoutError::Timeout) => continue,
-                            Err(RecvTimeoutError::Disconnected) => return,
-                        }
+                    while let Some(job) = queue.next(holds_a_core) {
+                        job(&mut worker);
                     }
                 })
                 .map_err(|e| InvalidParams(format!("cannot start a hashing thread: {e}")))?;
         }
         Ok(Self {
-            jobs,
+            jobs: Arc::new(Submitter(queue)),
             in_flight: Arc::new(AtomicUsize::new(0)),
             queue_deadline_ms: Arc::new(AtomicU64::new(DEFAULT_QUEUE_DEADLINE.as_millis().try_into().unwrap_or(0))),
             refusals: Arc::default(),
             concurrency,
-            other_work,
             budget,
             own_blocks: params.block_count(),
             dummy: Arc::new(dummy),
@@ -383,13 +419,6 @@ impl Argon2Hasher {
     pub fn limit_oversized_memory(&self, kib: usize) {
         self.budget.limit_kib.store(kib, Ordering::Relaxed);
         self.budget.returned.notify_all();
-    }
-
-    /// Reports work other than hashing (a request that hashed nothing): for
-    /// the next 100 ms one thread fewer hashes, leaving a core to that work.
-    /// A login storm alone still hashes on every thread.
-    pub fn note_other_work(&self) {
-        self.other_work.note();
     }
 
     /// Hashes waiting for a free thread right now (for metrics).
@@ -447,14 +476,14 @@ impl Argon2Hasher {
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if let Err(error) = self.jobs.try_send(job) {
+        if let Err(refused) = self.jobs.0.push(job) {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(match error {
-                TrySendError::Full(_) => {
+            return Err(match refused {
+                Refused::Full => {
                     self.refusals.queue_full.fetch_add(1, Ordering::Relaxed);
                     self.overloaded("too many password hashes queued")
                 }
-                TrySendError::Disconnected(_) => PortError::unexpected(PoolGone),
+                Refused::Closed => PortError::unexpected(PoolGone),
             });
         }
         let deadline = Duration::from_millis(self.queue_deadline_ms.load(Ordering::Relaxed));
@@ -474,15 +503,30 @@ impl Argon2Hasher {
     }
 }
 
-/// Lowers the calling hashing thread to the lowest CPU priority (nice 19;
-/// on Linux the nice value is per thread). A login storm then uses every
-/// idle cycle for hashing, yet a request worker that wakes up takes the CPU
-/// at once instead of queueing behind tens of milliseconds of argon2.
-/// Raising a nice value needs no privilege; where it fails, hashing simply
-/// runs at normal priority.
+/// Moves the calling hashing thread (policies are per thread on Linux) to
+/// the idle class, so it hashes only on a core nothing else wants (see
+/// [`Argon2Hasher::reserving`]). Moving down needs no privilege. Elsewhere,
+/// or if it is refused, the lowest priority (nice 19) comes closest; where
+/// even that fails, hashing runs at normal priority.
 fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    if enter_idle_class().is_ok() {
+        return;
+    }
     #[cfg(unix)]
     let _ = rustix::process::nice(19);
+}
+
+/// `sched_setscheduler(0, SCHED_IDLE)`: no safe wrapper offers this call.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn enter_idle_class() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid `sched_param` that outlives the call, and pid 0 names the calling thread.
+    match unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 /// Raises the calling reserved hashing thread above normal priority (see
@@ -568,11 +612,20 @@ mod tests {
         assert_eq!(hasher.verify(&plain("wrong horse"), &hash).await.unwrap(), PasswordCheck::Mismatch);
     }
 
+    /// The calling thread's scheduling policy and nice value, as the kernel reports them.
+    #[cfg(target_os = "linux")]
+    fn scheduling() -> (u32, i32) {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The fields after the command name, from the third (the state) on.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        (fields[41 - 3].parse().unwrap(), rustix::process::getpriority_process(None).unwrap())
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn hashing_runs_at_the_lowest_cpu_priority() {
-        let nice = hasher().run(|_| rustix::process::getpriority_process(None)).await.unwrap().unwrap();
-        assert_eq!(nice, 19);
+    async fn threads_beyond_the_reserved_ones_run_in_the_idle_class() {
+        let (policy, _) = hasher().run(|_| scheduling()).await.unwrap();
+        assert_eq!(policy, 5, "SCHED_IDLE");
     }
 
     #[cfg(target_os = "linux")]
@@ -580,8 +633,45 @@ mod tests {
     async fn a_reserved_thread_runs_at_normal_priority_or_above() {
         let params = HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
         let reserved = Argon2Hasher::reserving(params, 1, 4, 1).unwrap();
-        let nice = reserved.run(|_| rustix::process::getpriority_process(None)).await.unwrap().unwrap();
+        let (policy, nice) = reserved.run(|_| scheduling()).await.unwrap();
+        assert_eq!(policy, 0, "SCHED_OTHER");
         assert!(nice <= 0, "nice {nice}");
+    }
+
+    /// A woken idle-class thread may not get a core for a long while: a job
+    /// must not wait for it while a reserved thread is free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_flow_through_the_reserved_thread_while_the_others_are_starved() {
+        let params = HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let hasher = Argon2Hasher::reserving(params, cores.max(2), 64, 1).unwrap();
+        hasher.set_queue_deadline(Duration::ZERO);
+        // Normal-priority spinners on every core leave the idle class next to nothing.
+        let spinning = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let spun = Arc::new(AtomicUsize::new(0));
+        let spinners: Vec<_> = (0..cores)
+            .map(|_| {
+                let (spinning, spun) = (spinning.clone(), spun.clone());
+                std::thread::spawn(move || {
+                    spun.fetch_add(1, Ordering::Relaxed);
+                    while spinning.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        while spun.load(Ordering::Relaxed) < cores {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        for _ in 0..20 {
+            hasher.hash(&plain("correct horse")).await.unwrap();
+        }
+        let took = started.elapsed();
+        spinning.store(false, Ordering::Relaxed);
+        spinners.into_iter().for_each(|spinner| spinner.join().unwrap());
+        assert!(took < Duration::from_secs(2), "20 hashes one after another took {took:?}");
     }
 
     #[tokio::test]
@@ -600,45 +690,6 @@ mod tests {
         let ours = hasher.hash(&plain("correct horse")).await.unwrap();
         let parsed = PhcHash::new(ours.expose()).unwrap();
         Argon2::default().verify_password(b"correct horse", &parsed).expect("the crate verifies our hash");
-    }
-
-    /// The name of the hashing thread that ran a 200 ms job.
-    async fn thread_of_a_job(hasher: &Argon2Hasher) -> Option<String> {
-        let job = |_: &mut Worker| {
-            std::thread::sleep(Duration::from_millis(200));
-            std::thread::current().name().map(str::to_owned)
-        };
-        hasher.run(job).await.unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn other_work_leaves_a_core_free_for_a_while() {
-        let hasher = hasher();
-        // Other work all along, reported from a thread of its own.
-        let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let reporter = {
-            let (hasher, busy) = (hasher.clone(), busy.clone());
-            std::thread::spawn(move || {
-                while busy.load(Ordering::Relaxed) {
-                    hasher.note_other_work();
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
-        // Once the last thread has stepped back, it stays back while the work goes on.
-        while hasher.other_work.paused.load(Ordering::Relaxed) == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let both = tokio::join!(thread_of_a_job(&hasher), thread_of_a_job(&hasher));
-        assert_eq!(both, (Some("argon2-0".to_owned()), Some("argon2-0".to_owned())));
-        busy.store(false, Ordering::Relaxed);
-        reporter.join().unwrap();
-
-        // Without other work, every thread takes jobs again.
-        tokio::time::sleep(YIELD_WINDOW + RECHECK * 3).await;
-        let jobs = (0..4).map(|_| thread_of_a_job(&hasher));
-        let threads: std::collections::HashSet<_> = futures_util::future::join_all(jobs).await.into_iter().collect();
-        assert_eq!(threads.len(), 2, "both threads hashed: {threads:?}");
     }
 
     /// Every user of the Django fixtures that has a password: its hasher,
