@@ -170,6 +170,11 @@ def deadline_refusals(base):
     return counter(base, 'gatehouse_hash_refusals_total{reason="deadline"}')
 
 
+def hang_ups(base):
+    """Hashes skipped because their client had gone: wrk closing its connections at the end of a run."""
+    return counter(base, 'gatehouse_hash_refusals_total{reason="client_gone"}')
+
+
 def login_answers(base, status):
     return counter(base, 'gatehouse_http_requests_total{method="POST",route="/api/v1/auth/login",status="%s"}' % status)
 
@@ -178,6 +183,22 @@ def wrk(base, script, threads, connections, seconds, env):
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
             "-s", str(ROOT / "bench" / script), base]
     return subprocess.run(args, check=True, text=True, capture_output=True, env=env).stdout
+
+
+def login_storm(name, base, connections, env):
+    """wrk logging in on `connections` at once: what it was served, its longest
+    wait, and how the server answered (from its own counters)."""
+    before = (deadline_refusals(base), hang_ups(base), login_answers(base, 500), login_answers(base, 503))
+    storm = parse_wrk(wrk(base, "login.lua", 2, connections, SECONDS, env))
+    refused, gone, errors, unavailable = (after - b for after, b in zip(
+        (deadline_refusals(base), hang_ups(base), login_answers(base, 500), login_answers(base, 503)), before))
+    log(f"{name}: {served_per_s(storm):.0f} logins/s, longest wait {storm['max_ms']} ms, "
+        f"{refused} refused at the deadline")
+    return {"name": name, "connections": connections, "rps": served_per_s(storm), "p50_ms": storm["p50_ms"],
+            "p99_ms": storm["p99_ms"], "errors": storm["errors"], "cpu_ms_per_request": "",
+            "db_statements_per_request": "", "db_cpu_ms_per_request": "", "rss_mib": "", "max_ms": storm["max_ms"],
+            "timeouts": storm["timeouts"], "non_2xx": storm["non_2xx"], "answered_500": errors,
+            "answered_503": unavailable, "deadline_refusals": refused, "client_gone": gone}
 
 
 def statements_sent(base):
@@ -378,17 +399,11 @@ def main():
                         "errors": storm_result["errors"], "cpu_ms_per_request": "", "db_statements_per_request": "",
                         "db_cpu_ms_per_request": "", "rss_mib": "",
                         "deadline_refusals": deadline_refusals(base) - refused_before})
-        log("login storm: 200 connections against the queue deadline")
-        refused_before, errors_before, unavailable_before = (deadline_refusals(base), login_answers(base, 500),
-                                                             login_answers(base, 503))
-        storm_result = parse_wrk(wrk(base, "login.lua", 2, 200, SECONDS, load_env))
-        results.append({"name": "login_storm_200", "connections": 200, "rps": served_per_s(storm_result),
-                        "p50_ms": storm_result["p50_ms"], "p99_ms": storm_result["p99_ms"],
-                        "errors": storm_result["errors"], "cpu_ms_per_request": "", "db_statements_per_request": "",
-                        "db_cpu_ms_per_request": "", "rss_mib": "", "max_ms": storm_result["max_ms"],
-                        "timeouts": storm_result["timeouts"], "answered_500": login_answers(base, 500) - errors_before,
-                        "answered_503": login_answers(base, 503) - unavailable_before,
-                        "deadline_refusals": deadline_refusals(base) - refused_before})
+        # 200 connections, as the issue sets it; and 600, three times what
+        # 2 s of logins drain at today's ceiling, so that the deadline is reached.
+        log("login storms: 200, then 600 connections against the queue deadline")
+        results.append(login_storm("login_storm_200", base, 200, load_env))
+        results.append(login_storm("login_storm_600", base, 600, load_env))
         log("peak memory under a 64-connection login storm")
         results.append(scenario("login_storm_64", server.pid, base, "login.lua", 2, 64, load_env))
         peak_rss_mib = round(memory_kib(server.pid, "VmHWM") / 1024, 1)
@@ -422,6 +437,7 @@ def main():
                 "argon2_ms_per_hash_one_thread": hash_single_ms, "pgbench_select_tps_32": select_tps}
     for name, ceiling in [("login", login_ceiling), ("login_storm_64", login_ceiling),
                           ("login_beside_saturating_me", login_ceiling), ("login_storm_200", login_ceiling),
+                          ("login_storm_600", login_ceiling),
                           ("login_beside_fixed_rate_me", login_ceiling), ("login_eddsa", login_ceiling),
                           ("me", select_tps), ("me_eddsa", select_tps)]:
         by_name[name]["ratio_to_ceiling"] = round(by_name[name]["rps"] / ceiling, 3)
@@ -441,9 +457,12 @@ def main():
         "saturating mix (4 closed-loop /me beside 32 logging in): logins >= 0.4 of the ceiling":
             by_name["login_beside_saturating_me"]["ratio_to_ceiling"] >= 0.4,
         "saturating mix: /me p99 <= 20 ms": (by_name["me_saturating_beside_logins"]["p99_ms"] or 1e9) <= 20,
-        "login storm of 200: the longest wait <= the queue deadline (2 s) plus one hash, no timeout, no 500":
-            (by_name["login_storm_200"]["max_ms"] or 1e9) <= 2000 + hash_single_ms
-            and by_name["login_storm_200"]["timeouts"] == 0 and by_name["login_storm_200"]["answered_500"] == 0,
+        **{f"login storm of {storm['connections']}: the longest wait <= the queue deadline (2 s) plus one hash, "
+           "no timeout, no 500, every refusal a 503":
+           (storm["max_ms"] or 1e9) <= 2000 + hash_single_ms and storm["timeouts"] == 0
+           and storm["answered_500"] == 0 and storm["non_2xx"] <= storm["answered_503"]
+           for storm in (by_name["login_storm_200"], by_name["login_storm_600"])},
+        "login storm of 600: the queue deadline is reached": by_name["login_storm_600"]["deadline_refusals"] > 0,
         "console users page (20 rows): p99 <= 10 ms and server CPU <= 10 ms per page, one connection":
             (by_name["console_users_page"]["p99_ms"] or 1e9) <= 10
             and by_name["console_users_page"]["cpu_ms_per_request"] <= 10,
@@ -463,15 +482,16 @@ def main():
                      f"{r['cpu_ms_per_request']} | {r['db_statements_per_request']} | {r['db_cpu_ms_per_request']} | "
                      f"{r['rss_mib']} | "
                      f"{r.get('ratio_to_ceiling', '')} |")
-    storm200 = by_name["login_storm_200"]
     lines += ["", "Overload: beside 4 closed-loop /me, logins served "
               f"{by_name['login_beside_saturating_me']['rps']:.0f}/s "
               f"({by_name['login_beside_saturating_me']['ratio_to_ceiling']} of the ceiling; "
-              f"{by_name['login_beside_saturating_me']['deadline_refusals']} refused at the queue deadline). "
-              f"A storm of 200 connections: {storm200['rps']:.0f} logins/s served, the longest wait "
-              f"{storm200['max_ms']} ms (deadline 2000 ms + one hash {hash_single_ms} ms), "
-              f"{storm200['answered_503']} answered 503 with Retry-After ({storm200['deadline_refusals']} at the "
-              f"deadline), {storm200['answered_500']} answered 500, {storm200['timeouts']} timeouts."]
+              f"{by_name['login_beside_saturating_me']['deadline_refusals']} refused at the queue deadline).", ""
+              ] + [f"- A storm of {storm['connections']} connections: {storm['rps']:.0f} logins/s served, the longest "
+                   f"wait {storm['max_ms']} ms (deadline 2000 ms + one hash {hash_single_ms} ms), "
+                   f"{storm['deadline_refusals']} refused at the deadline (503 with Retry-After), "
+                   f"{storm['answered_500']} answered 500, {storm['timeouts']} timeouts; {storm['client_gone']} "
+                   f"hashes skipped for clients gone when wrk closed its connections at the end."
+                   for storm in (by_name["login_storm_200"], by_name["login_storm_600"])]
     lines += ["", f"Peak RSS over the run: {peak_rss_mib} MiB.", "",
               "The verifier crate on one core (`Verifier::verify`: header, key lookup, signature, claims) against "
               "the signature library's own check of the same key, prepared once:", "",
