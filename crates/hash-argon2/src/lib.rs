@@ -62,16 +62,25 @@ struct PoolGone;
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
+/// The request being served, as the server reports it.
+struct Request {
+    arrived: Instant,
+    /// One of its hashes has been queued already: the next is a follow-up.
+    hashed: std::cell::Cell<bool>,
+}
+
 tokio::task_local! {
-    /// When the request being served arrived, if the server says so.
-    static ARRIVED: Instant;
+    static REQUEST: Request;
 }
 
 /// Runs `request` as one that arrived at `arrived`: the queue deadline of its
-/// hashes counts from then, so that what it waited before asking (a
-/// database connection, say) counts too.
+/// first hash counts from then, so that what it waited before asking (a
+/// database connection, say) counts too. Its later hashes (a login's upgrade
+/// of the stored hash, a password change's new hash) finish work it was
+/// already admitted for: they go to the front of the queue and are never
+/// refused at the deadline. A follow-up waits at most for a thread to free.
 pub async fn arrived_at<F: std::future::Future>(arrived: Instant, request: F) -> F::Output {
-    ARRIVED.scope(arrived, request).await
+    REQUEST.scope(Request { arrived, hashed: std::cell::Cell::new(false) }, request).await
 }
 
 /// How long a hash may wait for a thread by default (`hashing.queue_deadline_ms`).
@@ -231,7 +240,8 @@ impl Worker {
 /// the scheduler keeps off the CPU (an idle-class thread under load) while a
 /// reserved thread is free. Here a job stays in the queue until the first
 /// thread that runs takes it, and each new job wakes a reserved thread and
-/// one other, whichever gets a core first.
+/// one other, whichever gets a core first. A request's follow-up hash goes
+/// first, past the limit (see [`arrived_at`]).
 #[derive(Debug)]
 struct Queue {
     waiting: Mutex<Waiting>,
@@ -261,15 +271,18 @@ enum Refused {
 }
 
 impl Queue {
-    fn push(&self, job: Job) -> Result<(), Refused> {
+    fn push(&self, job: Job, follow_up: bool) -> Result<(), Refused> {
         let mut waiting = self.waiting.lock().map_err(|_| Refused::Closed)?;
         if waiting.closed {
             return Err(Refused::Closed);
         }
-        if waiting.jobs.len() >= self.limit {
+        if follow_up {
+            waiting.jobs.push_front(job);
+        } else if waiting.jobs.len() >= self.limit {
             return Err(Refused::Full);
+        } else {
+            waiting.jobs.push_back(job);
         }
-        waiting.jobs.push_back(job);
         drop(waiting);
         self.reserved_wake.notify_one();
         self.others_wake.notify_one();
@@ -451,8 +464,9 @@ impl Argon2Hasher {
     }
 
     /// Runs `work` on a hashing thread and waits for its result, at most
-    /// the queue deadline for a thread to take it. A caller dropped while it
-    /// waits (its client hung up) leaves a job that no thread hashes.
+    /// the queue deadline for a thread to take it (a request's follow-up:
+    /// first in line, without a deadline). A caller dropped while it waits
+    /// (its client hung up) leaves a job that no thread hashes.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Worker) -> T + Send + 'static,
@@ -475,8 +489,11 @@ impl Argon2Hasher {
             }
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
+        let (since, follow_up) = REQUEST
+            .try_with(|request| (request.arrived, request.hashed.replace(true)))
+            .unwrap_or((Instant::now(), false));
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if let Err(refused) = self.jobs.0.push(job) {
+        if let Err(refused) = self.jobs.0.push(job, follow_up) {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(match refused {
                 Refused::Full => {
@@ -487,8 +504,7 @@ impl Argon2Hasher {
             });
         }
         let deadline = Duration::from_millis(self.queue_deadline_ms.load(Ordering::Relaxed));
-        if !deadline.is_zero() {
-            let since = ARRIVED.try_with(|arrived| *arrived).unwrap_or_else(|_| Instant::now());
+        if !deadline.is_zero() && !follow_up {
             match tokio::time::timeout_at((since + deadline).into(), &mut result).await {
                 Ok(outcome) => return outcome.map_err(|_| PortError::unexpected(PoolGone)),
                 Err(_) if state.compare_exchange(QUEUED, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
@@ -857,6 +873,49 @@ mod tests {
         assert!(asked.elapsed() < Duration::from_millis(150), "50 ms were left: {:?}", asked.elapsed());
         assert!(refused.retry_after().is_some());
         release.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_requests_follow_up_hash_goes_first_and_is_never_refused() {
+        let hasher = Argon2Hasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 1, 16).unwrap();
+        hasher.set_queue_deadline(Duration::from_millis(300));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let record = |name: &'static str| {
+            let order = order.clone();
+            move |_: &mut Worker| order.lock().unwrap().push(name)
+        };
+        let in_flight = |n: usize| {
+            let hasher = hasher.clone();
+            async move {
+                while hasher.in_flight.load(Ordering::Relaxed) < n {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (blocker, other) = (hasher.clone(), hasher.clone());
+        let (follow_up, other_request) = arrived_at(Instant::now(), async {
+            hasher.run(record("first")).await.unwrap();
+            // Past the request's deadline, with the thread busy and another request waiting.
+            tokio::time::sleep(Duration::from_millis(350)).await;
+            tokio::spawn(async move { blocker.run(move |_| hold.recv()).await });
+            in_flight(1).await;
+            let other_request = tokio::spawn({
+                let job = record("other request");
+                async move { other.run(job).await }
+            });
+            in_flight(2).await;
+            let (follow_up, ()) = tokio::join!(hasher.run(record("follow-up")), async {
+                in_flight(3).await;
+                release.send(()).unwrap();
+            });
+            (follow_up, other_request.await.unwrap())
+        })
+        .await;
+        assert!(follow_up.is_ok(), "{follow_up:?}");
+        assert!(other_request.is_ok(), "{other_request:?}");
+        assert_eq!(*order.lock().unwrap(), ["first", "follow-up", "other request"]);
+        assert_eq!(hasher.refusals(), [("queue_full", 0), ("deadline", 0), ("client_gone", 0)]);
     }
 
     #[tokio::test]
