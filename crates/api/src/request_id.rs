@@ -74,8 +74,9 @@ pub async fn middleware(
 #[derive(Debug, Clone)]
 pub struct RequestAwareHasher(pub Arc<Argon2Hasher>);
 
-/// Waits for `work` unless the client hangs up first: then `work` is dropped, and a hash still queued
-/// is never started (see `Argon2Hasher`'s `client_gone` refusals).
+/// Waits for `work` unless the client hangs up first: then `work` is
+/// dropped, and a hash still queued is never started (see `Argon2Hasher`'s
+/// `client_gone` refusals).
 async fn hashing<T>(work: impl std::future::Future<Output = Result<T, PortError>>) -> Result<T, PortError> {
     let Some(client) = CLIENT.try_with(Clone::clone).ok().flatten() else { return work.await };
     tokio::select! {
