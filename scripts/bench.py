@@ -188,10 +188,10 @@ def wrk(base, script, threads, connections, seconds, env):
 def login_storm(name, base, connections, env):
     """wrk logging in on `connections` at once: what it was served, its longest
     wait, and how the server answered (from its own counters)."""
-    before = (deadline_refusals(base), hang_ups(base), login_answers(base, 500), login_answers(base, 503))
+    counts = lambda: (deadline_refusals(base), hang_ups(base), login_answers(base, 500), login_answers(base, 503))
+    before = counts()
     storm = parse_wrk(wrk(base, "login.lua", 2, connections, SECONDS, env))
-    refused, gone, errors, unavailable = (after - b for after, b in zip(
-        (deadline_refusals(base), hang_ups(base), login_answers(base, 500), login_answers(base, 503)), before))
+    refused, gone, errors, unavailable = (after - b for after, b in zip(counts(), before))
     log(f"{name}: {served_per_s(storm):.0f} logins/s, longest wait {storm['max_ms']} ms, "
         f"{refused} refused at the deadline")
     return {"name": name, "connections": connections, "rps": served_per_s(storm), "p50_ms": storm["p50_ms"],
