@@ -42,7 +42,7 @@ def run(*args, **kwargs):
 
 
 def ensure_tool(binary):
-    """The load tools come from the OS packages (wrk, hey), installed when missing."""
+    """The load tool comes from the OS packages (wrk), installed when missing."""
     if shutil.which(binary):
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
@@ -226,28 +226,27 @@ def scenario(name, pid, base, script, threads, connections, env):
 
 
 def fixed_rate_probe(name, pid, base, token, rate, seconds):
-    """/me sent at a fixed rate (hey: workers each at their own rate), so a
-    slow answer does not slow the sending: the latency is what a user waits."""
-    workers = 10
-    hey = subprocess.Popen(["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers), "-t", "10",
-                            "-o", "csv", "-H", f"Authorization: Bearer {token}", base + "/api/v1/auth/me"],
-                           text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = hey.stdout.read()
+    """/me sent at a fixed rate (me_paced.lua: each request has its turn on one
+    schedule), so a slow answer does not slow the sending: the latency is what
+    a user waits. wrk and not a heavier client: it shares the cores with the
+    service, and what it spends the logins beside it lose."""
+    connections = 20
+    env = dict(os.environ, GATEHOUSE_BENCH_ACCESS=token, GATEHOUSE_BENCH_RATE=str(rate))
+    probe = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+                              "-s", str(ROOT / "bench" / "me_paced.lua"), base],
+                             env=env, text=True, stdout=subprocess.PIPE)
+    out = probe.stdout.read()
     # Reaped here for its resource usage: the probe's own share of the cores, beside the service's.
-    _, status, usage = os.wait4(hey.pid, 0)
+    _, status, usage = os.wait4(probe.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"bench: hey failed with status {status}")
-    rows = [line.split(",") for line in out.splitlines()[1:] if line]
-    times = sorted(float(row[0]) * 1000 for row in rows)
-    errors = sum(1 for row in rows if row[6] != "200")
-    pick = lambda q: round(times[min(len(times) - 1, int(q * len(times)))], 3) if times else None
-    result = {"name": name, "connections": workers, "requests": len(rows), "rps": len(rows) / seconds,
-              "p50_ms": pick(0.50), "p99_ms": pick(0.99), "errors": errors,
-              # The logins beside it spend most of the CPU: no per-request figure.
-              "cpu_ms_per_request": "", "db_statements_per_request": "", "db_cpu_ms_per_request": "",
-              "rss_mib": round(memory_kib(pid, "VmRSS") / 1024, 1),
-              "probe_cpu_share": round((usage.ru_utime + usage.ru_stime) / seconds / CORES, 3)}
-    log(f"{name}: {result['rps']:.0f} req/s, p99 {result['p99_ms']} ms, {errors} errors")
+        sys.exit(f"bench: the fixed-rate probe failed with status {status}")
+    result = parse_wrk(out)
+    result.update(name=name, connections=connections, rps=result["requests"] / seconds,
+                  # The logins beside it spend most of the CPU: no per-request figure.
+                  cpu_ms_per_request="", db_statements_per_request="", db_cpu_ms_per_request="",
+                  rss_mib=round(memory_kib(pid, "VmRSS") / 1024, 1),
+                  probe_cpu_share=round((usage.ru_utime + usage.ru_stime) / seconds / CORES, 3))
+    log(f"{name}: {result['rps']:.0f} req/s, p99 {result['p99_ms']} ms, {result['errors']} errors")
     return result
 
 
@@ -259,6 +258,22 @@ def hash_ceiling():
     single = float(re.search(r"([\d.]+) ms per hash on one thread", out).group(1))
     parallel = float(re.search(r"([\d.]+) ms per hash with \d+ threads", out).group(1))
     return single, parallel
+
+
+def bracketed(what, measure):
+    """Runs `measure` between two hash ceiling measurements, so that a login
+    rate is set against the machine's speed at the time: its result, and
+    the ceiling (ms per hash on one thread, with every core) before and after."""
+    log(f"ceiling: argon2 hash time, before {what}")
+    before = hash_ceiling()
+    result = measure()
+    log(f"ceiling: argon2 hash time, after {what}")
+    return result, before, hash_ceiling()
+
+
+def logins_per_s_ceiling(bracket):
+    """The login ceiling of a bracket: every core hashing, at the bracket's mean hash time."""
+    return CORES * 1000 / (sum(bracket) / len(bracket))
 
 
 def select_ceiling(pgbench_db):
@@ -295,9 +310,31 @@ def stop_server(server):
         server.wait(timeout=60)
 
 
+def login_mix(name, base, env, lead_in, beside):
+    """32 connections logging in, and `beside()` measuring other load once
+    they have run for `lead_in` seconds (and for SECONDS), all between two
+    hash ceiling measurements: beside's result, and the logins' row with the
+    ceiling of their time and the hashes refused at the queue deadline."""
+    def measure():
+        refused_before = deadline_refusals(base)
+        storm = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{SECONDS + 2 * lead_in}s", "--timeout", "10s",
+                                  "--latency", "-s", str(ROOT / "bench" / "login.lua"), base],
+                                 env=env, stdout=subprocess.PIPE, text=True)
+        time.sleep(lead_in)
+        other = beside()
+        return other, parse_wrk(storm.communicate()[0]), deadline_refusals(base) - refused_before
+
+    (other, logins, refused), before, after = bracketed(name, measure)
+    bracket = [before[1], after[1]]
+    return [other, {"name": name, "connections": 32, "rps": served_per_s(logins), "p50_ms": logins["p50_ms"],
+                    "p99_ms": logins["p99_ms"], "errors": logins["errors"], "cpu_ms_per_request": "",
+                    "db_statements_per_request": "", "db_cpu_ms_per_request": "", "rss_mib": "",
+                    "deadline_refusals": refused, "hash_ms_bracket": bracket,
+                    "ceiling": round(logins_per_s_ceiling(bracket), 1)}]
+
+
 def main():
     ensure_tool("wrk")
-    ensure_tool("hey")
     log("building the release binary and the hash_cost example")
     subprocess.run(["cargo", "build", "--release", "--bin", "gatehouse"], check=True, cwd=ROOT)
     subprocess.run(["cargo", "build", "--release", "-p", "gatehouse-hash-argon2", "--example", "hash_cost"], check=True, cwd=ROOT)
@@ -356,13 +393,9 @@ def main():
         if rows != 20:
             sys.exit(f"bench: the console's users page shows {rows} rows, not 20")
         results.append(scenario("console_users_page", server.pid, base, "console_users.lua", 1, 1, admin_env))
-        # The hash ceiling brackets the login scenario: measured just before
-        # and just after it, the mean of the two.
-        log("ceiling: argon2 hash time, before the login scenario")
-        single_before, parallel_before = hash_ceiling()
-        results.append(scenario("login", server.pid, base, "login.lua", 2, 32, load_env))
-        log("ceiling: argon2 hash time, after the login scenario")
-        single_after, parallel_after = hash_ceiling()
+        login, (single_before, parallel_before), (single_after, parallel_after) = bracketed(
+            "the login scenario", lambda: scenario("login", server.pid, base, "login.lua", 2, 32, load_env))
+        results.append(login)
         hash_single_ms = round((single_before + single_after) / 2, 2)
         hash_ms = round((parallel_before + parallel_after) / 2, 2)
         hash_ms_bracket = [parallel_before, parallel_after]
@@ -379,32 +412,13 @@ def main():
         results.append(scenario("me_during_login_storm", server.pid, base, "me.lua", 1, 2, load_env))
         storm.wait()
         log(f"me at {PROBE_RATE} requests/s (fixed rate) while 32 connections log in")
-        storm = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{SECONDS + 4}s", "--timeout", "10s", "--latency", "-s",
-                                  str(ROOT / "bench" / "login.lua"), base], env=load_env, stdout=subprocess.PIPE,
-                                 text=True)
-        time.sleep(2)
-        results.append(fixed_rate_probe("me_fixed_rate_during_login_storm", server.pid, base, signup["access"],
-                                        PROBE_RATE, SECONDS))
-        storm_result = parse_wrk(storm.communicate()[0])
-        results.append({"name": "login_beside_fixed_rate_me", "connections": 32, "rps": storm_result["rps"],
-                        "p50_ms": storm_result["p50_ms"], "p99_ms": storm_result["p99_ms"],
-                        "errors": storm_result["errors"], "cpu_ms_per_request": "", "db_statements_per_request": "",
-                        "db_cpu_ms_per_request": "", "rss_mib": ""})
+        results += login_mix("login_beside_fixed_rate_me", base, load_env, 2, lambda: fixed_rate_probe(
+            "me_fixed_rate_during_login_storm", server.pid, base, signup["access"], PROBE_RATE, SECONDS))
         # Issue 16's mixes: closed-loop /me saturating the cores beside a login
         # storm, and a storm of 200 connections against the queue deadline.
         log("saturating mix: 4 connections call /me closed-loop while 32 log in")
-        refused_before = deadline_refusals(base)
-        storm = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{SECONDS + 2}s", "--timeout", "10s", "--latency", "-s",
-                                  str(ROOT / "bench" / "login.lua"), base], env=load_env, stdout=subprocess.PIPE,
-                                 text=True)
-        time.sleep(1)
-        results.append(scenario("me_saturating_beside_logins", server.pid, base, "me.lua", 1, 4, load_env))
-        storm_result = parse_wrk(storm.communicate()[0])
-        results.append({"name": "login_beside_saturating_me", "connections": 32, "rps": served_per_s(storm_result),
-                        "p50_ms": storm_result["p50_ms"], "p99_ms": storm_result["p99_ms"],
-                        "errors": storm_result["errors"], "cpu_ms_per_request": "", "db_statements_per_request": "",
-                        "db_cpu_ms_per_request": "", "rss_mib": "",
-                        "deadline_refusals": deadline_refusals(base) - refused_before})
+        results += login_mix("login_beside_saturating_me", base, load_env, 1, lambda: scenario(
+            "me_saturating_beside_logins", server.pid, base, "me.lua", 1, 4, load_env))
         # 200 connections, as the issue sets it; and 600, three times what
         # 2 s of logins drain at today's ceiling, so that the deadline is reached.
         log("login storms: 200, then 600 connections against the queue deadline")
@@ -442,9 +456,10 @@ def main():
                 "argon2_ms_per_hash_all_cores_before_and_after_login": hash_ms_bracket,
                 "argon2_ms_per_hash_one_thread": hash_single_ms, "pgbench_select_tps_32": select_tps}
     for name, ceiling in [("login", login_ceiling), ("login_storm_64", login_ceiling),
-                          ("login_beside_saturating_me", login_ceiling), ("login_storm_200", login_ceiling),
-                          ("login_storm_600", login_ceiling),
-                          ("login_beside_fixed_rate_me", login_ceiling), ("login_eddsa", login_ceiling),
+                          ("login_beside_saturating_me", by_name["login_beside_saturating_me"]["ceiling"]),
+                          ("login_storm_200", login_ceiling), ("login_storm_600", login_ceiling),
+                          ("login_beside_fixed_rate_me", by_name["login_beside_fixed_rate_me"]["ceiling"]),
+                          ("login_eddsa", login_ceiling),
                           ("me", select_tps), ("me_eddsa", select_tps)]:
         by_name[name]["ratio_to_ceiling"] = round(by_name[name]["rps"] / ceiling, 3)
     targets = {
@@ -488,12 +503,15 @@ def main():
                      f"{r['cpu_ms_per_request']} | {r['db_statements_per_request']} | {r['db_cpu_ms_per_request']} | "
                      f"{r['rss_mib']} | "
                      f"{r.get('ratio_to_ceiling', '')} |")
-    lines += ["", "Overload: beside 4 closed-loop /me, logins served "
-              f"{by_name['login_beside_saturating_me']['rps']:.0f}/s "
-              f"({by_name['login_beside_saturating_me']['ratio_to_ceiling']} of the ceiling; "
-              f"{by_name['login_beside_saturating_me']['deadline_refusals']} refused at the queue deadline). "
-              f"Beside the fixed-rate /me, hey itself used "
-              f"{by_name['me_fixed_rate_during_login_storm']['probe_cpu_share']:.1%} of the cores.", ""
+    mixes = [("beside 4 closed-loop /me", by_name["login_beside_saturating_me"]),
+             (f"beside /me at {PROBE_RATE}/s", by_name["login_beside_fixed_rate_me"])]
+    lines += ["", "Overload, each mix against a hash ceiling measured just before and just after it:", ""] + [
+        f"- Logins {what}: {mix['rps']:.0f}/s served, {mix['ratio_to_ceiling']} of {mix['ceiling']:.0f}/s "
+        f"(argon2 {mix['hash_ms_bracket'][0]} ms per hash before, {mix['hash_ms_bracket'][1]} after), "
+        f"p99 {mix['p99_ms']} ms, {mix['deadline_refusals']} refused at the queue deadline."
+        for what, mix in mixes] + [
+        f"- Beside the fixed-rate /me, the probe itself (wrk) used "
+        f"{by_name['me_fixed_rate_during_login_storm']['probe_cpu_share']:.1%} of the cores."
               ] + [f"- A storm of {storm['connections']} connections: {storm['rps']:.0f} logins/s served, the longest "
                    f"wait {storm['max_ms']} ms (deadline 2000 ms + one hash {hash_single_ms} ms), "
                    f"{storm['deadline_refusals']} refused at the deadline (503 with Retry-After), "

@@ -89,7 +89,6 @@ def login_storm(base, env, users, pid, seconds, probe_token):
 
 def main():
     bench.ensure_tool("wrk")
-    bench.ensure_tool("hey")
     bench.log("building the release binary and the hash_cost example")
     subprocess.run(["cargo", "build", "--release", "--bin", "gatehouse"], check=True, cwd=bench.ROOT)
     subprocess.run(["cargo", "build", "--release", "-p", "gatehouse-hash-argon2", "--example", "hash_cost"], check=True,
