@@ -213,6 +213,14 @@ impl AuthService {
                 self.audit_login_failure(user_id, &LoginError::InvalidCredentials, &client).await;
                 Err(LoginError::InvalidCredentials)
             }
+            Err((LoginError::Port(error), _)) if error.retry_after().is_some() => {
+                // Refused at the hash queue's deadline, nothing checked: the
+                // answer goes now, and the attempt back behind it. Under a
+                // storm such refusals come together, and their give-backs
+                // would queue for the database with everyone else's work.
+                self.ports.throttle.release_later(keys);
+                Err(LoginError::Port(error))
+            }
             Err((error, user_id)) => {
                 // The right password on an account that may not log in, or
                 // no answer at all: not a guess to hold against anyone.

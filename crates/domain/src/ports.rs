@@ -297,6 +297,11 @@ pub trait Throttle: Send + Sync {
     /// Gives back one attempt under each key: it turned out not to count.
     async fn release(&self, keys: &[ThrottleKey]) -> Result<(), PortError>;
 
+    /// [`Throttle::release`] behind the caller's back, for a refusal that
+    /// must be answered at once; failures are logged. If the process stops
+    /// first, the attempts stay counted until their window closes.
+    fn release_later(&self, keys: Vec<ThrottleKey>);
+
     /// Forgets every attempt under a key (a successful login clears its address).
     async fn clear(&self, key: &ThrottleKey) -> Result<(), PortError>;
 }

@@ -26,7 +26,7 @@ pub use dialect::{
 };
 
 /// Where a store gets its connections: an adapter's pools.
-pub trait Connections: Send + Sync + 'static {
+pub trait Connections: Clone + Send + Sync + 'static {
     fn connection(&self) -> impl Future<Output = Result<Pooled, PortError>> + Send;
 }
 

@@ -1,6 +1,7 @@
 //! Every branch of the account use cases, against mocked ports.
 
 use super::*;
+use crate::error::Overloaded;
 use crate::mfa::{Challenge, MockMfaStore, MockTotpFactor, SealedSecret, StoredTotp};
 use crate::password::PasswordHash;
 use crate::ports::ThrottleKey;
@@ -1016,6 +1017,23 @@ async fn the_eleventh_attempt_on_an_address_is_throttled_without_hashing_and_giv
     let client = ClientInfo::new(Some("203.0.113.9".into()), None);
     let error = m.service().login(login_request("right"), client).await.unwrap_err();
     assert!(matches!(error, LoginError::Throttled { retry_after: 600 }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_login_refused_at_the_hash_queue_deadline_is_answered_before_its_attempt_goes_back() {
+    let mut m = Mocks::new();
+    m.accounts.expect_find_credentials().returning(|_| Ok(Some(credentials(true, true))));
+    let overloaded = || Overloaded { what: "a password hash waited past the queue deadline", retry_after: 2 };
+    m.hasher.expect_verify().times(1).returning(move |_, _| Err(PortError::unavailable(overloaded())));
+    m.throttle.expect_release().never();
+    m.throttle
+        .expect_release_later()
+        .withf(|keys| matches!(keys.as_slice(), [ThrottleKey::Email(_)]))
+        .times(1)
+        .return_const(());
+    m.audit.expect_record().never();
+    let error = m.service().login(login_request("right"), ClientInfo::default()).await.unwrap_err();
+    assert!(matches!(&error, LoginError::Port(port) if port.retry_after() == Some(2)), "{error:?}");
 }
 
 #[tokio::test]

@@ -228,4 +228,19 @@ impl<C: Connections> Throttle for SqlStore<C> {
     async fn clear(&self, key: &ThrottleKey) -> Result<(), PortError> {
         Ok(clear_throttle(&mut self.conn().await?.as_db(), key).await?)
     }
+
+    /// A task of the caller's runtime (a request worker's) gives them back.
+    fn release_later(&self, keys: Vec<ThrottleKey>) {
+        let store = self.clone();
+        let give_back = async move {
+            if let Err(error) = store.release(&keys).await {
+                let error = &error as &dyn std::error::Error;
+                tracing::warn!(error, "login attempts not given back: they count until their window closes");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(give_back)),
+            Err(_) => tracing::warn!("login attempts not given back outside a runtime"),
+        }
+    }
 }
