@@ -29,6 +29,7 @@ async fn metrics_show_requests_logins_refreshes_and_gauges() {
         "gatehouse_outbox_pending ",
         "gatehouse_outbox_oldest_pending_seconds ",
         "gatehouse_hash_queue_length 0",
+        "gatehouse_hash_finish_allowance_milliseconds ",
         "gatehouse_db_pool_connections ",
         "gatehouse_db_pool_idle_connections ",
         "gatehouse_db_pool_max_connections ",

@@ -183,7 +183,8 @@ pub struct HashingSettings {
     /// one on a machine of two cores or more, none on one core.
     pub min_share: Option<usize>,
     pub queue_limit: usize,
-    /// A hash that waited this long for a thread is refused (503); 0 waits for ever.
+    /// A hash that waited this long for a thread (from the request's
+    /// arrival, less the hasher's finish allowance) is refused (503); 0 waits for ever.
     pub queue_deadline_ms: u64,
     pub oversized_memory_kib: usize,
 }

@@ -30,6 +30,7 @@ struct Gauges {
     outbox_pending: IntGauge,
     outbox_oldest_pending_seconds: IntGauge,
     hash_queue_length: IntGauge,
+    hash_finish_allowance_milliseconds: IntGauge,
     db_pool_connections: IntGauge,
     db_pool_idle_connections: IntGauge,
     db_pool_max_connections: IntGauge,
@@ -75,6 +76,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         outbox_pending: gauge("outbox_pending", "Mails waiting in the outbox"),
         outbox_oldest_pending_seconds: gauge("outbox_oldest_pending_seconds", "Age of the oldest waiting mail"),
         hash_queue_length: gauge("hash_queue_length", "Password hashes waiting for a hashing thread"),
+        hash_finish_allowance_milliseconds: gauge(
+            "hash_finish_allowance_milliseconds",
+            "Kept before the queue deadline for a request's work after its first hash (recent longest)",
+        ),
         db_pool_connections: gauge("db_pool_connections", "Database connections open"),
         db_pool_idle_connections: gauge("db_pool_idle_connections", "Database connections open and idle"),
         db_pool_max_connections: gauge("db_pool_max_connections", "Database connections the pools may open"),
@@ -89,6 +94,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(gauges.outbox_pending.clone()),
         Box::new(gauges.outbox_oldest_pending_seconds.clone()),
         Box::new(gauges.hash_queue_length.clone()),
+        Box::new(gauges.hash_finish_allowance_milliseconds.clone()),
         Box::new(gauges.db_pool_connections.clone()),
         Box::new(gauges.db_pool_idle_connections.clone()),
         Box::new(gauges.db_pool_max_connections.clone()),
@@ -142,6 +148,8 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
         Err(error) => tracing::warn!(error = &error as &dyn std::error::Error, "the outbox depth is unknown"),
     }
     gauges.hash_queue_length.set(i64::try_from(state.hash_queue.queue_len()).unwrap_or(i64::MAX));
+    let allowance = state.hash_queue.finish_allowance().as_millis();
+    gauges.hash_finish_allowance_milliseconds.set(i64::try_from(allowance).unwrap_or(i64::MAX));
     let pool = state.pool.usage();
     gauges.db_pool_connections.set(pool.size);
     gauges.db_pool_idle_connections.set(pool.idle);

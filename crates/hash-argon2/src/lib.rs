@@ -67,6 +67,68 @@ struct Request {
     arrived: Instant,
     /// One of its hashes has been queued already: the next is a follow-up.
     hashed: std::cell::Cell<bool>,
+    /// When its first hash came back, and the pool to tell how long the
+    /// request took from then on.
+    first_hash_done: std::cell::RefCell<Option<(Instant, Arc<FinishAllowance>)>>,
+}
+
+/// How long requests have needed after their first hash (their database
+/// work, a follow-up hash, the answer): the longest of the last two to four
+/// seconds. A first hash must start that long before the queue deadline, so
+/// that its request is answered within the deadline and one hash. In a
+/// storm, the database work after the hashes comes in bursts (clients
+/// refused together come back together) and takes tens of milliseconds;
+/// a window that spans a few bursts keeps their longest.
+#[derive(Debug)]
+struct FinishAllowance {
+    recent: Mutex<RecentFinishes>,
+}
+
+#[derive(Debug)]
+struct RecentFinishes {
+    /// When the current window opened.
+    opened: Instant,
+    longest_now: Duration,
+    longest_before: Duration,
+}
+
+/// The length of each of the two windows that [`FinishAllowance`] keeps.
+const FINISH_WINDOW: Duration = Duration::from_secs(2);
+
+impl Default for FinishAllowance {
+    fn default() -> Self {
+        let recent =
+            RecentFinishes { opened: Instant::now(), longest_now: Duration::ZERO, longest_before: Duration::ZERO };
+        Self { recent: Mutex::new(recent) }
+    }
+}
+
+impl RecentFinishes {
+    /// Moves on to the window that `now` falls in.
+    fn roll(&mut self, now: Instant) {
+        let age = now.duration_since(self.opened);
+        if age >= FINISH_WINDOW {
+            self.longest_before = if age < 2 * FINISH_WINDOW { self.longest_now } else { Duration::ZERO };
+            self.longest_now = Duration::ZERO;
+            self.opened = now;
+        }
+    }
+}
+
+impl FinishAllowance {
+    fn observe(&self, took: Duration) {
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.roll(Instant::now());
+            recent.longest_now = recent.longest_now.max(took);
+        }
+    }
+
+    /// The allowance, at most half of `deadline`: a freak sample does not refuse everyone.
+    fn within(&self, deadline: Duration) -> Duration {
+        let Ok(mut recent) = self.recent.lock() else { return Duration::ZERO };
+        recent.roll(Instant::now());
+        recent.longest_now.max(recent.longest_before).min(deadline / 2)
+    }
 }
 
 tokio::task_local! {
@@ -80,7 +142,16 @@ tokio::task_local! {
 /// already admitted for: they go to the front of the queue and are never
 /// refused at the deadline. A follow-up waits at most for a thread to free.
 pub async fn arrived_at<F: std::future::Future>(arrived: Instant, request: F) -> F::Output {
-    REQUEST.scope(Request { arrived, hashed: std::cell::Cell::new(false) }, request).await
+    let scope = Request { arrived, hashed: std::cell::Cell::new(false), first_hash_done: Default::default() };
+    REQUEST
+        .scope(scope, async {
+            let answer = request.await;
+            if let Ok(Some((done, allowance))) = REQUEST.try_with(|request| request.first_hash_done.take()) {
+                allowance.observe(done.elapsed());
+            }
+            answer
+        })
+        .await
 }
 
 /// How long a hash may wait for a thread by default (`hashing.queue_deadline_ms`).
@@ -349,6 +420,8 @@ pub struct Argon2Hasher {
     in_flight: Arc<AtomicUsize>,
     /// How long a job may wait for a thread, in milliseconds; 0 for ever.
     queue_deadline_ms: Arc<AtomicU64>,
+    /// Taken off the deadline of a request's first hash.
+    finish: Arc<FinishAllowance>,
     refusals: Arc<Refusals>,
     concurrency: usize,
     budget: Arc<MemoryBudget>,
@@ -419,6 +492,7 @@ impl Argon2Hasher {
             jobs: Arc::new(Submitter(queue)),
             in_flight: Arc::new(AtomicUsize::new(0)),
             queue_deadline_ms: Arc::new(AtomicU64::new(DEFAULT_QUEUE_DEADLINE.as_millis().try_into().unwrap_or(0))),
+            finish: Arc::default(),
             refusals: Arc::default(),
             concurrency,
             budget,
@@ -441,9 +515,18 @@ impl Argon2Hasher {
 
     /// A hash that has waited this long for a thread is not started: its
     /// caller is answered "unavailable" at once, and the thread goes to a
-    /// request that may still be answered in time. Zero waits for ever.
+    /// request that may still be answered in time. For a request's first
+    /// hash, counted from its arrival ([`arrived_at`]), the wait ends earlier
+    /// by what requests have recently needed after their hash, so that the
+    /// request is answered within the deadline and one hash. Zero waits for ever.
     pub fn set_queue_deadline(&self, deadline: Duration) {
         self.queue_deadline_ms.store(deadline.as_millis().try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// What a request's first hash keeps before the queue deadline for the
+    /// request's work after it (for metrics).
+    pub fn finish_allowance(&self) -> Duration {
+        self.finish.within(Duration::from_millis(self.queue_deadline_ms.load(Ordering::Relaxed)))
     }
 
     /// Hashes not done since the start, by reason: `queue_full`, `deadline`
@@ -505,15 +588,19 @@ impl Argon2Hasher {
         }
         let deadline = Duration::from_millis(self.queue_deadline_ms.load(Ordering::Relaxed));
         if !deadline.is_zero() && !follow_up {
-            match tokio::time::timeout_at((since + deadline).into(), &mut result).await {
-                Ok(outcome) => return outcome.map_err(|_| PortError::unexpected(PoolGone)),
+            let start_by = since + deadline - self.finish.within(deadline);
+            let outcome = match tokio::time::timeout_at(start_by.into(), &mut result).await {
+                Ok(outcome) => outcome,
                 Err(_) if state.compare_exchange(QUEUED, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
                     self.refusals.late.fetch_add(1, Ordering::Relaxed);
                     return Err(self.overloaded("a password hash waited past the queue deadline"));
                 }
-                // A thread took it just in time: its answer is on the way.
-                Err(_) => {}
-            }
+                // A thread took it in time: its answer is on the way.
+                Err(_) => (&mut result).await,
+            };
+            let finish = self.finish.clone();
+            let _ = REQUEST.try_with(|request| request.first_hash_done.replace(Some((Instant::now(), finish))));
+            return outcome.map_err(|_| PortError::unexpected(PoolGone));
         }
         result.await.map_err(|_| PortError::unexpected(PoolGone))
     }
@@ -846,6 +933,34 @@ mod tests {
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ran.clone();
         (ran, move |_: &mut Worker| flag.store(true, Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_first_hash_must_start_early_enough_for_what_requests_need_after_it() {
+        let hasher = Argon2Hasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 1, 16).unwrap();
+        hasher.set_queue_deadline(Duration::from_millis(400));
+        // A request that needed 150 ms after its hash.
+        arrived_at(Instant::now(), async {
+            hasher.run(|_| ()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        })
+        .await;
+        // The thread is busy for 320 ms: within the deadline, but not with 150 ms kept for the rest.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let blocker = hasher.clone();
+        tokio::spawn(async move { blocker.run(move |_| hold.recv()).await });
+        while hasher.in_flight.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(320)).await;
+            release.send(()).unwrap();
+        });
+        let (ran, job) = recorded();
+        let refused = arrived_at(Instant::now(), hasher.run(job)).await.unwrap_err();
+        assert!(refused.retry_after().is_some(), "refused as overloaded: {refused:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!ran.load(Ordering::SeqCst), "never started");
     }
 
     #[tokio::test]
