@@ -214,10 +214,11 @@ impl AuthService {
                 Err(LoginError::InvalidCredentials)
             }
             Err((LoginError::Port(error), _)) if error.retry_after().is_some() => {
-                // Refused at the hash queue's deadline, nothing checked: the
-                // answer goes now, and the attempt back behind it. Under a
-                // storm such refusals come together, and their give-backs
-                // would queue for the database with everyone else's work.
+                // Refused by the saturated hash queue (its deadline or its
+                // limit), nothing checked: the answer goes now, and the
+                // attempt back behind it. Under a storm such refusals come
+                // together, and their give-backs would queue for the
+                // database with everyone else's work.
                 self.ports.throttle.release_later(keys);
                 Err(LoginError::Port(error))
             }

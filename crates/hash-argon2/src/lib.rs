@@ -938,14 +938,14 @@ mod tests {
     #[tokio::test]
     async fn a_first_hash_must_start_early_enough_for_what_requests_need_after_it() {
         let hasher = Argon2Hasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 1, 16).unwrap();
-        hasher.set_queue_deadline(Duration::from_millis(400));
-        // A request that needed 150 ms after its hash.
+        hasher.set_queue_deadline(Duration::from_millis(600));
+        // A request that needed 250 ms after its hash.
         arrived_at(Instant::now(), async {
             hasher.run(|_| ()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         })
         .await;
-        // The thread is busy for 320 ms: within the deadline, but not with 150 ms kept for the rest.
+        // The thread is busy for 480 ms: within the deadline, but not with 250 ms kept for the rest.
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let blocker = hasher.clone();
         tokio::spawn(async move { blocker.run(move |_| hold.recv()).await });
@@ -953,13 +953,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(320)).await;
+            tokio::time::sleep(Duration::from_millis(480)).await;
             release.send(()).unwrap();
         });
         let (ran, job) = recorded();
         let refused = arrived_at(Instant::now(), hasher.run(job)).await.unwrap_err();
         assert!(refused.retry_after().is_some(), "refused as overloaded: {refused:?}");
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(!ran.load(Ordering::SeqCst), "never started");
     }
 
