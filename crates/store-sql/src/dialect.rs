@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use diesel::backend::Backend;
 use diesel::connection::AnsiTransactionManager;
 use diesel::connection::InstrumentationEvent;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::deadpool::{Object, PoolError};
 use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper, SyncTransactionManagerWrapper};
@@ -218,6 +220,46 @@ impl Db<'_> {
     }
 }
 
+/// A statement kept prepared on its connection, found again by its SQL.
+/// Diesel prepares every UPDATE and upsert afresh, since a changeset may
+/// leave out fields and one type then stands for many statements: a parse,
+/// a plan and, on PostgreSQL, a round trip more each time. Those written
+/// here have one shape, or a few (an optional field), so keyed by their SQL
+/// they stay few; a batch insert or an `IN` list, whose SQL grows with its
+/// rows, is not kept.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepPrepared<Q>(Q);
+
+/// `.keep_prepared()` on a query built with diesel's DSL: see [`KeepPrepared`].
+pub trait KeepPreparedDsl: Sized {
+    fn keep_prepared(self) -> KeepPrepared<Self> {
+        KeepPrepared(self)
+    }
+}
+
+impl<Q> KeepPreparedDsl for Q {}
+
+impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for KeepPrepared<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, DB>) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+/// No id of its type: the statement cache keys it by its SQL and bind types,
+/// so that each shape a query takes is a statement of its own.
+impl<Q> QueryId for KeepPrepared<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: Query> Query for KeepPrepared<Q> {
+    type SqlType = Q::SqlType;
+}
+
 /// Moves the user id sequence past the highest id, after rows were inserted
 /// with their own ids. SQLite's AUTOINCREMENT already remembers the highest.
 pub async fn advance_user_ids(db: &mut Db<'_>) -> Result<(), StoreError> {
@@ -340,5 +382,81 @@ impl From<StoreError> for CreateAccountError {
             StoreError::EmailTaken => CreateAccountError::EmailTaken,
             other => CreateAccountError::Port(other.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use diesel::connection::InstrumentationEvent;
+    use diesel::prelude::*;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    use super::{KeepPreparedDsl, SqliteConnection};
+
+    diesel::table! {
+        kept (id) {
+            id -> Integer,
+            n -> Integer,
+        }
+    }
+
+    const TABLE: &str = "CREATE TEMPORARY TABLE kept (id integer PRIMARY KEY, n integer NOT NULL)";
+
+    /// On PostgreSQL an UPDATE kept prepared stays among the session's
+    /// prepared statements, run after run; diesel's own is closed after each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_update_kept_prepared_stays_prepared_on_postgres() {
+        let url = std::env::var("GATEHOUSE_TEST_POSTGRES_URL")
+            .expect("GATEHOUSE_TEST_POSTGRES_URL is not set: run the tests with `make test`");
+        let mut conn = AsyncPgConnection::establish(&url).await.expect("connects");
+        diesel::sql_query(TABLE).execute(&mut conn).await.expect("creates");
+        diesel::insert_into(kept::table).values((kept::id.eq(1), kept::n.eq(0))).execute(&mut conn).await.unwrap();
+        for n in 1..=3 {
+            let query = diesel::update(kept::table.find(1)).set(kept::n.eq(n)).keep_prepared();
+            assert_eq!(query.execute(&mut conn).await.expect("updates"), 1);
+        }
+        diesel::update(kept::table.find(1)).filter(kept::n.eq(3)).set(kept::n.eq(4)).execute(&mut conn).await.unwrap();
+
+        #[derive(QueryableByName)]
+        struct Prepared {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            statement: String,
+        }
+        let prepared: Vec<Prepared> =
+            diesel::sql_query("SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'UPDATE%'")
+                .load(&mut conn)
+                .await
+                .unwrap();
+        let prepared: Vec<String> = prepared.into_iter().map(|p| p.statement).collect();
+        assert_eq!(prepared, [r#"UPDATE "kept" SET "n" = $1 WHERE ("kept"."id" = $2)"#]);
+        assert_eq!(kept::table.select(kept::n).first::<i32>(&mut conn).await.unwrap(), 4);
+    }
+
+    /// On SQLite the statement is prepared once, on its first run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_update_kept_prepared_is_prepared_once_on_sqlite() {
+        let mut conn = SqliteConnection::establish(":memory:").await.expect("opens");
+        let cached = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = cached.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::CacheQuery { sql, .. } = event {
+                seen.lock().unwrap().push(sql.to_owned());
+            }
+        });
+        diesel::sql_query(TABLE).execute(&mut conn).await.expect("creates");
+        diesel::insert_into(kept::table).values((kept::id.eq(1), kept::n.eq(0))).execute(&mut conn).await.unwrap();
+        cached.lock().unwrap().clear();
+        for n in 1..=3 {
+            diesel::update(kept::table.find(1)).set(kept::n.eq(n)).keep_prepared().execute(&mut conn).await.unwrap();
+            diesel::update(kept::table.find(1))
+                .filter(kept::n.eq(n))
+                .set(kept::n.eq(n))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        assert_eq!(*cached.lock().unwrap(), [r#"UPDATE `kept` SET `n` = ? WHERE (`kept`.`id` = ?)"#]);
     }
 }

@@ -13,7 +13,7 @@ use gatehouse_domain::{PasswordHash, PortError, SessionId, User};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::dialect::{insert_rows, run, run_locked, Db, StoreError};
+use crate::dialect::{insert_rows, run, run_locked, Db, KeepPreparedDsl, StoreError};
 use crate::rows::{user_from_rows, NewUserRow, ProfileRow, UserRow};
 use crate::schema::{
     audit_events, group_permissions, groups, one_time_tokens, outbox, profiles, refresh_tokens, sessions,
@@ -37,7 +37,7 @@ pub async fn patch_profile(db: &mut Db<'_>, id: i64, patch: &ProfilePatch) -> Re
     let fields = (patch.phone.as_ref().map(|p| phone.eq(p)), patch.gender.as_ref().map(|g| gender.eq(g)));
     let fields = (fields, patch.bio.as_ref().map(|b| bio.eq(b)));
     if patch.touches_profile() {
-        run!(db, |c| diesel::update(profiles::table.find(id)).set(fields).execute(c))?;
+        run!(db, |c| diesel::update(profiles::table.find(id)).set(fields).keep_prepared().execute(c))?;
     }
     Ok(())
 }
@@ -170,6 +170,7 @@ pub async fn revoke_user_sessions(
         .filter(sessions::id.ne(Id(keep.map_or(Uuid::nil(), |k| k.get()))))
         .filter(sessions::revoked_at.is_null())
         .set(sessions::revoked_at.eq(Utc(now)))
+        .keep_prepared()
         .execute(c))?)
 }
 
@@ -185,6 +186,7 @@ pub async fn kill_tokens(
         .filter(one_time_tokens::purpose.eq(purpose.as_str()))
         .filter(one_time_tokens::used_at.is_null())
         .set(one_time_tokens::used_at.eq(Utc(now)))
+        .keep_prepared()
         .execute(c))?;
     Ok(())
 }
@@ -338,7 +340,7 @@ pub async fn release_throttle(db: &mut Db<'_>, keys: &[ThrottleKey]) -> Result<(
     for key in keys {
         let row = throttle_windows::table.find((key.scope(), key.subject()));
         let hits = throttle_windows::hits;
-        run!(db, |c| diesel::update(row).filter(hits.gt(0_i64)).set(hits.eq(hits - 1_i64)).execute(c))?;
+        run!(db, |c| diesel::update(row).filter(hits.gt(0_i64)).set(hits.eq(hits - 1_i64)).keep_prepared().execute(c))?;
     }
     Ok(())
 }
@@ -350,6 +352,6 @@ pub async fn release_throttle(db: &mut Db<'_>, keys: &[ThrottleKey]) -> Result<(
 pub async fn clear_throttle(db: &mut Db<'_>, key: &ThrottleKey) -> Result<(), StoreError> {
     let row = throttle_windows::table.find((key.scope(), key.subject()));
     let closed = (throttle_windows::hits.eq(0_i64), throttle_windows::opened_at.eq(Utc(OffsetDateTime::UNIX_EPOCH)));
-    run!(db, |c| diesel::update(row).set(closed).execute(c))?;
+    run!(db, |c| diesel::update(row).set(closed).keep_prepared().execute(c))?;
     Ok(())
 }

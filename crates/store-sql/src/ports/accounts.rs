@@ -9,7 +9,7 @@ use gatehouse_domain::user::{ProfilePatch, ADMIN_USER_GROUP, REGULAR_USER_GROUP}
 use gatehouse_domain::{Email, EmailKey, PasswordHash, PortError, SessionId, TokenHash, User, UserId};
 use time::OffsetDateTime;
 
-use crate::dialect::{run, run_optional, AsDb, StoreError};
+use crate::dialect::{run, run_optional, AsDb, KeepPreparedDsl, StoreError};
 use crate::queries::{
     credentials, credentials_of, insert_mails, insert_token, insert_user, join_groups, kill_tokens, load_credentials,
     load_user, patch_profile, require_user, revoke_user_sessions, take_live_token, CredentialsRow,
@@ -95,6 +95,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
                 else {
                     run!(tx, |c| diesel::update(users::table.find(user_id))
                         .set(users::is_verified.eq(true))
+                        .keep_prepared()
                         .execute(c))?;
                     return Ok(EmailConfirmation::Verified(require_user(tx, user_id).await?));
                 };
@@ -114,6 +115,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
                         users::email_key.eq(key.as_str()),
                         users::is_verified.eq(true),
                     ))
+                    .keep_prepared()
                     .execute(c))
                 .map_err(StoreError::on_email)?;
                 kill_tokens(tx, user_id, TokenPurpose::ChangeEmail, now).await?;
@@ -136,6 +138,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
             );
             let found = run!(tx, |c| diesel::update(users::table.find(id.get()))
                 .set((users::id.eq(users::id), names))
+                .keep_prepared()
                 .execute(c))?;
             if found == 0 {
                 return Ok(None);
@@ -181,6 +184,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
         self.write(async move |tx| {
             run!(tx, |c| diesel::update(users::table.find(id.get()))
                 .set(users::password_hash.eq(hash.expose()))
+                .keep_prepared()
                 .execute(c))?;
             revoke_user_sessions(tx, id.get(), keep, now).await?;
             kill_tokens(tx, id.get(), TokenPurpose::ResetPassword, now).await?;
@@ -206,6 +210,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
             kill_tokens(tx, user_id, purpose, now).await?;
             run!(tx, |c| diesel::update(users::table.find(user_id))
                 .set((users::password_hash.eq(hash.expose()), users::is_verified.eq(true)))
+                .keep_prepared()
                 .execute(c))?;
             revoke_user_sessions(tx, user_id, None, now).await?;
             insert_mails(tx, std::slice::from_ref(&notice), now).await?;
@@ -247,6 +252,7 @@ impl<C: Connections> AccountStore for SqlStore<C> {
                 .do_update()
                 .set(superuser)
                 .returning(users::id)
+                .keep_prepared()
                 .get_result::<i64>(c))?;
             run!(tx, |c| diesel::insert_into(profiles::table)
                 .values(profiles::user_id.eq(id))

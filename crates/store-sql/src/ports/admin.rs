@@ -9,7 +9,7 @@ use gatehouse_domain::ports::{
 use gatehouse_domain::{PasswordHash, PortError, UserId};
 use time::OffsetDateTime;
 
-use crate::dialect::{run, run_optional, AsDb, Db, StoreError};
+use crate::dialect::{run, run_optional, AsDb, Db, KeepPreparedDsl, StoreError};
 use crate::queries::{
     filtered_users, insert_mails, insert_token, insert_user, is_last_superuser, join_groups, load_user, ordered_users,
     patch_profile, require_user, revoke_user_sessions, set_permissions, with_permissions,
@@ -158,6 +158,7 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
                         changes.is_superuser.map(|v| users::is_superuser.eq(v)),
                         changes.is_verified.map(|v| users::is_verified.eq(v)),
                     ))
+                    .keep_prepared()
                     .execute(c))
                 .map_err(StoreError::on_email)?;
                 if found == 0 {
@@ -225,7 +226,10 @@ impl<C: Connections> AdminWrites for SqlStore<C> {
                 if taken.is_some() {
                     return Ok(GroupWrite::NameTaken);
                 }
-                run!(tx, |c| diesel::update(groups::table.find(id)).set(groups::name.eq(name)).execute(c))?;
+                run!(tx, |c| diesel::update(groups::table.find(id))
+                    .set(groups::name.eq(name))
+                    .keep_prepared()
+                    .execute(c))?;
             }
             if let Some(permissions) = &permissions {
                 set_permissions(tx, id, permissions).await?;

@@ -7,7 +7,7 @@ use gatehouse_domain::import::{ImportStore, ImportedUser, SkipReason, Written};
 use gatehouse_domain::PortError;
 use time::OffsetDateTime;
 
-use crate::dialect::{advance_user_ids, insert_rows, run, Db, StoreError};
+use crate::dialect::{advance_user_ids, insert_rows, run, Db, KeepPreparedDsl, StoreError};
 use crate::schema::{django_imports, groups, profiles, user_groups, users};
 use crate::sql_types::Utc;
 use crate::{Connections, SqlStore};
@@ -155,7 +155,10 @@ async fn write_users(db: &mut Db<'_>, batch: &[ImportedUser], now: OffsetDateTim
                     let password_kept = stored != imported;
                     let password = if password_kept { imported.clone() } else { hash };
                     let set_password = (!password_kept).then(|| users::password_hash.eq(password.clone()));
-                    run!(db, |c| diesel::update(users::table.find(id)).set((flags, set_password)).execute(c))?;
+                    run!(db, |c| diesel::update(users::table.find(id))
+                        .set((flags, set_password))
+                        .keep_prepared()
+                        .execute(c))?;
                     imports.push((id, password));
                     Written::Updated { password_kept }
                 }

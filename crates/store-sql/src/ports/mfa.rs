@@ -5,7 +5,7 @@ use gatehouse_domain::mfa::{Challenge, MfaChange, MfaStore, SealedSecret, Stored
 use gatehouse_domain::{PortError, TokenHash, UserId};
 use time::OffsetDateTime;
 
-use crate::dialect::{insert_rows, run, run_optional, Db, StoreError};
+use crate::dialect::{insert_rows, run, run_optional, Db, KeepPreparedDsl, StoreError};
 use crate::queries::{insert_event, insert_mails};
 use crate::schema::{mfa_challenges, recovery_codes, totp_factors, users};
 use crate::sql_types::Utc;
@@ -56,6 +56,7 @@ impl<C: Connections> MfaStore for SqlStore<C> {
             let confirmed = run!(tx, |c| diesel::update(totp_factors::table.find(user.get()))
                 .filter(totp_factors::confirmed_at.is_null().and(totp_factors::secret.eq(&secret)))
                 .set((totp_factors::confirmed_at.eq(Utc(now)), totp_factors::last_step.eq(step)))
+                .keep_prepared()
                 .execute(c))?;
             if confirmed == 0 {
                 return Ok(false);
@@ -73,6 +74,7 @@ impl<C: Connections> MfaStore for SqlStore<C> {
             .filter(totp_factors::confirmed_at.is_not_null())
             .filter(totp_factors::last_step.is_null().or(totp_factors::last_step.lt(step)))
             .set(totp_factors::last_step.eq(step))
+            .keep_prepared()
             .execute(c))?;
         Ok(spent == 1)
     }
@@ -87,6 +89,7 @@ impl<C: Connections> MfaStore for SqlStore<C> {
             run!(&mut self.conn().await?, |c| diesel::update(recovery_codes::table.find((user.get(), code.as_str())))
                 .filter(recovery_codes::used_at.is_null())
                 .set(recovery_codes::used_at.eq(Utc(now)))
+                .keep_prepared()
                 .execute(c))?;
         Ok(spent == 1)
     }
@@ -144,6 +147,7 @@ impl<C: Connections> MfaStore for SqlStore<C> {
             run_optional!(&mut self.conn().await?, |c| diesel::update(mfa_challenges::table.find(token.as_str()))
                 .set(mfa_challenges::failures.eq(mfa_challenges::failures + 1))
                 .returning(mfa_challenges::failures)
+                .keep_prepared()
                 .get_result::<i64>(c))?;
         Ok(failures.unwrap_or(i64::MAX))
     }
@@ -156,7 +160,10 @@ impl<C: Connections> MfaStore for SqlStore<C> {
 }
 
 async fn set_mfa_enabled(db: &mut Db<'_>, user: UserId, enabled: bool) -> Result<(), StoreError> {
-    run!(db, |c| diesel::update(users::table.find(user.get())).set(users::mfa_enabled.eq(enabled)).execute(c))?;
+    run!(db, |c| diesel::update(users::table.find(user.get()))
+        .set(users::mfa_enabled.eq(enabled))
+        .keep_prepared()
+        .execute(c))?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use gatehouse_domain::ports::{Backlog, Outbox, QueuedMail};
 use gatehouse_domain::{Email, PortError};
 use time::OffsetDateTime;
 
-use crate::dialect::{run, run_optional, AsDb, Db, StoreError};
+use crate::dialect::{run, run_optional, AsDb, Db, KeepPreparedDsl, StoreError};
 use crate::schema::outbox;
 use crate::sql_types::Utc;
 use crate::{Connections, SqlStore};
@@ -42,6 +42,7 @@ impl<C: Connections> Outbox for SqlStore<C> {
             let Some((id, to, subject, text, html, attempts, created_at)) = due else { return Ok(None) };
             run!(tx, |c| diesel::update(outbox::table.find(id))
                 .set((outbox::next_attempt_at.eq(Utc(lease_until)), outbox::leased_by.eq(&owner)))
+                .keep_prepared()
                 .execute(c))?;
             let mail = OutgoingMail { to: Email::from_trusted(to), subject, text, html };
             Ok(Some(QueuedMail { id, attempts, mail, created_at }))
@@ -69,6 +70,7 @@ impl<C: Connections> Outbox for SqlStore<C> {
                 outbox::next_attempt_at.eq(retry_at.map(Utc)),
                 outbox::last_error.eq(&error),
             ))
+            .keep_prepared()
             .execute(c))?;
         Ok(marked > 0)
     }

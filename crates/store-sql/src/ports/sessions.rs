@@ -9,7 +9,7 @@ use gatehouse_domain::{PortError, SessionId, TokenHash, User, UserId};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::dialect::{run, run_locked, run_optional, AsDb};
+use crate::dialect::{run, run_locked, run_optional, AsDb, KeepPreparedDsl};
 use crate::queries::{clear_throttle, insert_event, insert_refresh, release_throttle, revoke_user_sessions};
 use crate::rows::{user_from_rows, ProfileRow, UserRow, UserWithGroupRow};
 use crate::schema::{groups, profiles, refresh_tokens, sessions, throttle_windows, user_groups, users};
@@ -36,11 +36,13 @@ impl<C: Connections> SessionStore for SqlStore<C> {
             insert_refresh(tx, id, &session.refresh, session.created_at).await?;
             run!(tx, |c| diesel::update(users::table.find(session.user_id.get()))
                 .set(users::last_login.eq(Utc(session.created_at)))
+                .keep_prepared()
                 .execute(c))?;
             if let Some(rehash) = &session.rehash {
                 run!(tx, |c| diesel::update(users::table.find(session.user_id.get()))
                     .filter(users::password_hash.eq(rehash.from.expose()))
                     .set(users::password_hash.eq(rehash.to.expose()))
+                    .keep_prepared()
                     .execute(c))?;
             }
             if let Some(event) = &session.event {
@@ -101,6 +103,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                     run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
                         .filter(sessions::revoked_at.is_null())
                         .set(sessions::revoked_at.eq(Utc(now)))
+                        .keep_prepared()
                         .execute(c))?;
                     return Ok(Rotation::Reused {
                         user_id: UserId::new(user_id),
@@ -114,11 +117,15 @@ impl<C: Connections> SessionStore for SqlStore<C> {
                 None => {
                     run!(tx, |c| diesel::update(refresh_tokens::table.find(&presented))
                         .set(refresh_tokens::used_at.eq(Utc(now)))
+                        .keep_prepared()
                         .execute(c))?;
                     insert_refresh(tx, session_id, &next, now).await?;
                     let used = (sessions::last_used_at.eq(Utc(now)), sessions::expires_at.eq(Utc(next.expires_at)));
                     let from = client_ip.as_ref().map(|ip| sessions::ip.eq(ip));
-                    run!(tx, |c| diesel::update(sessions::table.find(Id(session_id))).set((used, from)).execute(c))?;
+                    run!(tx, |c| diesel::update(sessions::table.find(Id(session_id)))
+                        .set((used, from))
+                        .keep_prepared()
+                        .execute(c))?;
                 }
             }
             Ok(Rotation::Rotated { user_id: UserId::new(user_id), session_id: SessionId::new(session_id), amr })
@@ -180,6 +187,7 @@ impl<C: Connections> SessionStore for SqlStore<C> {
             .filter(sessions::user_id.eq(user_id.get()))
             .filter(sessions::revoked_at.is_null())
             .set(sessions::revoked_at.eq(Utc(now)))
+            .keep_prepared()
             .execute(c))?;
         Ok(revoked > 0)
     }
@@ -215,6 +223,7 @@ impl<C: Connections> Throttle for SqlStore<C> {
                         .eq(case_when::<_, _, UtcTimestamp>(over, Utc(now)).otherwise(throttle_windows::opened_at)),
                 ))
                 .returning((throttle_windows::hits, throttle_windows::opened_at))
+                .keep_prepared()
                 .get_result::<(i64, OffsetDateTime)>(c))?;
             Ok(ThrottleWindow { hits, opened_at })
         })
