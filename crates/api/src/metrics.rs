@@ -78,7 +78,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         hash_queue_length: gauge("hash_queue_length", "Password hashes waiting for a hashing thread"),
         hash_finish_allowance_milliseconds: gauge(
             "hash_finish_allowance_milliseconds",
-            "Kept before the queue deadline for a request's work after its first hash (recent longest)",
+            "Kept before the queue deadline for a request's first hash and its work after (recent longest)",
         ),
         db_pool_connections: gauge("db_pool_connections", "Database connections open"),
         db_pool_idle_connections: gauge("db_pool_idle_connections", "Database connections open and idle"),
