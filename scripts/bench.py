@@ -333,6 +333,15 @@ def login_mix(name, base, env, lead_in, beside):
                     "ceiling": round(logins_per_s_ceiling(bracket), 1)}]
 
 
+def logins_alone(base, env, lead_in):
+    """Logins per second served to the mixes' 32 connections with nothing
+    beside them, over as long as a mix runs."""
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{SECONDS + 2 * lead_in}s", "--timeout", "10s", "--latency", "-s",
+                          str(ROOT / "bench" / "login.lua"), base], env=env, check=True, text=True,
+                         capture_output=True).stdout
+    return served_per_s(parse_wrk(out))
+
+
 def main():
     ensure_tool("wrk")
     log("building the release binary and the hash_cost example")
@@ -411,9 +420,14 @@ def main():
         time.sleep(2)
         results.append(scenario("me_during_login_storm", server.pid, base, "me.lua", 1, 2, load_env))
         storm.wait()
-        log(f"me at {PROBE_RATE} requests/s (fixed rate) while 32 connections log in")
+        # The machine's speed drifts by several percent within a minute: logins
+        # alone just before and just after the mix tell what the probe itself
+        # costs them, apart from the drift between the mix and its ceiling.
+        log(f"me at {PROBE_RATE} requests/s (fixed rate) while 32 connections log in, between two runs of logins alone")
+        alone_before = logins_alone(base, load_env, 2)
         results += login_mix("login_beside_fixed_rate_me", base, load_env, 2, lambda: fixed_rate_probe(
             "me_fixed_rate_during_login_storm", server.pid, base, signup["access"], PROBE_RATE, SECONDS))
+        results[-1]["logins_alone_around"] = [round(alone_before, 1), round(logins_alone(base, load_env, 2), 1)]
         # Issue 16's mixes: closed-loop /me saturating the cores beside a login
         # storm, and a storm of 200 connections against the queue deadline.
         log("saturating mix: 4 connections call /me closed-loop while 32 log in")
@@ -503,6 +517,7 @@ def main():
                      f"{r['cpu_ms_per_request']} | {r['db_statements_per_request']} | {r['db_cpu_ms_per_request']} | "
                      f"{r['rss_mib']} | "
                      f"{r.get('ratio_to_ceiling', '')} |")
+    fixed = by_name["login_beside_fixed_rate_me"]
     mixes = [("beside 4 closed-loop /me", by_name["login_beside_saturating_me"]),
              (f"beside /me at {PROBE_RATE}/s", by_name["login_beside_fixed_rate_me"])]
     lines += ["", "Overload, each mix against a hash ceiling measured just before and just after it:", ""] + [
@@ -511,7 +526,10 @@ def main():
         f"p99 {mix['p99_ms']} ms, {mix['deadline_refusals']} refused at the queue deadline."
         for what, mix in mixes] + [
         f"- Beside the fixed-rate /me, the probe itself (wrk) used "
-        f"{by_name['me_fixed_rate_during_login_storm']['probe_cpu_share']:.1%} of the cores."
+        f"{by_name['me_fixed_rate_during_login_storm']['probe_cpu_share']:.1%} of the cores; logins alone "
+        f"served {fixed['logins_alone_around'][0]:.0f}/s just before the mix and "
+        f"{fixed['logins_alone_around'][1]:.0f}/s just after, so the mix served "
+        f"{1 - fixed['rps'] / (sum(fixed['logins_alone_around']) / 2):.1%} fewer than logins alone around it."
               ] + [f"- A storm of {storm['connections']} connections: {storm['rps']:.0f} logins/s served, the longest "
                    f"wait {storm['max_ms']} ms (deadline 2000 ms + one hash {hash_single_ms} ms), "
                    f"{storm['deadline_refusals']} refused at the deadline (503 with Retry-After), "
