@@ -36,8 +36,12 @@ async fn metrics_show_requests_logins_refreshes_and_gauges() {
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
-    let statements = text.lines().find_map(|line| line.strip_prefix("gatehouse_db_statements_total "));
-    assert!(statements.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0), "statements counted:\n{text}");
+    let value =
+        |name: &str| text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok());
+    assert!(value("gatehouse_db_statements_total").is_some_and(|n| n > 0.0), "statements counted:\n{text}");
+    // Signup, the verified login's own, the wrong password and nothing else hashed.
+    assert_eq!(value("gatehouse_hashes_total"), Some(3.0), "hashes counted:\n{text}");
+    assert!(value("gatehouse_hash_cpu_seconds_total").is_some_and(|s| s > 0.0), "hash CPU counted:\n{text}");
     assert!(!text.contains(&format!("/api/v1/admin/users/{}", login["user"]["id"])), "raw paths never become labels");
     assert!(!text.contains("gatehouse_state"), "one metric per quantity, no mixed family");
 }

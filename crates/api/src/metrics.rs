@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Counter, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::state::AppState;
@@ -21,6 +21,8 @@ pub struct Metrics {
     refreshes: IntCounterVec,
     statements: IntCounter,
     hash_refusals: IntCounterVec,
+    hashes: IntCounter,
+    hash_cpu_seconds: Counter,
     gauges: Gauges,
 }
 
@@ -71,6 +73,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["reason"],
     )
     .expect("valid metric");
+    let hashes =
+        IntCounter::new("hashes_total", "Password hashes and checks run by the hashing threads").expect("valid metric");
+    let hash_cpu_seconds = Counter::new(
+        "hash_cpu_seconds_total",
+        "CPU time the hashing threads spent hashing (waits for a core excluded); its rate over the cores is hashing's share",
+    )
+    .expect("valid metric");
     let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
     let gauges = Gauges {
         outbox_pending: gauge("outbox_pending", "Mails waiting in the outbox"),
@@ -91,6 +100,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(refreshes.clone()),
         Box::new(statements.clone()),
         Box::new(hash_refusals.clone()),
+        Box::new(hashes.clone()),
+        Box::new(hash_cpu_seconds.clone()),
         Box::new(gauges.outbox_pending.clone()),
         Box::new(gauges.outbox_oldest_pending_seconds.clone()),
         Box::new(gauges.hash_queue_length.clone()),
@@ -101,7 +112,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     ] {
         registry.register(collector).expect("unique metric names");
     }
-    Metrics { registry, requests, latency, logins, refreshes, statements, hash_refusals, gauges }
+    Metrics {
+        registry,
+        requests,
+        latency,
+        logins,
+        refreshes,
+        statements,
+        hash_refusals,
+        hashes,
+        hash_cpu_seconds,
+        gauges,
+    }
 });
 
 impl Metrics {
@@ -123,6 +145,15 @@ impl Metrics {
         for (reason, total) in totals {
             let counter = self.hash_refusals.with_label_values(&[reason]);
             counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Brings the hashing counters up to the hash pool's own totals (read at scrape time).
+    fn hashing_seen(&self, (hashes, cpu): (u64, Duration)) {
+        self.hashes.inc_by(hashes.saturating_sub(self.hashes.get()));
+        let more = cpu.as_secs_f64() - self.hash_cpu_seconds.get();
+        if more > 0.0 {
+            self.hash_cpu_seconds.inc_by(more);
         }
     }
 
@@ -156,6 +187,7 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     gauges.db_pool_max_connections.set(pool.max);
     metrics.statements_sent(state.pool.statements_sent());
     metrics.hash_refusals_seen(state.hash_queue.refusals());
+    metrics.hashing_seen(state.hash_queue.hashing_done());
     let mut body = Vec::new();
     if let Err(error) = TextEncoder::new().encode(&metrics.registry.gather(), &mut body) {
         tracing::error!(%error, "metrics could not be encoded");

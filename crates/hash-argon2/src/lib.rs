@@ -406,6 +406,23 @@ struct Refusals {
     abandoned: AtomicU64,
 }
 
+/// What the hashing threads have done since the start (for metrics): the
+/// hashes and checks they ran, and the CPU time those took on their
+/// threads, without the time a thread waited for a core. Their CPU time's
+/// rate over the core count is the share of the machine that hashing got.
+#[derive(Debug, Default)]
+struct Spent {
+    hashes: AtomicU64,
+    cpu_nanos: AtomicU64,
+}
+
+impl Spent {
+    fn record(&self, cpu: Duration) {
+        self.hashes.fetch_add(1, Ordering::Relaxed);
+        self.cpu_nanos.fetch_add(u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
 /// Where a queued job stands: whoever moves it out of `QUEUED` first decides
 /// between hashing it and refusing it, so a hash never starts for a caller
 /// that has been told no.
@@ -424,6 +441,7 @@ pub struct Argon2Hasher {
     /// Taken off the deadline of a request's first hash.
     finish: Arc<FinishAllowance>,
     refusals: Arc<Refusals>,
+    spent: Arc<Spent>,
     concurrency: usize,
     budget: Arc<MemoryBudget>,
     /// The argon2 blocks of our own hash: what a thread holds anyway.
@@ -495,6 +513,7 @@ impl Argon2Hasher {
             queue_deadline_ms: Arc::new(AtomicU64::new(DEFAULT_QUEUE_DEADLINE.as_millis().try_into().unwrap_or(0))),
             finish: Arc::default(),
             refusals: Arc::default(),
+            spent: Arc::default(),
             concurrency,
             budget,
             own_blocks: params.block_count(),
@@ -541,6 +560,13 @@ impl Argon2Hasher {
         ]
     }
 
+    /// Hashes and checks run since the start, and the CPU time they took on
+    /// the hashing threads: how much of the machine hashing gets, and what
+    /// one hash costs it now (for metrics).
+    pub fn hashing_done(&self) -> (u64, Duration) {
+        (self.spent.hashes.load(Ordering::Relaxed), Duration::from_nanos(self.spent.cpu_nanos.load(Ordering::Relaxed)))
+    }
+
     /// "Unavailable", with the retry hint of a queue that drains within its deadline.
     fn overloaded(&self, what: &'static str) -> PortError {
         let deadline_ms = self.queue_deadline_ms.load(Ordering::Relaxed);
@@ -558,13 +584,16 @@ impl Argon2Hasher {
         let (done, mut result) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let (in_flight, refusals, claim) = (self.in_flight.clone(), self.refusals.clone(), state.clone());
+        let spent = self.spent.clone();
         let job: Job = Box::new(move |worker| {
             let gone = done.is_closed();
             let claimed = claim.compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire).is_ok();
             match (claimed, gone) {
                 (true, false) => {
-                    let started = Instant::now();
-                    let _ = done.send((started, work(worker)));
+                    let (started, cpu) = (Instant::now(), thread_cpu_time());
+                    let hashed = work(worker);
+                    spent.record(thread_cpu_time().saturating_sub(cpu));
+                    let _ = done.send((started, hashed));
                 }
                 (true, true) => {
                     refusals.abandoned.fetch_add(1, Ordering::Relaxed);
@@ -640,6 +669,21 @@ fn enter_idle_class() -> std::io::Result<()> {
 fn hold_a_core() {
     #[cfg(unix)]
     let _ = rustix::process::nice(-10);
+}
+
+/// The calling thread's CPU time so far. Where no such clock is known, the
+/// time since the process first asked (wall time, waits included).
+fn thread_cpu_time() -> Duration {
+    #[cfg(unix)]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(now.tv_sec.try_into().unwrap_or(0), now.tv_nsec.try_into().unwrap_or(0))
+    }
+    #[cfg(not(unix))]
+    {
+        static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+        START.elapsed()
+    }
 }
 
 /// Whether a stored hash was made with other parameters (or another algorithm).
@@ -1073,6 +1117,25 @@ mod tests {
         hasher.run(|_| ()).await.unwrap();
         assert!(!ran.load(Ordering::SeqCst), "nobody waits for it: not hashed");
         assert_eq!(hasher.refusals(), [("queue_full", 0), ("deadline", 0), ("client_gone", 1)]);
+        assert_eq!(hasher.hashing_done().0, 2, "the blocker and the last job ran; the abandoned one did not");
+    }
+
+    #[tokio::test]
+    async fn the_hashes_done_count_their_cpu_time_and_not_their_waits() {
+        let hasher = Argon2Hasher::new(HashParams::default(), 1, 4).unwrap();
+        let hash = hasher.hash(&plain("correct horse battery staple")).await.unwrap();
+        let (hashes, cpu) = hasher.hashing_done();
+        assert_eq!(hashes, 1);
+        assert!(cpu > Duration::from_millis(2), "argon2id at the defaults costs milliseconds of CPU, not {cpu:?}");
+        let check = hasher.verify(&plain("correct horse battery staple"), &hash).await.unwrap();
+        assert!(matches!(check, PasswordCheck::Match { .. }));
+        // A job that sleeps holds its thread for 300 ms and spends next to no CPU.
+        hasher.run(|_| std::thread::sleep(Duration::from_millis(300))).await.unwrap();
+        let (hashes, total) = hasher.hashing_done();
+        assert_eq!(hashes, 3);
+        let check_and_sleep = total - cpu;
+        assert!(check_and_sleep > Duration::from_millis(1), "the check's CPU counts: {check_and_sleep:?}");
+        assert!(check_and_sleep < cpu * 2 + Duration::from_millis(100), "the sleep does not: {check_and_sleep:?}");
     }
 
     #[tokio::test]
