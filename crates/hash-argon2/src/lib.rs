@@ -136,6 +136,26 @@ tokio::task_local! {
     static REQUEST: Request;
 }
 
+/// When a request's first hash must start at the latest: its queue deadline
+/// less the finish allowance as it stands at the time of asking.
+#[derive(Debug)]
+struct StartBy {
+    due: Instant,
+    deadline: Duration,
+    finish: Arc<FinishAllowance>,
+}
+
+impl StartBy {
+    fn at(&self) -> Instant {
+        self.due - self.finish.within(self.deadline)
+    }
+
+    /// The earliest it can be: the allowance is at most half the deadline.
+    fn soonest(&self) -> Instant {
+        self.due - self.deadline / 2
+    }
+}
+
 /// Runs `request` as one that arrived at `arrived`: the queue deadline of its
 /// first hash counts from then, so that what it waited before asking (a
 /// database connection, say) counts too. Its later hashes (a login's upgrade
@@ -581,31 +601,42 @@ impl Argon2Hasher {
         &self,
         work: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<T, PortError> {
+        let (since, follow_up) = REQUEST
+            .try_with(|request| (request.arrived, request.hashed.replace(true)))
+            .unwrap_or((Instant::now(), false));
+        let deadline = Duration::from_millis(self.queue_deadline_ms.load(Ordering::Relaxed));
+        let start_by = (!deadline.is_zero() && !follow_up)
+            .then(|| Arc::new(StartBy { due: since + deadline, deadline, finish: self.finish.clone() }));
         let (done, mut result) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let (in_flight, refusals, claim) = (self.in_flight.clone(), self.refusals.clone(), state.clone());
-        let spent = self.spent.clone();
+        let (spent, limit) = (self.spent.clone(), start_by.clone());
         let job: Job = Box::new(move |worker| {
             let gone = done.is_closed();
-            let claimed = claim.compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire).is_ok();
-            match (claimed, gone) {
-                (true, false) => {
+            // Held to the allowance as it is now, which a storm that began
+            // while the job waited has raised.
+            let late = !gone && limit.is_some_and(|limit| Instant::now() > limit.at());
+            let next = if late { GIVEN_UP } else { STARTED };
+            let claimed = claim.compare_exchange(QUEUED, next, Ordering::AcqRel, Ordering::Acquire).is_ok();
+            match (claimed, gone, late) {
+                (true, false, false) => {
                     let (started, cpu) = (Instant::now(), thread_cpu_time());
                     let hashed = work(worker);
                     spent.record(thread_cpu_time().saturating_sub(cpu));
                     let _ = done.send((started, hashed));
                 }
-                (true, true) => {
+                (true, true, _) => {
                     refusals.abandoned.fetch_add(1, Ordering::Relaxed);
                 }
+                // Dropping `done` unanswered tells the waiter, at once.
+                (true, false, true) => {
+                    refusals.late.fetch_add(1, Ordering::Relaxed);
+                }
                 // Given up at the deadline, and counted there.
-                (false, _) => {}
+                (false, ..) => {}
             }
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
-        let (since, follow_up) = REQUEST
-            .try_with(|request| (request.arrived, request.hashed.replace(true)))
-            .unwrap_or((Instant::now(), false));
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Err(refused) = self.jobs.0.push(job, follow_up) {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -617,19 +648,29 @@ impl Argon2Hasher {
                 Refused::Closed => PortError::unexpected(PoolGone),
             });
         }
-        let deadline = Duration::from_millis(self.queue_deadline_ms.load(Ordering::Relaxed));
-        if !deadline.is_zero() && !follow_up {
-            let start_by = since + deadline - self.finish.within(deadline);
-            let outcome = match tokio::time::timeout_at(start_by.into(), &mut result).await {
-                Ok(outcome) => outcome,
-                Err(_) if state.compare_exchange(QUEUED, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
-                    self.refusals.late.fetch_add(1, Ordering::Relaxed);
-                    return Err(self.overloaded("a password hash waited past the queue deadline"));
+        let late = || self.overloaded("a password hash waited past the queue deadline");
+        if let Some(start_by) = start_by {
+            // First woken when the wait could be over at the soonest, then at
+            // the start-by of that moment's allowance: a storm that begins
+            // meanwhile brings its refusals forward.
+            let mut wake = start_by.soonest();
+            let outcome = loop {
+                match tokio::time::timeout_at(wake.into(), &mut result).await {
+                    Ok(outcome) => break outcome,
+                    Err(_) if Instant::now() < start_by.at() => wake = start_by.at(),
+                    Err(_) if state.compare_exchange(QUEUED, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
+                        self.refusals.late.fetch_add(1, Ordering::Relaxed);
+                        return Err(late());
+                    }
+                    // A thread took it in time: its answer is on the way.
+                    Err(_) => break (&mut result).await,
                 }
-                // A thread took it in time: its answer is on the way.
-                Err(_) => (&mut result).await,
             };
-            let (started, hashed) = outcome.map_err(|_| PortError::unexpected(PoolGone))?;
+            let (started, hashed) = match outcome {
+                Ok(answer) => answer,
+                Err(_) if state.load(Ordering::Acquire) == GIVEN_UP => return Err(late()),
+                Err(_) => return Err(PortError::unexpected(PoolGone)),
+            };
             let finish = self.finish.clone();
             let _ = REQUEST.try_with(|request| request.first_hash_started.replace(Some((started, finish))));
             return Ok(hashed);
@@ -1002,6 +1043,49 @@ mod tests {
         // A request whose hash took 250 ms (its thread yielding to others), and nothing after.
         arrived_at(Instant::now(), hasher.run(|_| std::thread::sleep(Duration::from_millis(250)))).await.unwrap();
         refused_with_the_thread_busy_480_ms_of_600(&hasher).await;
+    }
+
+    #[tokio::test]
+    async fn a_first_hash_queued_before_the_allowance_grew_is_held_to_the_grown_one() {
+        let (hasher, release) = held_hasher(Duration::from_millis(600)).await;
+        let (ran, job) = recorded();
+        let asked = Instant::now();
+        let waiting = hasher.clone();
+        let waiting = tokio::spawn(arrived_at(asked, async move { waiting.run(job).await }));
+        while hasher.in_flight.load(Ordering::Relaxed) < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // A storm begins: requests now need 250 ms after their first hash,
+        // so a first hash must start 350 ms after its request's arrival.
+        hasher.finish.observe(Duration::from_millis(250));
+        tokio::time::sleep(Duration::from_millis(400).saturating_sub(asked.elapsed())).await;
+        release.send(()).unwrap();
+        let refused = waiting.await.unwrap().unwrap_err();
+        let answered = asked.elapsed();
+        assert!(refused.retry_after().is_some(), "refused as overloaded: {refused:?}");
+        assert!(answered < Duration::from_millis(590), "when the thread came to it, not at 600 ms: {answered:?}");
+        hasher.run(|_| ()).await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "never started");
+        assert_eq!(hasher.refusals(), [("queue_full", 0), ("deadline", 1), ("client_gone", 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_first_hash_is_refused_by_the_allowance_that_grew_while_it_waited() {
+        let (hasher, release) = held_hasher(Duration::from_millis(600)).await;
+        let (ran, job) = recorded();
+        let asked = Instant::now();
+        let waiting = hasher.clone();
+        let waiting = tokio::spawn(arrived_at(asked, async move { waiting.run(job).await }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        hasher.finish.observe(Duration::from_millis(250));
+        let refused = waiting.await.unwrap().unwrap_err();
+        let answered = asked.elapsed();
+        assert!(refused.retry_after().is_some(), "refused as overloaded: {refused:?}");
+        let (start_by, old_start_by) = (Duration::from_millis(350), Duration::from_millis(600));
+        assert!(answered >= start_by && answered < old_start_by - Duration::from_millis(100), "{answered:?}");
+        release.send(()).unwrap();
+        hasher.run(|_| ()).await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "never started");
     }
 
     /// With the thread busy for 480 ms, a new request's first hash would
