@@ -137,8 +137,8 @@ tokio::task_local! {
 }
 
 /// When a request's first hash must start at the latest: its queue deadline
-/// less the finish allowance as it stands at the time of asking.
-#[derive(Debug)]
+/// less the finish allowance, as the allowance stands each time it is asked.
+#[derive(Debug, Clone)]
 struct StartBy {
     due: Instant,
     deadline: Duration,
@@ -605,8 +605,11 @@ impl Argon2Hasher {
             .try_with(|request| (request.arrived, request.hashed.replace(true)))
             .unwrap_or((Instant::now(), false));
         let deadline = Duration::from_millis(self.queue_deadline_ms.load(Ordering::Relaxed));
-        let start_by = (!deadline.is_zero() && !follow_up)
-            .then(|| Arc::new(StartBy { due: since + deadline, deadline, finish: self.finish.clone() }));
+        let start_by = (!deadline.is_zero() && !follow_up).then(|| StartBy {
+            due: since + deadline,
+            deadline,
+            finish: self.finish.clone(),
+        });
         let (done, mut result) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let (in_flight, refusals, claim) = (self.in_flight.clone(), self.refusals.clone(), state.clone());
@@ -648,7 +651,7 @@ impl Argon2Hasher {
                 Refused::Closed => PortError::unexpected(PoolGone),
             });
         }
-        let late = || self.overloaded("a password hash waited past the queue deadline");
+        let refused_late = || self.overloaded("a password hash waited past the queue deadline");
         if let Some(start_by) = start_by {
             // First woken when the wait could be over at the soonest, then at
             // the start-by of that moment's allowance: a storm that begins
@@ -660,7 +663,7 @@ impl Argon2Hasher {
                     Err(_) if Instant::now() < start_by.at() => wake = start_by.at(),
                     Err(_) if state.compare_exchange(QUEUED, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
                         self.refusals.late.fetch_add(1, Ordering::Relaxed);
-                        return Err(late());
+                        return Err(refused_late());
                     }
                     // A thread took it in time: its answer is on the way.
                     Err(_) => break (&mut result).await,
@@ -668,7 +671,7 @@ impl Argon2Hasher {
             };
             let (started, hashed) = match outcome {
                 Ok(answer) => answer,
-                Err(_) if state.load(Ordering::Acquire) == GIVEN_UP => return Err(late()),
+                Err(_) if state.load(Ordering::Acquire) == GIVEN_UP => return Err(refused_late()),
                 Err(_) => return Err(PortError::unexpected(PoolGone)),
             };
             let finish = self.finish.clone();
