@@ -1048,9 +1048,11 @@ mod tests {
         refused_with_the_thread_busy_480_ms_of_600(&hasher).await;
     }
 
-    #[tokio::test]
-    async fn a_first_hash_queued_before_the_allowance_grew_is_held_to_the_grown_one() {
-        let (hasher, release) = held_hasher(Duration::from_millis(600)).await;
+    /// A request's first hash, queued behind the held thread: whether it
+    /// ran, when its request arrived, and its outcome to come.
+    async fn queued_first_hash(
+        hasher: &Argon2Hasher,
+    ) -> (Arc<std::sync::atomic::AtomicBool>, Instant, tokio::task::JoinHandle<Result<(), PortError>>) {
         let (ran, job) = recorded();
         let asked = Instant::now();
         let waiting = hasher.clone();
@@ -1058,6 +1060,13 @@ mod tests {
         while hasher.in_flight.load(Ordering::Relaxed) < 2 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        (ran, asked, waiting)
+    }
+
+    #[tokio::test]
+    async fn a_first_hash_queued_before_the_allowance_grew_is_held_to_the_grown_one() {
+        let (hasher, release) = held_hasher(Duration::from_millis(600)).await;
+        let (ran, asked, waiting) = queued_first_hash(&hasher).await;
         // A storm begins: requests now need 250 ms after their first hash,
         // so a first hash must start 350 ms after its request's arrival.
         hasher.finish.observe(Duration::from_millis(250));
@@ -1075,11 +1084,8 @@ mod tests {
     #[tokio::test]
     async fn a_first_hash_is_refused_by_the_allowance_that_grew_while_it_waited() {
         let (hasher, release) = held_hasher(Duration::from_millis(600)).await;
-        let (ran, job) = recorded();
-        let asked = Instant::now();
-        let waiting = hasher.clone();
-        let waiting = tokio::spawn(arrived_at(asked, async move { waiting.run(job).await }));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (ran, asked, waiting) = queued_first_hash(&hasher).await;
+        tokio::time::sleep(Duration::from_millis(100).saturating_sub(asked.elapsed())).await;
         hasher.finish.observe(Duration::from_millis(250));
         let refused = waiting.await.unwrap().unwrap_err();
         let answered = asked.elapsed();
